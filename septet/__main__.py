@@ -1,0 +1,5 @@
+import sys
+
+from septet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the septet console command, one module each."""
