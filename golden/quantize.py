@@ -1,0 +1,417 @@
+"""Quantizers of the septet format family (weights) and of INT8 activations.
+
+All quantizers return a :class:`QuantizedMatrix`, the one container that the
+packer, the integer oracle, the quality study and the testbenches read.  The
+arithmetic is specified in ``golden/FORMAT.md`` section 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.format import (
+    ACT_MAX,
+    EXPONENT_BITS,
+    EXPONENT_MAX,
+    EXPONENT_MIN,
+    SCALE_BITS,
+    Arithmetic,
+    Format,
+    parse_arithmetic,
+    parse_format,
+)
+
+__all__ = [
+    "QuantizedMatrix",
+    "quantize",
+    "quantize_symmetric",
+    "quantize_activations",
+    "salience_permutation",
+    "CLIP_MODES",
+]
+
+#: Range-clipping modes of :func:`quantize`.
+CLIP_MODES = ("none", "mse")
+#: Shrink factors of the range searched by ``clip="mse"`` (1.0 = no clipping).
+_CLIP_GRID = np.linspace(1.0, 0.5, 11)
+_MANT_MAX = (1 << SCALE_BITS) - 1
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedMatrix:
+    """A weight matrix quantized to a septet format.
+
+    Attributes
+    ----------
+    fmt : Format
+        Slot widths.
+    arithmetic : Arithmetic
+        ``OWN`` (a scale and zero per slot) or ``SHARED`` (one grid).
+    K, N : int
+        Original shape of ``W[K, N]``.
+    group_size : int
+        Rows per group along K (even); ``K_pad`` for per-column quantization.
+    codes : ndarray of uint8, shape (K_pad, N)
+        Unsigned codes; row ``r`` holds input channel ``perm[r]``.  Odd rows
+        hold the odd slot's own code (not expanded onto the shared grid).
+    zeros : ndarray of int64, shape (n_groups, n_slots, N)
+        Integer zero points, one per group, slot scale and column.
+    mant : ndarray of int64, shape (n_groups, n_slots, N)
+        Unsigned ``SCALE_BITS``-bit scale mantissas.
+    exp : ndarray of int64, shape (N,)
+        Column exponents: a group's scale is ``mant * 2.0**-exp``.
+    perm : ndarray of int64, shape (K,), or None
+        Input-channel order of the rows (``None``: identity).
+    """
+
+    fmt: Format
+    arithmetic: Arithmetic
+    K: int
+    N: int
+    group_size: int
+    codes: np.ndarray
+    zeros: np.ndarray
+    mant: np.ndarray
+    exp: np.ndarray
+    perm: "np.ndarray | None" = None
+
+    @property
+    def K_pad(self) -> int:
+        """K rounded up to whole pairs."""
+        return self.K + (self.K % 2)
+
+    @property
+    def n_groups(self) -> int:
+        return -(-self.K_pad // self.group_size)
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.fmt.group_slots(self.arithmetic))
+
+    def group_of_row(self) -> np.ndarray:
+        """Group index of every row, shape (K_pad,)."""
+        return np.arange(self.K_pad) // self.group_size
+
+    def slot_of_row(self) -> np.ndarray:
+        """Slot-scale index of every row (0 even / 1 odd for OWN, 0 for SHARED)."""
+        parity = np.arange(self.K_pad) % 2
+        return parity if self.arithmetic is Arithmetic.OWN else np.zeros_like(parity)
+
+    def grid_codes(self) -> np.ndarray:
+        """Codes on the accumulation grid, int64 (K_pad, N): odd codes shifted for SHARED."""
+        q = self.codes.astype(np.int64)
+        shift = self.fmt.odd_shift(self.arithmetic)
+        if shift:
+            q[1::2] <<= shift
+        return q
+
+    def row_zeros(self) -> np.ndarray:
+        """Zero point that applies to every code, int64 (K_pad, N)."""
+        return self.zeros[self.group_of_row(), self.slot_of_row()]
+
+    def row_scales(self) -> np.ndarray:
+        """Scale that applies to every code, float64 (K_pad, N)."""
+        mant = self.mant[self.group_of_row(), self.slot_of_row()].astype(np.float64)
+        return mant * np.exp2(-self.exp.astype(np.float64))[None, :]
+
+    def dequantize(self) -> np.ndarray:
+        """The represented weights, float64 (K, N), in the original channel order."""
+        w = (self.grid_codes() - self.row_zeros()) * self.row_scales()
+        w = w[: self.K]
+        if self.perm is None:
+            return w
+        out = np.empty_like(w)
+        out[self.perm] = w
+        return out
+
+    @property
+    def stored_bits_per_column(self) -> int:
+        """Bits stored per column: codes, group headers and the exponent."""
+        return (self.K_pad // 2 * self.fmt.pair_bits
+                + self.n_groups * self.fmt.group_header_bits_per_column(self.arithmetic)
+                + EXPONENT_BITS)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per original weight, scales, zero points and exponent included."""
+        return self.stored_bits_per_column / self.K
+
+
+def _check_weights(W) -> np.ndarray:
+    if not isinstance(W, np.ndarray):
+        raise TypeError(f"W must be a NumPy array of shape (K, N), got {type(W).__name__}")
+    if W.ndim != 2:
+        raise ValueError(f"W must be 2-D (K, N), got shape {W.shape}")
+    if W.shape[0] < 1 or W.shape[1] < 1:
+        raise ValueError(f"W must have K >= 1 rows and N >= 1 columns, got shape {W.shape}")
+    if not (np.issubdtype(W.dtype, np.floating) or np.issubdtype(W.dtype, np.integer)):
+        raise TypeError(f"W must have a real floating or integer dtype, got {W.dtype}")
+    if np.issubdtype(W.dtype, np.floating) and not np.all(np.isfinite(W)):
+        bad = np.argwhere(~np.isfinite(W))[0]
+        raise ValueError(f"W must be finite; W[{bad[0]}, {bad[1]}] = {W[tuple(bad)]}")
+    return W
+
+
+def _check_group_size(group_size, K_pad: int) -> int:
+    if group_size is None:
+        return K_pad
+    if (not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool)
+            or group_size < 2 or group_size % 2):
+        raise ValueError(f"group_size must be an even integer >= 2 (or None for per column), got {group_size!r}")
+    return int(min(group_size, K_pad))
+
+
+def _check_perm(perm, K: int) -> "np.ndarray | None":
+    if perm is None:
+        return None
+    perm = np.asarray(perm)
+    if perm.shape != (K,) or not np.issubdtype(perm.dtype, np.integer) \
+            or not np.array_equal(np.sort(perm), np.arange(K)):
+        raise ValueError(f"perm must be a permutation of range(K) = range({K}) as an integer array")
+    return perm.astype(np.int64)
+
+
+def _column_exponents(max_scale: np.ndarray) -> np.ndarray:
+    """Largest exponent per column that keeps the column's largest mantissa within SCALE_BITS."""
+    exp = np.full(max_scale.shape, EXPONENT_MAX, dtype=np.int64)
+    pos = max_scale > 0
+    exp[pos] = np.floor(np.log2(_MANT_MAX / max_scale[pos])).astype(np.int64)
+    # floor(log2) of a float ratio can land one too high by rounding: make sure it fits.
+    over = pos & (np.rint(max_scale * np.exp2(exp.astype(np.float64))) > _MANT_MAX)
+    exp[over] -= 1
+    if np.any(exp < EXPONENT_MIN) or np.any(exp > EXPONENT_MAX):
+        raise ValueError(
+            f"weight scales out of the representable range: column exponents must lie in "
+            f"[{EXPONENT_MIN}, {EXPONENT_MAX}] (EXPONENT_BITS={EXPONENT_BITS}); |W| is too large or too small")
+    return exp
+
+
+def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale):
+    """Scale mantissas and zero points covering [lo, hi] (lo <= 0 <= hi) with ``levels`` levels.
+
+    ``exp_scale`` is ``2**exp`` broadcast to the shape of lo; the zero point is a
+    multiple of ``zero_step``.  Returns (mant, zero, scale) with scale the exact
+    represented step ``mant / 2**exp``.
+    """
+    span = hi - lo
+    raw_scale = span / (levels - 1)
+    mant = np.clip(np.rint(raw_scale * exp_scale), 0, _MANT_MAX).astype(np.int64)
+    # A nonzero range must not round to a zero scale.
+    mant = np.where((span > 0) & (mant == 0), 1, mant)
+    scale = mant / exp_scale
+    safe = np.where(scale > 0, scale, 1.0)
+    zmax = (levels - 1) // zero_step * zero_step
+    zero = np.clip(np.rint(-lo / safe / zero_step) * zero_step, 0, zmax).astype(np.int64)
+    zero = np.where(scale > 0, zero, 0)
+    return mant, zero, scale
+
+
+def _codes_for(w, scale, zero, step: int, max_code: int):
+    """Nearest code on a grid of spacing ``step`` levels (``q = c * step``), clipped."""
+    safe = np.where(scale > 0, scale, 1.0)
+    c = np.rint((w / safe + zero) / step)
+    c = np.where(scale > 0, c, zero // step)
+    return np.clip(c, 0, max_code).astype(np.int64)
+
+
+def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", perm=None,
+             symmetric=False) -> QuantizedMatrix:
+    """Quantize ``W[K, N]`` to a septet format with integer zero points.
+
+    Parameters
+    ----------
+    W : ndarray, shape (K, N)
+        Finite weights; K is the reduction dimension.
+    fmt : str or Format
+        Slot widths, e.g. ``"4+3"`` (3.5-bit), ``"4+4"``, ``"3+3"``, ``"8+8"``.
+    arithmetic : {"own", "shared"}
+        Own grids per slot, or one shared grid (see :class:`golden.format.Arithmetic`).
+    group_size : int or None
+        Rows per group along K (even, >= 2); ``None`` quantizes per column.
+    clip : {"none", "mse"}
+        ``"mse"`` shrinks each group's range by the factor in 1.0 ... 0.5 that
+        minimises that group's weight squared error (clipping judged by weight
+        error; see FORMAT.md for why that can hurt perplexity).
+    perm : array of int, shape (K,), optional
+        Input-channel order: row ``r`` of the quantized matrix holds channel
+        ``perm[r]``, so even (wider) slots go to ``perm[0], perm[2], ...``.
+    symmetric : bool
+        Symmetric baseline: zero point fixed at ``2**(b-1)``, scale ``max|w| / (2**(b-1) - 1)``.
+
+    Returns
+    -------
+    QuantizedMatrix
+    """
+    W = _check_weights(W)
+    fmt = parse_format(fmt)
+    arithmetic = parse_arithmetic(arithmetic)
+    fmt.check_arithmetic(arithmetic)
+    if clip not in CLIP_MODES:
+        raise ValueError(f"clip must be one of {CLIP_MODES}, got {clip!r}")
+    if symmetric and clip != "none":
+        raise ValueError("clip must be 'none' when symmetric=True")
+    K, N = W.shape
+    K_pad = K + (K % 2)
+    G = _check_group_size(group_size, K_pad)
+    perm = _check_perm(perm, K)
+
+    w = np.zeros((K_pad, N), dtype=np.float64)
+    w[:K] = W[perm] if perm is not None else W
+    n_groups = -(-K_pad // G)
+    # Rows of each group, padded with zeros (zero is always inside the range) to whole groups.
+    rows = n_groups * G
+    wg = np.zeros((rows, N), dtype=np.float64)
+    wg[:K_pad] = w
+    wg = wg.reshape(n_groups, G, N)
+    valid = np.zeros(rows, dtype=bool)
+    valid[:K] = True
+    valid = valid.reshape(n_groups, G)
+
+    shift = fmt.odd_shift(arithmetic)
+    if arithmetic is Arithmetic.OWN:
+        # slot t: rows t::2 with width fmt.slot_bits[t], step 1
+        slot_rows = [(slice(0, None, 2), fmt.even_bits, 1), (slice(1, None, 2), fmt.odd_bits, 1)]
+    else:
+        slot_rows = [(slice(None), fmt.even_bits, 1 << shift)]
+
+    # Ranges per group and slot, always including zero.
+    los, his = [], []
+    for sl, _, _ in slot_rows:
+        x = wg[:, sl, :]
+        los.append(np.minimum(x.min(axis=1), 0.0))
+        his.append(np.maximum(x.max(axis=1), 0.0))
+    lo = np.stack(los, axis=1)          # (n_groups, n_slots, N)
+    hi = np.stack(his, axis=1)
+    levels = np.array([1 << b for _, b, _ in slot_rows])[None, :, None]
+    zero_step = np.array([st for _, _, st in slot_rows])
+
+    if symmetric:
+        half = (levels >> 1)
+        amax = np.maximum(-lo, hi)
+        raw_scale = amax / (half - 1)
+    else:
+        raw_scale = (hi - lo) / (levels - 1)
+    exp = _column_exponents(raw_scale.max(axis=(0, 1)))
+    exp_scale = np.exp2(exp.astype(np.float64))[None, None, :]
+
+    def params_for(alpha):
+        l, h = lo * alpha, hi * alpha
+        mants, zeros, scales = [], [], []
+        for t, (_, b, st) in enumerate(slot_rows):
+            if symmetric:
+                half_t = 1 << (b - 1)
+                amax_t = np.maximum(-l[:, t], h[:, t])
+                mant = np.clip(np.rint(amax_t / (half_t - 1) * exp_scale[:, 0]), 0, _MANT_MAX).astype(np.int64)
+                mant = np.where((amax_t > 0) & (mant == 0), 1, mant)
+                zero = np.full_like(mant, half_t)
+                scale = mant / exp_scale[:, 0]
+            else:
+                mant, zero, scale = _grid_params(l[:, t], h[:, t], 1 << b, st, exp_scale[:, 0])
+            mants.append(mant)
+            zeros.append(zero)
+            scales.append(scale)
+        return np.stack(mants, 1), np.stack(zeros, 1), np.stack(scales, 1)
+
+    def codes_and_error(mant, zero, scale):
+        codes = np.zeros((n_groups, G, N), dtype=np.int64)
+        err = np.zeros((n_groups, len(slot_rows), N))
+        for t, (sl, b, st) in enumerate(slot_rows):
+            if arithmetic is Arithmetic.SHARED:
+                # even rows on the full grid, odd rows on every step-th level
+                for par, (pst, pmax) in enumerate(((1, (1 << fmt.even_bits) - 1),
+                                                   (st, (1 << fmt.odd_bits) - 1))):
+                    x = wg[:, par::2, :]
+                    c = _codes_for(x, scale[:, t][:, None, :], zero[:, t][:, None, :], pst, pmax)
+                    codes[:, par::2, :] = c
+                    rec = (c * pst - zero[:, t][:, None, :]) * scale[:, t][:, None, :]
+                    err[:, t] += (((rec - x) ** 2) * valid[:, par::2, None]).sum(axis=1)
+            else:
+                x = wg[:, sl, :]
+                c = _codes_for(x, scale[:, t][:, None, :], zero[:, t][:, None, :], 1, (1 << b) - 1)
+                codes[:, sl, :] = c
+                rec = (c - zero[:, t][:, None, :]) * scale[:, t][:, None, :]
+                err[:, t] = (((rec - x) ** 2) * valid[:, sl, None]).sum(axis=1)
+        return codes, err
+
+    mant, zero, scale = params_for(1.0)
+    codes, err = codes_and_error(mant, zero, scale)
+    if clip == "mse":
+        for alpha in _CLIP_GRID[1:]:
+            m2, z2, s2 = params_for(alpha)
+            c2, e2 = codes_and_error(m2, z2, s2)
+            better = e2 < err                       # (n_groups, n_slots, N)
+            mant = np.where(better, m2, mant)
+            zero = np.where(better, z2, zero)
+            err = np.where(better, e2, err)
+            # codes follow their slot's choice
+            for t, (sl, _, _) in enumerate(slot_rows):
+                sel = better[:, t][:, None, :]
+                codes[:, sl, :] = np.where(sel, c2[:, sl, :], codes[:, sl, :])
+
+    codes = codes.reshape(rows, N)[:K_pad]
+    if K_pad != K:
+        # The padding row (odd slot) holds the zero point: it dequantizes to exactly 0.
+        last_g = (K_pad - 1) // G
+        codes[K_pad - 1] = zero[last_g, -1] >> shift
+    return QuantizedMatrix(fmt=fmt, arithmetic=arithmetic, K=K, N=N, group_size=G,
+                           codes=codes.astype(np.uint8), zeros=zero, mant=mant, exp=exp, perm=perm)
+
+
+def quantize_symmetric(W, fmt="4+4", *, group_size=None, perm=None) -> QuantizedMatrix:
+    """Symmetric baseline (the seed's INT4): zero point fixed at ``2**(b-1)``, own grids.
+
+    Codes ``q`` in ``[0, 2**b - 1]`` represent ``(q - 2**(b-1)) * s`` with
+    ``s = max|w| / (2**(b-1) - 1)``, so the same tile computes it.
+    """
+    return quantize(W, fmt, arithmetic="own", group_size=group_size, perm=perm, symmetric=True)
+
+
+def quantize_activations(x) -> "tuple[np.ndarray, float]":
+    """Symmetric per-tensor INT8 quantization of an activation vector.
+
+    Returns ``(a, s_a)`` with ``a = clip(rint(x / s_a), -127, 127)`` as int8 and
+    ``s_a = max|x| / 127`` (1.0 for an all-zero vector).
+    """
+    x = np.asarray(x)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"x must be a non-empty 1-D activation vector, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise TypeError(f"x must be real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"x must be finite; x[{int(np.argmax(~np.isfinite(x)))}] is not")
+    amax = float(np.abs(x).max())
+    s_a = amax / ACT_MAX if amax > 0 else 1.0
+    a = np.clip(np.rint(x / s_a), -ACT_MAX, ACT_MAX).astype(np.int8)
+    return a, s_a
+
+
+def salience_permutation(importance) -> np.ndarray:
+    """Input-channel order that gives the wider even slots to the most important channels.
+
+    Parameters
+    ----------
+    importance : array, shape (K,)
+        Non-negative salience per input channel (e.g. the mean squared
+        calibration activation, or that times the column norm of W).
+
+    Returns
+    -------
+    ndarray of int64, shape (K,)
+        ``perm`` for :func:`quantize`: ``perm[2i]`` runs over the most important
+        ceil(K/2) channels and ``perm[2i+1]`` over the rest, each half in
+        ascending channel order (so group ranges stay local).
+    """
+    imp = np.asarray(importance, dtype=np.float64)
+    if imp.ndim != 1 or imp.size == 0 or not np.all(np.isfinite(imp)) or np.any(imp < 0):
+        raise ValueError("importance must be a non-empty 1-D array of finite non-negative values")
+    K = imp.size
+    order = np.argsort(-imp, kind="stable")
+    top = np.sort(order[: (K + 1) // 2])
+    rest = np.sort(order[(K + 1) // 2:])
+    perm = np.empty(K, dtype=np.int64)
+    perm[0::2] = top
+    perm[1::2] = rest
+    return perm
