@@ -188,6 +188,11 @@ def _column_exponents(max_scale: np.ndarray) -> np.ndarray:
     return exp
 
 
+def _covered_levels(levels, zero_step):
+    """Steps of the range both slots can represent: 2**E - 1 (own), the odd grid's top level (shared)."""
+    return (levels - 1) // zero_step * zero_step
+
+
 def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale):
     """Scale mantissas and zero points covering [lo, hi] (lo <= 0 <= hi) with ``levels`` levels.
 
@@ -196,8 +201,9 @@ def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale):
     represented step ``mant / 2**exp``.
     """
     span = hi - lo
-    raw_scale = span / (levels - 1)
-    mant = np.clip(np.rint(raw_scale * exp_scale), 0, _MANT_MAX).astype(np.int64)
+    raw_scale = span / _covered_levels(levels, zero_step)
+    # Rounding the mantissa up keeps [lo, hi] inside the grid: no error beyond half a step.
+    mant = np.clip(np.ceil(raw_scale * exp_scale), 0, _MANT_MAX).astype(np.int64)
     # A nonzero range must not round to a zero scale.
     mant = np.where((span > 0) & (mant == 0), 1, mant)
     scale = mant / exp_scale
@@ -292,7 +298,7 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         amax = np.maximum(-lo, hi)
         raw_scale = amax / (half - 1)
     else:
-        raw_scale = (hi - lo) / (levels - 1)
+        raw_scale = (hi - lo) / _covered_levels(levels, zero_step[None, :, None])
     exp = _column_exponents(raw_scale.max(axis=(0, 1)))
     exp_scale = np.exp2(exp.astype(np.float64))[None, None, :]
 
@@ -303,7 +309,7 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
             if symmetric:
                 half_t = 1 << (b - 1)
                 amax_t = np.maximum(-l[:, t], h[:, t])
-                mant = np.clip(np.rint(amax_t / (half_t - 1) * exp_scale[:, 0]), 0, _MANT_MAX).astype(np.int64)
+                mant = np.clip(np.ceil(amax_t / (half_t - 1) * exp_scale[:, 0]), 0, _MANT_MAX).astype(np.int64)
                 mant = np.where((amax_t > 0) & (mant == 0), 1, mant)
                 zero = np.full_like(mant, half_t)
                 scale = mant / exp_scale[:, 0]

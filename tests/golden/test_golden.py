@@ -1,0 +1,298 @@
+"""Properties of the golden model: packing, quantization error, the integer oracle, bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golden.format import ACT_MAX, ACT_MIN, FORMATS, Arithmetic, Format, parse_arithmetic, parse_format
+from golden.oracle import gemv_int, gemv_parts, requant_params, requantize
+from golden.pack import StreamLayout, pack, unpack
+from golden.quantize import quantize, quantize_activations, quantize_symmetric, salience_permutation
+
+ARITHMETICS = ("own", "shared")
+
+
+def _shared_ok(fmt):
+    f = parse_format(fmt)
+    return f.odd_bits <= f.even_bits
+
+
+configs = st.tuples(
+    st.sampled_from(sorted(FORMATS)),
+    st.sampled_from(ARITHMETICS),
+    st.integers(1, 40),                                 # K
+    st.integers(1, 9),                                  # N
+    st.one_of(st.none(), st.integers(1, 12).map(lambda g: 2 * g)),   # group size
+    st.integers(1, 6),                                  # lanes
+    st.integers(0, 2**32 - 1),                          # seed
+    st.booleans(),                                      # permute
+)
+
+
+def _matrix(K, N, seed, scale_spread=True):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_t(4, size=(K, N))
+    if scale_spread:
+        W *= np.exp2(rng.integers(-6, 6, size=N))[None, :]
+    return W
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs)
+def test_pack_unpack_round_trip(cfg):
+    fmt, arith, K, N, G, lanes, seed, permute = cfg
+    if arith == "shared" and not _shared_ok(fmt):
+        return
+    rng = np.random.default_rng(seed)
+    qm = quantize(_matrix(K, N, seed), fmt, arithmetic=arith, group_size=G,
+                  perm=rng.permutation(K) if permute else None)
+    ps = pack(qm, lanes)
+    assert ps.data.size == -(-ps.nbits // 8)
+    # No padding anywhere: the stream is exactly the sum of its records.
+    lay = ps.layout
+    assert ps.nbits == lay.n_blocks * (lay.n_groups * lanes * lay.header_lane_bits
+                                       + lay.pairs * lanes * qm.fmt.pair_bits)
+    back = unpack(ps)
+    for name in ("codes", "zeros", "mant", "exp"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(qm, name), err_msg=name)
+    np.testing.assert_array_equal(back.dequantize(), qm.dequantize())
+    # Bits past the end of the stream are zero.
+    tail = ps.nbits % 8
+    if tail:
+        assert ps.data[-1] >> tail == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(configs, st.sampled_from([1, 3, 7, 8, 13, 64, 61]))
+def test_bus_words_carry_the_stream_in_order(cfg, bus_width):
+    fmt, arith, K, N, G, lanes, seed, _ = cfg
+    if arith == "shared" and not _shared_ok(fmt):
+        return
+    qm = quantize(_matrix(K, N, seed), fmt, arithmetic=arith, group_size=G)
+    ps = pack(qm, lanes)
+    words = ps.words(bus_width)
+    assert len(words) == -(-ps.nbits // bus_width)
+    stream = sum(w << (i * bus_width) for i, w in enumerate(words))
+    assert stream == int.from_bytes(ps.data.tobytes(), "little")
+    assert all(0 <= w < 1 << bus_width for w in words)
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs)
+def test_dequantized_error_within_half_a_step(cfg):
+    fmt, arith, K, N, G, _, seed, _ = cfg
+    if arith == "shared" and not _shared_ok(fmt):
+        return
+    W = _matrix(K, N, seed)
+    qm = quantize(W, fmt, arithmetic=arith, group_size=G)
+    err = np.abs(qm.dequantize() - W)
+    step = qm.row_scales()[: qm.K]
+    if qm.arithmetic is Arithmetic.OWN:
+        bound = step / 2          # nearest level, range covered by the rounded-up scale
+    else:
+        bound = step              # zero point on every other level, odd rows on every other level
+    assert np.all(err <= bound * (1 + 1e-12) + 1e-300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs)
+def test_oracle_equals_float64_reference_to_the_last_bit(cfg):
+    fmt, arith, K, N, G, _, seed, permute = cfg
+    if arith == "shared" and not _shared_ok(fmt):
+        return
+    rng = np.random.default_rng(seed)
+    qm = quantize(_matrix(K, N, seed), fmt, arithmetic=arith, group_size=G,
+                  perm=rng.permutation(K) if permute else None)
+    a = rng.integers(ACT_MIN, ACT_MAX + 1, size=K).astype(np.int8)
+    y = gemv_int(qm, a)
+    # Every dequantized weight is m * 2**-e * (q - z) with a 25-bit significand and every
+    # partial sum a multiple of 2**-e below 2**53 * 2**-e, so float64 is exact here.
+    ref = a.astype(np.float64) @ qm.dequantize()
+    np.testing.assert_array_equal(np.ldexp(y.astype(np.float64), -qm.exp.astype(np.int32)), ref)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("arith", ARITHMETICS)
+def test_zero_is_exactly_representable_in_every_slot(fmt, arith):
+    if arith == "shared" and not _shared_ok(fmt):
+        pytest.raises(ValueError, quantize, np.ones((4, 4)), fmt, arithmetic=arith)
+        return
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(64, 32)) + rng.normal(size=32)[None, :]   # zero points land anywhere
+    W[rng.random(W.shape) < 0.2] = 0.0
+    qm = quantize(W, fmt, arithmetic=arith, group_size=16)
+    np.testing.assert_array_equal(qm.dequantize()[W == 0], 0.0)
+    if arith == "shared":
+        assert np.all(qm.zeros % (1 << qm.fmt.odd_shift(arith)) == 0)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_oracle_at_the_extremes_of_int32(fmt):
+    """-128 activations against the largest codes with zero point 0, at the format's K bound."""
+    f = parse_format(fmt)
+    K = min(f.max_k_int32("own"), 1 << 17)
+    W = np.zeros((K, 1))
+    W[:, 0] = 1.0                          # zero point 0, every code the largest
+    qm = quantize(W, f, arithmetic="own")
+    assert np.all(qm.zeros == 0)
+    assert qm.codes[0::2].min() == (1 << f.even_bits) - 1 and qm.codes[1::2].min() == (1 << f.odd_bits) - 1
+    a = np.full(K, ACT_MIN, dtype=np.int8)
+    acc, sa, corr = gemv_parts(qm, a)
+    assert acc[0, 0, 0] == ACT_MIN * (K // 2) * ((1 << f.even_bits) - 1)
+    assert np.all(acc >= -(1 << 31))
+
+
+def test_accumulator_bound_is_tight():
+    f = parse_format("8+8")
+    kmax = f.max_k_int32("own")
+    assert (kmax // 2) * 128 * 255 <= 2**31 - 1 < (kmax // 2 + 1) * 128 * 255
+    W = np.ones((kmax + 2, 1))
+    qm = quantize(W, f)
+    with pytest.raises(OverflowError, match="int32"):
+        gemv_int(qm, np.full(kmax + 2, -128, dtype=np.int8))
+
+
+def test_requantize_rounds_half_up_and_saturates():
+    y = np.array([5, -5, 6, -6, 10**9, -10**9, 0, 3, -3])
+    out = requantize(y, M=1, shift=1)     # y / 2, ties toward +inf
+    np.testing.assert_array_equal(out, [3, -2, 3, -3, 127, -128, 0, 2, -1])
+
+
+def test_requant_params_match_float_scaling():
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(256, 40)) * 0.02
+    qm = quantize(W, "4+3", group_size=64)
+    a, s_a = quantize_activations(rng.normal(size=256))
+    y = gemv_int(qm, a)
+    yf = y * s_a * np.exp2(-qm.exp.astype(float))
+    s_out = np.abs(yf).max() / 127
+    M, s = requant_params(qm, s_a, s_out)
+    out = requantize(y, M, s)
+    assert np.abs(out - np.clip(np.rint(yf / s_out), -128, 127)).max() <= 1
+
+
+def test_constant_and_zero_columns():
+    W = np.zeros((10, 4))
+    W[:, 1] = 3.0
+    W[:, 2] = -0.5
+    qm = quantize(W, "4+3", group_size=4)
+    deq = qm.dequantize()
+    np.testing.assert_array_equal(deq[:, 0], 0.0)            # all-zero column: scale 0, exact
+    # a constant sits on the end of the grid; the error is the 16-bit mantissa rounding
+    np.testing.assert_allclose(deq[:, 1], 3.0, rtol=1e-4)
+    np.testing.assert_allclose(deq[:, 2], -0.5, rtol=1e-4)
+    assert np.all(qm.mant[:, :, 0] == 0)
+
+
+def test_symmetric_baseline_is_zero_centred():
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(64, 8))
+    qm = quantize_symmetric(W, "4+4")
+    assert np.all(qm.zeros == 8)
+    assert qm.codes.min() >= 1                      # the -8 level is never used by a symmetric quantizer
+    asym = quantize(W, "4+4")
+    assert np.mean((asym.dequantize() - W) ** 2) < np.mean((qm.dequantize() - W) ** 2)
+
+
+def test_error_falls_as_bits_rise():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(512, 64))
+    err = {f: np.mean((quantize(W, f, group_size=64).dequantize() - W) ** 2) for f in ("3+3", "4+3", "4+4", "8+8")}
+    assert err["3+3"] > err["4+3"] > err["4+4"] > err["8+8"]
+
+
+def test_mse_clipping_never_increases_weight_error():
+    rng = np.random.default_rng(6)
+    W = rng.standard_t(3, size=(256, 32))
+    plain = quantize(W, "4+3", group_size=64)
+    clipped = quantize(W, "4+3", group_size=64, clip="mse")
+    e = lambda q: np.sum((q.dequantize() - W) ** 2)  # noqa: E731
+    assert e(clipped) <= e(plain)
+
+
+def test_permutation_is_consistent_for_weights_and_activations():
+    rng = np.random.default_rng(7)
+    W = rng.normal(size=(33, 6))
+    imp = rng.random(33)
+    perm = salience_permutation(imp)
+    assert sorted(perm) == list(range(33))
+    top = set(np.argsort(-imp)[:17])
+    assert set(perm[0::2]) == top                    # the important half sits in the 4-bit slots
+    qm = quantize(W, "4+3", perm=perm)
+    a = rng.integers(-128, 128, size=33).astype(np.int8)
+    ref = a.astype(np.float64) @ qm.dequantize()
+    np.testing.assert_array_equal(np.ldexp(gemv_int(qm, a).astype(float), -qm.exp.astype(np.int32)), ref)
+
+
+def test_bits_per_weight_counts_headers_and_exponent():
+    W = np.ones((256, 3))
+    assert quantize(W, "4+3").bits_per_weight == (128 * 7 + 39 + 8) / 256
+    assert quantize(W, "4+3", group_size=128).bits_per_weight == (128 * 7 + 2 * 39 + 8) / 256
+    assert quantize(W, "4+3", arithmetic="shared", group_size=128).bits_per_weight == (128 * 7 + 2 * 20 + 8) / 256
+    assert quantize(W[:255], "4+4", group_size=64).bits_per_weight == (128 * 8 + 4 * 40 + 8) / 255
+
+
+def test_stream_layout_counts():
+    lay = StreamLayout(Format(4, 3), Arithmetic.OWN, lanes=16, K=4096, N=64, group_size=128)
+    assert lay.beat_bits == 112 and lay.header_bits == 16 * 39
+    assert lay.nbits == 4 * (32 * 16 * 39 + 2048 * 112)
+    assert lay.bus_words(64) == -(-lay.nbits // 64)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("W, exc, match", [
+    (np.array([[np.nan, 1.0], [0.0, 1.0]]), ValueError, "finite"),
+    (np.array([[np.inf, 1.0], [0.0, 1.0]]), ValueError, "finite"),
+    (np.zeros((0, 4)), ValueError, "K >= 1"),
+    (np.zeros((4, 0)), ValueError, "N >= 1"),
+    (np.zeros(8), ValueError, "2-D"),
+    (np.zeros((2, 2, 2)), ValueError, "2-D"),
+    (np.array([["a", "b"]]), TypeError, "dtype"),
+    (np.zeros((2, 2), dtype=complex), TypeError, "dtype"),
+    ([[1.0, 2.0]], TypeError, "NumPy array"),
+])
+def test_bad_weights_are_rejected_clearly(W, exc, match):
+    with pytest.raises(exc, match=match):
+        quantize(W, "4+3")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(fmt="4+9"), "odd_bits must be an integer in \\[2, 8\\]"),
+    (dict(fmt="5"), "format must be 'E\\+O'"),
+    (dict(fmt="3+4", arithmetic="shared"), "odd_bits <= even_bits"),
+    (dict(arithmetic="both"), "arithmetic must be one of"),
+    (dict(group_size=3), "group_size must be an even integer"),
+    (dict(group_size=0), "group_size must be an even integer"),
+    (dict(clip="max"), "clip must be one of"),
+    (dict(perm=[0, 0, 1, 2]), "perm must be a permutation"),
+])
+def test_bad_parameters_are_rejected_clearly(kwargs, match):
+    kwargs = {"fmt": "4+3", **kwargs}
+    fmt = kwargs.pop("fmt")
+    with pytest.raises(ValueError, match=match):
+        quantize(np.ones((4, 4)), fmt, **kwargs)
+
+
+def test_bad_activations_are_rejected_clearly():
+    qm = quantize(np.ones((4, 2)), "4+3")
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        gemv_int(qm, np.zeros(5, dtype=np.int8))
+    with pytest.raises(TypeError, match="integers"):
+        gemv_int(qm, np.zeros(4))
+    with pytest.raises(ValueError, match=r"\[-128, 127\]"):
+        gemv_int(qm, np.array([0, 0, 300, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        quantize_activations(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="1-D"):
+        quantize_activations(np.zeros((2, 2)))
+
+
+def test_parsers():
+    assert parse_format("int4") == Format(4, 4)
+    assert parse_format((4, 3)).name == "4+3"
+    assert parse_arithmetic("SHARED") is Arithmetic.SHARED
+    with pytest.raises(ValueError, match="lanes must be"):
+        pack(quantize(np.ones((4, 2)), "4+3"), lanes=0)
