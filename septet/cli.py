@@ -59,7 +59,7 @@ def main(argv: "list[str] | None" = None) -> int:
     except SeptetError as exc:
         print(f"septet {name}: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         # Validation errors from golden/rtl/sim name the parameter and its allowed range.
         print(f"septet {name}: error: {exc}", file=sys.stderr)
         return 2
