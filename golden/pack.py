@@ -18,7 +18,8 @@ from golden.quantize import QuantizedMatrix
 
 __all__ = ["PackedStream", "StreamLayout", "pack", "unpack"]
 
-#: Column blocks packed per vectorised chunk (bounds temporary memory).
+#: Column blocks packed per vectorised chunk (bounds temporary memory; a multiple of 8 so
+#: that every chunk starts on a byte boundary).
 _BLOCKS_PER_CHUNK = 64
 
 
@@ -176,33 +177,65 @@ class PackedStream:
         return out
 
 
-def _write_fields(buf: np.ndarray, offsets: np.ndarray, values: np.ndarray) -> None:
-    """OR fields of at most 17 bits into ``buf`` at bit ``offsets`` (fields must not overlap)."""
-    offsets = offsets.ravel().astype(np.int64)
-    values = values.ravel().astype(np.int64) << (offsets & 7)
-    byte = offsets >> 3
-    if byte.size == 0:
-        return
-    lo = int(byte.min())
-    byte = byte - lo
-    n = min(int(byte.max()) + 4, buf.size - lo)
-    for k in range(4):                       # a 17-bit field shifted by <= 7 spans <= 3 bytes
-        part = (values >> (8 * k)) & 0xFF
-        nz = part != 0
-        if not nz.any():
-            continue
-        # Fields do not overlap, so per byte the sum of parts equals their OR.
-        acc = np.bincount(byte[nz] + k, weights=part[nz], minlength=n)[:n]
-        buf[lo:lo + n] |= acc.astype(np.uint8)
+def _to_bits(values: np.ndarray, width: int) -> np.ndarray:
+    """Bits of ``values`` LSB first: shape ``values.shape + (width,)``, uint8."""
+    dt = np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32
+    v = values.astype(dt)
+    bits = (v[..., None] >> np.arange(width, dtype=dt)) & 1
+    return bits if dt is np.uint8 else bits.astype(np.uint8)
 
 
-def _read_fields(buf: np.ndarray, offsets: np.ndarray, widths) -> np.ndarray:
-    """Read fields of at most 17 bits at bit ``offsets``."""
-    offsets = offsets.astype(np.int64)
-    byte = offsets >> 3
-    padded = np.concatenate([buf, np.zeros(4, dtype=np.uint8)]).astype(np.int64)
-    word = padded[byte] | (padded[byte + 1] << 8) | (padded[byte + 2] << 16) | (padded[byte + 3] << 24)
-    return (word >> (offsets & 7)) & ((1 << np.asarray(widths, dtype=np.int64)) - 1)
+def _from_bits(bits: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_to_bits` over the last axis, int64."""
+    width = bits.shape[-1]
+    return (bits.astype(np.int64) << np.arange(width, dtype=np.int64)).sum(axis=-1)
+
+
+def _pairs_to_bytes(pv: np.ndarray, P: int) -> np.ndarray:
+    """Pack P-bit pairs (last axis a multiple of 8 long) LSB-first into bytes: 8 pairs -> P bytes."""
+    if P == 16:
+        return np.ascontiguousarray(pv.astype("<u2")).view(np.uint8)
+    v = pv.reshape(pv.shape[:-1] + (-1, 8)).astype(np.uint64)
+    word = np.zeros(v.shape[:-1], dtype=np.uint64)
+    for k in range(8):
+        word |= v[..., k] << np.uint64(P * k)
+    out = word.astype("<u8").view(np.uint8).reshape(word.shape + (8,))[..., :P]
+    return out.reshape(pv.shape[:-1] + (-1,))
+
+
+def _bytes_to_pairs(b: np.ndarray, P: int) -> np.ndarray:
+    """Inverse of :func:`_pairs_to_bytes` over the last axis."""
+    if P == 16:
+        return np.ascontiguousarray(b).view("<u2").astype(np.int64)
+    grp = b.reshape(b.shape[:-1] + (-1, P))
+    wide = np.zeros(grp.shape[:-1] + (8,), dtype=np.uint8)
+    wide[..., :P] = grp
+    word = wide.view("<u8")[..., 0]
+    mask = np.uint64((1 << P) - 1)
+    pairs = np.stack([(word >> np.uint64(P * k)) & mask for k in range(8)], axis=-1)
+    return pairs.reshape(b.shape[:-1] + (-1,)).astype(np.int64)
+
+
+def _byte_aligned(layout: StreamLayout) -> bool:
+    """Records start on byte boundaries and pairs pack 8 to P bytes: the fast path applies."""
+    P = layout.fmt.pair_bits
+    return layout.header_bits % 8 == 0 and layout.beat_bits % 8 == 0 and (P <= 8 or P == 16) \
+        and layout.lanes % 8 == 0
+
+
+def _group_runs(layout: StreamLayout):
+    """Runs of equal groups in a block: ``[(first_group, n_groups, pairs_per_group)]``."""
+    full, rest = divmod(layout.pairs, layout.group_pairs)
+    runs = [(0, full, layout.group_pairs)] if full else []
+    if rest:
+        runs.append((full, 1, rest))
+    return runs
+
+
+def _header_bit_fields(layout: StreamLayout):
+    """(slot, field, width) of a lane's header, in stream order."""
+    return [(t, f, w) for t, b in enumerate(layout.fmt.group_slots(layout.arithmetic))
+            for f, w in ((0, b), (1, SCALE_BITS))]
 
 
 def pack(qm: QuantizedMatrix, lanes: int = 16) -> PackedStream:
@@ -210,27 +243,45 @@ def pack(qm: QuantizedMatrix, lanes: int = 16) -> PackedStream:
     if not isinstance(qm, QuantizedMatrix):
         raise TypeError(f"qm must be a QuantizedMatrix, got {type(qm).__name__}")
     layout = StreamLayout(qm.fmt, qm.arithmetic, lanes, qm.K, qm.N, qm.group_size)
-    E = qm.fmt.even_bits
-    L = layout.lanes
+    E, L = qm.fmt.even_bits, layout.lanes
     buf = np.zeros(-(-layout.nbits // 8), dtype=np.uint8)
-    h_off, _, h_g, h_lane, h_t, h_f = layout.header_fields()
-    p_off = layout.pair_offsets()
-    pairs = qm.codes[0::2].astype(np.int64) | (qm.codes[1::2].astype(np.int64) << E)   # (pairs, N)
-    hdr = np.stack([qm.zeros, qm.mant], axis=-1)                                        # (ng, ns, N, 2)
+    fields = _header_bit_fields(layout)
+    hdr = np.stack([qm.zeros, qm.mant], axis=-1)                       # (ng, ns, N, 2)
+    fast = _byte_aligned(layout)
+    # Chunks of a multiple of 8 blocks start on byte boundaries.
     for b0 in range(0, layout.n_blocks, _BLOCKS_PER_CHUNK):
         b1 = min(b0 + _BLOCKS_PER_CHUNK, layout.n_blocks)
-        base = np.arange(b0, b1)[:, None, None] * layout.block_bits
+        nb = b1 - b0
         cols = np.arange(b0 * L, b1 * L)
-        real = cols < qm.N                     # padding columns stay all-zero
-        colmap = np.where(real, cols, 0).reshape(b1 - b0, L)
-        realmap = real.reshape(b1 - b0, L)
-        # pairs: (blocks, pairs, lanes)
-        pv = pairs[:, colmap].transpose(1, 0, 2) * realmap[:, None, :]
-        _write_fields(buf, base + p_off[None], pv)
-        # headers: values indexed (group, slot, column, field) at each (g, lane, t, f)
-        hv = hdr[h_g[None], h_t[None], colmap[:, None, :, None, None], h_f[None]]
-        hv = hv * realmap[:, None, :, None, None]
-        _write_fields(buf, base[:, :, :, None, None] + h_off[None], hv)
+        real = (cols < qm.N).reshape(nb, L)                            # padding columns stay all-zero
+        colmap = np.minimum(cols, qm.N - 1).reshape(nb, L)
+        c = qm.codes[:, colmap]                                        # (K_pad, nb, L)
+        pv = (c[0::2].astype(np.uint16) | (c[1::2].astype(np.uint16) << E)) * real
+        hv = hdr[:, :, colmap, :] * real[None, None, :, :, None]       # (ng, ns, nb, L, 2)
+        hdr_bits = np.concatenate([_to_bits(hv[:, t, :, :, f], w) for t, f, w in fields], axis=-1)
+        hdr_bits = hdr_bits.transpose(1, 0, 2, 3)                      # (nb, ng, L, H)
+        start = b0 * layout.block_bits // 8
+        if fast:
+            pv = pv.transpose(1, 0, 2)                                  # (nb, pairs, L)
+            parts = []
+            for g0, ng, gp in _group_runs(layout):
+                h = np.packbits(hdr_bits[:, g0:g0 + ng].reshape(nb, ng, -1), axis=-1, bitorder="little")
+                p0 = g0 * layout.group_pairs
+                bt = _pairs_to_bytes(pv[:, p0:p0 + ng * gp].reshape(nb, ng, -1), qm.fmt.pair_bits)
+                parts.append(np.concatenate([h, bt], axis=-1).reshape(nb, -1))
+            packed = np.concatenate(parts, axis=-1).ravel()
+            buf[start:start + packed.size] = packed
+            continue
+        beat_bits = _to_bits(pv.transpose(1, 0, 2), qm.fmt.pair_bits)  # (nb, pairs, L, P)
+        parts = []
+        for g0, ng, gp in _group_runs(layout):
+            h = hdr_bits[:, g0:g0 + ng].reshape(nb, ng, -1)
+            p0 = g0 * layout.group_pairs
+            bt = beat_bits[:, p0:p0 + ng * gp].reshape(nb, ng, -1)
+            parts.append(np.concatenate([h, bt], axis=-1).reshape(nb, -1))
+        bits = np.concatenate(parts, axis=-1).ravel()
+        packed = np.packbits(bits, bitorder="little")
+        buf[start:start + packed.size] = packed
     return PackedStream(layout=layout, data=buf, exp=qm.exp.copy(),
                         perm=None if qm.perm is None else qm.perm.copy())
 
@@ -238,22 +289,48 @@ def pack(qm: QuantizedMatrix, lanes: int = 16) -> PackedStream:
 def unpack(ps: PackedStream) -> QuantizedMatrix:
     """Rebuild the :class:`QuantizedMatrix` a :class:`PackedStream` holds."""
     layout = ps.layout
-    L, E, O = layout.lanes, layout.fmt.even_bits, layout.fmt.odd_bits
+    L, E, O, P = layout.lanes, layout.fmt.even_bits, layout.fmt.odd_bits, layout.fmt.pair_bits
     if ps.data.size * 8 < layout.nbits:
         raise ValueError(f"stream holds {ps.data.size * 8} bits, layout needs {layout.nbits}")
-    h_off, h_w, h_g, h_lane, h_t, h_f = layout.header_fields()
-    p_off = layout.pair_offsets()
-    ns = h_off.shape[2]
-    codes = np.zeros((layout.K_pad, layout.N_pad), dtype=np.uint8)
-    hdr = np.zeros((layout.n_groups, ns, layout.N_pad, 2), dtype=np.int64)
-    for b in range(layout.n_blocks):
-        base = b * layout.block_bits
-        pv = _read_fields(ps.data, base + p_off, layout.fmt.pair_bits)         # (pairs, lanes)
-        cols = slice(b * L, (b + 1) * L)
-        codes[0::2, cols] = pv & ((1 << E) - 1)
-        codes[1::2, cols] = (pv >> E) & ((1 << O) - 1)
-        hv = _read_fields(ps.data, base + h_off, h_w)                          # (ng, lanes, ns, 2)
-        hdr[:, :, cols, :] = hv.transpose(0, 2, 1, 3)
+    fields = _header_bit_fields(layout)
+    ns = len(layout.fmt.group_slots(layout.arithmetic))
+    H = layout.header_lane_bits
+    fast = _byte_aligned(layout)
+    codes = np.empty((layout.K_pad, layout.N_pad), dtype=np.uint8)
+    hdr = np.empty((layout.n_groups, ns, layout.N_pad, 2), dtype=np.int64)
+    for b0 in range(0, layout.n_blocks, _BLOCKS_PER_CHUNK):
+        b1 = min(b0 + _BLOCKS_PER_CHUNK, layout.n_blocks)
+        nb = b1 - b0
+        start = b0 * layout.block_bits // 8
+        nbits = nb * layout.block_bits
+        raw = ps.data[start:start + -(-nbits // 8)]
+        pos = 0
+        beats, heads = [], []
+        if fast:
+            blk = raw.reshape(nb, layout.block_bits // 8)
+            hbytes = layout.header_bits // 8
+            for g0, ng, gp in _group_runs(layout):
+                run = blk[:, pos:pos + ng * (hbytes + gp * layout.beat_bits // 8)].reshape(nb, ng, -1)
+                pos += run.shape[1] * run.shape[2]
+                heads.append(np.unpackbits(run[:, :, :hbytes], axis=-1, bitorder="little").reshape(nb, ng, L, H))
+                beats.append(_bytes_to_pairs(run[:, :, hbytes:], P).reshape(nb, ng * gp, L))
+            pv = np.concatenate(beats, axis=1)
+        else:
+            bits = np.unpackbits(raw, bitorder="little")[:nbits].reshape(nb, layout.block_bits)
+            for g0, ng, gp in _group_runs(layout):
+                run = bits[:, pos:pos + ng * (layout.header_bits + gp * layout.beat_bits)].reshape(nb, ng, -1)
+                pos += run.shape[1] * run.shape[2]
+                heads.append(run[:, :, :layout.header_bits].reshape(nb, ng, L, H))
+                beats.append(run[:, :, layout.header_bits:].reshape(nb, ng * gp, L, P))
+            pv = _from_bits(np.concatenate(beats, axis=1))             # (nb, pairs, L)
+        cols = slice(b0 * L, b1 * L)
+        codes[0::2, cols] = (pv & ((1 << E) - 1)).transpose(1, 0, 2).reshape(layout.pairs, -1)
+        codes[1::2, cols] = ((pv >> E) & ((1 << O) - 1)).transpose(1, 0, 2).reshape(layout.pairs, -1)
+        hb = np.concatenate(heads, axis=1)                             # (nb, ng, L, H)
+        off = 0
+        for t, f, w in fields:
+            hdr[:, t, cols, f] = _from_bits(hb[..., off:off + w]).transpose(1, 0, 2).reshape(layout.n_groups, -1)
+            off += w
     N = layout.N
     return QuantizedMatrix(fmt=layout.fmt, arithmetic=layout.arithmetic, K=layout.K, N=N,
                            group_size=layout.group_size, codes=codes[:, :N],

@@ -37,6 +37,8 @@ CLIP_MODES = ("none", "mse")
 #: Shrink factors of the range searched by ``clip="mse"`` (1.0 = no clipping).
 _CLIP_GRID = np.linspace(1.0, 0.5, 11)
 _MANT_MAX = (1 << SCALE_BITS) - 1
+#: Elements per column chunk quantized at once (bounds float64 temporaries to a few tens of MB).
+_CHUNK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,14 +118,30 @@ class QuantizedMatrix:
         mant = self.mant[self.group_of_row(), self.slot_of_row()].astype(np.float64)
         return mant * np.exp2(-self.exp.astype(np.float64))[None, :]
 
-    def dequantize(self) -> np.ndarray:
-        """The represented weights, float64 (K, N), in the original channel order."""
-        w = (self.grid_codes() - self.row_zeros()) * self.row_scales()
-        w = w[: self.K]
-        if self.perm is None:
-            return w
-        out = np.empty_like(w)
-        out[self.perm] = w
+    def dequantize(self, dtype=np.float64) -> np.ndarray:
+        """The represented weights (K, N) in the original channel order.
+
+        Computed in float64 (exact: a 16-bit mantissa times a 9-bit code
+        difference) and cast to ``dtype``, column chunk by column chunk.
+        """
+        out = np.empty((self.K, self.N), dtype=dtype)
+        rows_out = self.perm if self.perm is not None else slice(None)
+        shift = self.fmt.odd_shift(self.arithmetic)
+        ng, G = self.n_groups, self.group_size
+        rows = ng * G
+        chunk = max(1, _CHUNK_ELEMENTS // rows)
+        for c0 in range(0, self.N, chunk):
+            cols = slice(c0, min(c0 + chunk, self.N))
+            q = np.zeros((rows, cols.stop - c0), dtype=np.int16)
+            q[: self.K_pad] = self.codes[:, cols]
+            if shift:
+                q[1::2] <<= shift
+            # Rows as (group, pair, parity): slot scales broadcast over the pairs of their group.
+            q = q.reshape(ng, G // 2, 2, -1)
+            scale = self.mant[:, :, cols] * np.exp2(-self.exp[cols].astype(np.float64))
+            zero = self.zeros[:, :, cols]
+            w = (q - zero[:, None]) * scale[:, None]
+            out[rows_out, cols] = w.reshape(rows, -1)[: self.K]
         return out
 
     @property
@@ -214,12 +232,19 @@ def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale):
     return mant, zero, scale
 
 
-def _codes_for(w, scale, zero, step: int, max_code: int):
-    """Nearest code on a grid of spacing ``step`` levels (``q = c * step``), clipped."""
-    safe = np.where(scale > 0, scale, 1.0)
-    c = np.rint((w / safe + zero) / step)
-    c = np.where(scale > 0, c, zero // step)
-    return np.clip(c, 0, max_code).astype(np.int64)
+def _codes_for(w, inv_scale, zero, step: int, max_code: int) -> np.ndarray:
+    """Nearest code on a grid of spacing ``step`` levels (``q = c * step``), clipped, as uint8.
+
+    ``inv_scale`` is ``1 / scale`` (0 where the scale is 0, which maps every
+    weight to the zero point, itself 0 there).
+    """
+    c = w * inv_scale
+    c += zero
+    if step != 1:
+        c /= step
+    np.rint(c, out=c)
+    np.clip(c, 0, max_code, out=c)
+    return c.astype(np.uint8)
 
 
 def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", perm=None,
@@ -263,13 +288,34 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
     G = _check_group_size(group_size, K_pad)
     perm = _check_perm(perm, K)
 
-    w = np.zeros((K_pad, N), dtype=np.float64)
-    w[:K] = W[perm] if perm is not None else W
+    n_groups = -(-K_pad // G)
+    # Columns are independent: quantize them in chunks so temporaries stay small.
+    chunk = max(1, _CHUNK_ELEMENTS // (n_groups * G))
+    codes = np.empty((K_pad, N), dtype=np.uint8)
+    zeros = np.empty((n_groups, len(fmt.group_slots(arithmetic)), N), dtype=np.int64)
+    mant = np.empty_like(zeros)
+    exp = np.empty(N, dtype=np.int64)
+    for c0 in range(0, N, chunk):
+        cols = slice(c0, min(c0 + chunk, N))
+        Wc = W[:, cols]
+        if perm is not None:
+            Wc = Wc[perm]
+        codes[:, cols], zeros[:, :, cols], mant[:, :, cols], exp[cols] = _quantize_columns(
+            Wc, fmt, arithmetic, G, clip, symmetric)
+    return QuantizedMatrix(fmt=fmt, arithmetic=arithmetic, K=K, N=N, group_size=G,
+                           codes=codes, zeros=zeros, mant=mant, exp=exp, perm=perm)
+
+
+def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str, symmetric: bool):
+    """Quantize the (already permuted) columns ``W[K, n]``: returns (codes, zeros, mant, exp)."""
+    K, N = W.shape
+    K_pad = K + (K % 2)
     n_groups = -(-K_pad // G)
     # Rows of each group, padded with zeros (zero is always inside the range) to whole groups.
+    # float32 weights are quantized in float32 (half the memory traffic), anything else in float64.
     rows = n_groups * G
-    wg = np.zeros((rows, N), dtype=np.float64)
-    wg[:K_pad] = w
+    wg = np.zeros((rows, N), dtype=np.float32 if W.dtype == np.float32 else np.float64)
+    wg[:K] = W
     wg = wg.reshape(n_groups, G, N)
     valid = np.zeros(rows, dtype=bool)
     valid[:K] = True
@@ -320,33 +366,33 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
             scales.append(scale)
         return np.stack(mants, 1), np.stack(zeros, 1), np.stack(scales, 1)
 
-    def codes_and_error(mant, zero, scale):
-        codes = np.zeros((n_groups, G, N), dtype=np.int64)
-        err = np.zeros((n_groups, len(slot_rows), N))
+    def codes_and_error(mant, zero, scale, want_error):
+        codes = np.empty((n_groups, G, N), dtype=np.uint8)
+        err = np.zeros((n_groups, len(slot_rows), N)) if want_error else None
+        inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0).astype(wg.dtype)
         for t, (sl, b, st) in enumerate(slot_rows):
             if arithmetic is Arithmetic.SHARED:
                 # even rows on the full grid, odd rows on every step-th level
-                for par, (pst, pmax) in enumerate(((1, (1 << fmt.even_bits) - 1),
-                                                   (st, (1 << fmt.odd_bits) - 1))):
-                    x = wg[:, par::2, :]
-                    c = _codes_for(x, scale[:, t][:, None, :], zero[:, t][:, None, :], pst, pmax)
-                    codes[:, par::2, :] = c
-                    rec = (c * pst - zero[:, t][:, None, :]) * scale[:, t][:, None, :]
-                    err[:, t] += (((rec - x) ** 2) * valid[:, par::2, None]).sum(axis=1)
+                parts = ((slice(0, None, 2), 1, (1 << fmt.even_bits) - 1),
+                         (slice(1, None, 2), st, (1 << fmt.odd_bits) - 1))
             else:
-                x = wg[:, sl, :]
-                c = _codes_for(x, scale[:, t][:, None, :], zero[:, t][:, None, :], 1, (1 << b) - 1)
-                codes[:, sl, :] = c
-                rec = (c - zero[:, t][:, None, :]) * scale[:, t][:, None, :]
-                err[:, t] = (((rec - x) ** 2) * valid[:, sl, None]).sum(axis=1)
+                parts = ((sl, 1, (1 << b) - 1),)
+            z = zero[:, t][:, None, :]
+            for rsl, pst, pmax in parts:
+                x = wg[:, rsl, :]
+                c = _codes_for(x, inv[:, t][:, None, :], z.astype(wg.dtype), pst, pmax)
+                codes[:, rsl, :] = c
+                if want_error:
+                    rec = (c.astype(np.float64) * pst - z) * scale[:, t][:, None, :]
+                    err[:, t] += (((rec - x) ** 2) * valid[:, rsl, None]).sum(axis=1)
         return codes, err
 
     mant, zero, scale = params_for(1.0)
-    codes, err = codes_and_error(mant, zero, scale)
+    codes, err = codes_and_error(mant, zero, scale, want_error=clip == "mse")
     if clip == "mse":
         for alpha in _CLIP_GRID[1:]:
             m2, z2, s2 = params_for(alpha)
-            c2, e2 = codes_and_error(m2, z2, s2)
+            c2, e2 = codes_and_error(m2, z2, s2, want_error=True)
             better = e2 < err                       # (n_groups, n_slots, N)
             mant = np.where(better, m2, mant)
             zero = np.where(better, z2, zero)
@@ -361,8 +407,7 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         # The padding row (odd slot) holds the zero point: it dequantizes to exactly 0.
         last_g = (K_pad - 1) // G
         codes[K_pad - 1] = zero[last_g, -1] >> shift
-    return QuantizedMatrix(fmt=fmt, arithmetic=arithmetic, K=K, N=N, group_size=G,
-                           codes=codes.astype(np.uint8), zeros=zero, mant=mant, exp=exp, perm=perm)
+    return codes, zero, mant, exp
 
 
 def quantize_symmetric(W, fmt="4+4", *, group_size=None, perm=None) -> QuantizedMatrix:

@@ -24,7 +24,7 @@ configs = st.tuples(
     st.integers(1, 40),                                 # K
     st.integers(1, 9),                                  # N
     st.one_of(st.none(), st.integers(1, 12).map(lambda g: 2 * g)),   # group size
-    st.integers(1, 6),                                  # lanes
+    st.sampled_from([1, 2, 3, 5, 6, 8, 16]),            # lanes (8, 16: byte-aligned fast path)
     st.integers(0, 2**32 - 1),                          # seed
     st.booleans(),                                      # permute
 )
@@ -231,6 +231,21 @@ def test_bits_per_weight_counts_headers_and_exponent():
     assert quantize(W, "4+3", group_size=128).bits_per_weight == (128 * 7 + 2 * 39 + 8) / 256
     assert quantize(W, "4+3", arithmetic="shared", group_size=128).bits_per_weight == (128 * 7 + 2 * 20 + 8) / 256
     assert quantize(W[:255], "4+4", group_size=64).bits_per_weight == (128 * 8 + 4 * 40 + 8) / 255
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("G", [None, 8, 6])
+def test_byte_aligned_fast_path_matches_the_generic_bit_path(fmt, G, monkeypatch):
+    import golden.pack as gp
+
+    rng = np.random.default_rng(8)
+    qm = quantize(rng.normal(size=(37, 70)), fmt, group_size=G)
+    assert gp._byte_aligned(gp.StreamLayout(qm.fmt, qm.arithmetic, 16, qm.K, qm.N, qm.group_size))
+    fast = pack(qm, 16)
+    monkeypatch.setattr(gp, "_byte_aligned", lambda layout: False)
+    slow = pack(qm, 16)
+    np.testing.assert_array_equal(fast.data, slow.data)
+    np.testing.assert_array_equal(gp.unpack(slow).codes, qm.codes)
 
 
 def test_stream_layout_counts():
