@@ -43,6 +43,8 @@ def load_packed(path) -> "tuple[QuantizedMatrix, PackedStream]":
         f = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
         raise ValueError(f"packed file {path!r} is not a septet .npz file: {exc}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"packed file {path!r} is not a septet .npz file (it holds a single array)")
     with f:
         missing = {"version", "stream", "format", "arithmetic", "lanes", "K", "N", "group_size", "exp"} - set(f.files)
         if missing:
