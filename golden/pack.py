@@ -195,11 +195,15 @@ def _pairs_to_bytes(pv: np.ndarray, P: int) -> np.ndarray:
     """Pack P-bit pairs (last axis a multiple of 8 long) LSB-first into bytes: 8 pairs -> P bytes."""
     if P == 16:
         return np.ascontiguousarray(pv.astype("<u2")).view(np.uint8)
-    v = pv.reshape(pv.shape[:-1] + (-1, 8)).astype(np.uint64)
-    word = np.zeros(v.shape[:-1], dtype=np.uint64)
-    for k in range(8):
-        word |= v[..., k] << np.uint64(P * k)
-    out = word.astype("<u8").view(np.uint8).reshape(word.shape + (8,))[..., :P]
+    v = pv.astype(np.uint8).reshape(pv.shape[:-1] + (-1, 8))
+    out = np.zeros(v.shape[:-1] + (P,), dtype=np.uint8)
+    for j in range(P):                          # output byte j holds group bits [8j, 8j + 8)
+        for k in range(8):                      # pair k holds group bits [Pk, Pk + P)
+            sh = P * k - 8 * j
+            if sh >= 8 or sh <= -P:
+                continue
+            # uint8 arithmetic: a left shift drops the bits that belong to the next byte.
+            out[..., j] |= (v[..., k] << np.uint8(sh)) if sh >= 0 else (v[..., k] >> np.uint8(-sh))
     return out.reshape(pv.shape[:-1] + (-1,))
 
 
@@ -207,13 +211,16 @@ def _bytes_to_pairs(b: np.ndarray, P: int) -> np.ndarray:
     """Inverse of :func:`_pairs_to_bytes` over the last axis."""
     if P == 16:
         return np.ascontiguousarray(b).view("<u2").astype(np.int64)
-    grp = b.reshape(b.shape[:-1] + (-1, P))
-    wide = np.zeros(grp.shape[:-1] + (8,), dtype=np.uint8)
-    wide[..., :P] = grp
-    word = wide.view("<u8")[..., 0]
-    mask = np.uint64((1 << P) - 1)
-    pairs = np.stack([(word >> np.uint64(P * k)) & mask for k in range(8)], axis=-1)
-    return pairs.reshape(b.shape[:-1] + (-1,)).astype(np.int64)
+    grp = b.reshape(b.shape[:-1] + (-1, P)).astype(np.uint16)
+    out = np.zeros(grp.shape[:-1] + (8,), dtype=np.uint16)
+    for k in range(8):
+        for j in range(P):
+            sh = 8 * j - P * k
+            if sh >= P or sh <= -8:
+                continue
+            out[..., k] |= (grp[..., j] << np.uint16(sh)) if sh >= 0 else (grp[..., j] >> np.uint16(-sh))
+    out &= np.uint16((1 << P) - 1)
+    return out.reshape(b.shape[:-1] + (-1,))
 
 
 def _byte_aligned(layout: StreamLayout) -> bool:
@@ -255,8 +262,12 @@ def pack(qm: QuantizedMatrix, lanes: int = 16) -> PackedStream:
         cols = np.arange(b0 * L, b1 * L)
         real = (cols < qm.N).reshape(nb, L)                            # padding columns stay all-zero
         colmap = np.minimum(cols, qm.N - 1).reshape(nb, L)
-        c = qm.codes[:, colmap]                                        # (K_pad, nb, L)
-        pv = (c[0::2].astype(np.uint16) | (c[1::2].astype(np.uint16) << E)) * real
+        if b1 * L <= qm.N:
+            c = qm.codes[:, b0 * L:b1 * L].reshape(-1, nb, L)          # a view: no padding columns
+        else:
+            c = qm.codes[:, colmap] * real                             # (K_pad, nb, L)
+        dt = np.uint8 if qm.fmt.pair_bits <= 8 else np.uint16
+        pv = c[0::2].astype(dt) | (c[1::2].astype(dt) << E)
         hv = hdr[:, :, colmap, :] * real[None, None, :, :, None]       # (ng, ns, nb, L, 2)
         hdr_bits = np.concatenate([_to_bits(hv[:, t, :, :, f], w) for t, f, w in fields], axis=-1)
         hdr_bits = hdr_bits.transpose(1, 0, 2, 3)                      # (nb, ng, L, H)
