@@ -13,11 +13,6 @@ from golden.quantize import quantize, quantize_activations, quantize_symmetric, 
 ARITHMETICS = ("own", "shared")
 
 
-def _shared_ok(fmt):
-    f = parse_format(fmt)
-    return f.odd_bits <= f.even_bits
-
-
 configs = st.tuples(
     st.sampled_from(sorted(FORMATS)),
     st.sampled_from(ARITHMETICS),
@@ -38,15 +33,20 @@ def _matrix(K, N, seed, scale_spread=True):
     return W
 
 
+def _quantized(cfg, use_perm=True):
+    """(W, qm, rng) for a hypothesis configuration (every listed format supports both arithmetics)."""
+    fmt, arith, K, N, G, _, seed, permute = cfg
+    rng = np.random.default_rng(seed)
+    W = _matrix(K, N, seed)
+    perm = rng.permutation(K) if permute and use_perm else None
+    return W, quantize(W, fmt, arithmetic=arith, group_size=G, perm=perm), rng
+
+
 @settings(max_examples=150, deadline=None)
 @given(configs)
 def test_pack_unpack_round_trip(cfg):
-    fmt, arith, K, N, G, lanes, seed, permute = cfg
-    if arith == "shared" and not _shared_ok(fmt):
-        return
-    rng = np.random.default_rng(seed)
-    qm = quantize(_matrix(K, N, seed), fmt, arithmetic=arith, group_size=G,
-                  perm=rng.permutation(K) if permute else None)
+    lanes = cfg[5]
+    _, qm, _ = _quantized(cfg)
     ps = pack(qm, lanes)
     assert ps.data.size == -(-ps.nbits // 8)
     # No padding anywhere: the stream is exactly the sum of its records.
@@ -66,11 +66,8 @@ def test_pack_unpack_round_trip(cfg):
 @settings(max_examples=100, deadline=None)
 @given(configs, st.sampled_from([1, 3, 7, 8, 13, 64, 61]))
 def test_bus_words_carry_the_stream_in_order(cfg, bus_width):
-    fmt, arith, K, N, G, lanes, seed, _ = cfg
-    if arith == "shared" and not _shared_ok(fmt):
-        return
-    qm = quantize(_matrix(K, N, seed), fmt, arithmetic=arith, group_size=G)
-    ps = pack(qm, lanes)
+    _, qm, _ = _quantized(cfg, use_perm=False)
+    ps = pack(qm, cfg[5])
     words = ps.words(bus_width)
     assert len(words) == -(-ps.nbits // bus_width)
     stream = sum(w << (i * bus_width) for i, w in enumerate(words))
@@ -81,11 +78,7 @@ def test_bus_words_carry_the_stream_in_order(cfg, bus_width):
 @settings(max_examples=150, deadline=None)
 @given(configs)
 def test_dequantized_error_within_half_a_step(cfg):
-    fmt, arith, K, N, G, _, seed, _ = cfg
-    if arith == "shared" and not _shared_ok(fmt):
-        return
-    W = _matrix(K, N, seed)
-    qm = quantize(W, fmt, arithmetic=arith, group_size=G)
+    W, qm, _ = _quantized(cfg, use_perm=False)
     err = np.abs(qm.dequantize() - W)
     step = qm.row_scales()[: qm.K]
     if qm.arithmetic is Arithmetic.OWN:
@@ -98,13 +91,8 @@ def test_dequantized_error_within_half_a_step(cfg):
 @settings(max_examples=150, deadline=None)
 @given(configs)
 def test_oracle_equals_float64_reference_to_the_last_bit(cfg):
-    fmt, arith, K, N, G, _, seed, permute = cfg
-    if arith == "shared" and not _shared_ok(fmt):
-        return
-    rng = np.random.default_rng(seed)
-    qm = quantize(_matrix(K, N, seed), fmt, arithmetic=arith, group_size=G,
-                  perm=rng.permutation(K) if permute else None)
-    a = rng.integers(ACT_MIN, ACT_MAX + 1, size=K).astype(np.int8)
+    _, qm, rng = _quantized(cfg)
+    a = rng.integers(ACT_MIN, ACT_MAX + 1, size=qm.K).astype(np.int8)
     y = gemv_int(qm, a)
     # Every dequantized weight is m * 2**-e * (q - z) with a 25-bit significand and every
     # partial sum a multiple of 2**-e below 2**53 * 2**-e, so float64 is exact here.
@@ -115,9 +103,6 @@ def test_oracle_equals_float64_reference_to_the_last_bit(cfg):
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("arith", ARITHMETICS)
 def test_zero_is_exactly_representable_in_every_slot(fmt, arith):
-    if arith == "shared" and not _shared_ok(fmt):
-        pytest.raises(ValueError, quantize, np.ones((4, 4)), fmt, arithmetic=arith)
-        return
     rng = np.random.default_rng(1)
     W = rng.normal(size=(64, 32)) + rng.normal(size=32)[None, :]   # zero points land anywhere
     W[rng.random(W.shape) < 0.2] = 0.0
