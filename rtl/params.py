@@ -1,0 +1,226 @@
+"""Build-time parameters of the septet tile: validation and every derived width.
+
+One definition: the tile, its blocks, the Verilog generator, the JSON port map
+and the tests all read widths and latencies from :class:`TileParams`; format
+facts come from :mod:`golden.format`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from golden.format import (
+    ACT_MIN,
+    OUT_BITS,
+    SCALE_BITS,
+    Arithmetic,
+    Format,
+    parse_arithmetic,
+    parse_format,
+)
+
+__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K"]
+
+#: Width of a lane's per-slot partial sum and of the shared activation sums (FORMAT.md section 3: int32).
+SLOT_ACC_BITS = 32
+#: Default wide-accumulator width: holds every format up to ``DEFAULT_MAX_K`` (FORMAT.md section 3).
+DEFAULT_ACC_WIDTH = 48
+#: Default largest K: covers LLaMA-70B's largest reduction (28,672) with room to spare.
+DEFAULT_MAX_K = 65536
+
+#: Pipeline stages between a block's last beat and its result entering the output queue:
+#: the lanes register the group sums, the correction registers ``acc - z * sa``, the
+#: scaler adds ``m * corr`` into the wide accumulator (and registers the block result).
+_STAGES_TO_RESULT = 3
+
+
+def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _signed_bits(magnitude: int) -> int:
+    """Two's-complement width holding every value in ``[-magnitude, magnitude]``."""
+    return magnitude.bit_length() + 1
+
+
+@dataclass(frozen=True)
+class TileParams:
+    """The tile's build-time parameters (keyword-only, validated) and derived widths.
+
+    Parameters
+    ----------
+    fmt : Format or str
+        Slot widths, e.g. ``"4+3"``.
+    arithmetic : {"own", "shared"}
+        Own grids (a scale and zero per slot) or the shared grid.
+    lanes : int
+        Lanes ``L`` (columns per block), ``>= 1``.
+    bus_width : int
+        SRAM bus width ``W`` in bits, ``>= 1`` (any value, not only multiples of the pair width).
+    group_size : int or None
+        Rows per group along K (even, ``>= 2``); ``None``: per column (one group per block).
+    acc_width : int
+        Width of the wide per-lane accumulator; must hold ``y`` for every ``K <= max_k``.
+    max_k : int
+        Largest K the tile is built for; at most ``Format.max_k_int32`` so that the int32 slot
+        sums cannot overflow.
+    requant : bool
+        Requantize results to INT8 (per-column multiplier and shift on ``s_axis_params``).
+    """
+
+    fmt: Format
+    arithmetic: Arithmetic
+    lanes: int
+    bus_width: int
+    group_size: "int | None"
+    acc_width: int
+    max_k: int
+    requant: bool
+
+    def __init__(self, *, fmt="4+3", arithmetic="own", lanes=16, bus_width=64, group_size=None,
+                 acc_width=DEFAULT_ACC_WIDTH, max_k=DEFAULT_MAX_K, requant=False):
+        fmt = parse_format(fmt)
+        arithmetic = parse_arithmetic(arithmetic)
+        fmt.check_arithmetic(arithmetic)
+        _check_int("lanes", lanes, 1)
+        _check_int("bus_width", bus_width, 1)
+        if group_size is not None:
+            _check_int("group_size", group_size, 2)
+            if group_size % 2:
+                raise ValueError(f"group_size must be an even integer >= 2 (or None for per column), "
+                                 f"got {group_size!r}")
+        k_limit = fmt.max_k_int32(arithmetic)
+        _check_int("max_k", max_k, 2, k_limit)
+        if not isinstance(requant, bool):
+            raise ValueError(f"requant must be True or False, got {requant!r}")
+        object.__setattr__(self, "fmt", fmt)
+        object.__setattr__(self, "arithmetic", arithmetic)
+        object.__setattr__(self, "lanes", lanes)
+        object.__setattr__(self, "bus_width", bus_width)
+        object.__setattr__(self, "group_size", group_size)
+        object.__setattr__(self, "max_k", max_k)
+        object.__setattr__(self, "requant", requant)
+        need = self.min_acc_width
+        _check_int("acc_width", acc_width, need, 64)
+        object.__setattr__(self, "acc_width", acc_width)
+
+    # -- format-derived widths -------------------------------------------------------------------
+
+    @property
+    def slot_bits(self) -> tuple:
+        """Zero-point width per slot scale: ``(E, O)`` own, ``(E,)`` shared."""
+        return self.fmt.group_slots(self.arithmetic)
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.slot_bits)
+
+    @property
+    def odd_shift(self) -> int:
+        """Left shift that puts an odd code on the accumulation grid (0 for own grids)."""
+        return self.fmt.odd_shift(self.arithmetic)
+
+    @property
+    def pair_bits(self) -> int:
+        """P: bits of one packed pair."""
+        return self.fmt.pair_bits
+
+    @property
+    def header_lane_bits(self) -> int:
+        """H: header bits per lane (zero point and mantissa per slot)."""
+        return self.fmt.group_header_bits_per_column(self.arithmetic)
+
+    @property
+    def header_bits(self) -> int:
+        """Bits of a HEADER record: ``L * H``."""
+        return self.lanes * self.header_lane_bits
+
+    @property
+    def beat_bits(self) -> int:
+        """Bits of a BEAT record: ``L * P``."""
+        return self.lanes * self.pair_bits
+
+    @property
+    def record_bits(self) -> int:
+        """Width of the gearbox output (the wider record)."""
+        return max(self.header_bits, self.beat_bits)
+
+    @property
+    def gearbox_capacity(self) -> int:
+        """Bits the gearbox can hold: a record plus two bus words.
+
+        Its input is ready while at most ``capacity - W`` bits are held (a decision on
+        registered state only); with a record plus ``W - 1`` bits at most held whenever the
+        bus is the bottleneck, two words of room keep the bus busy every cycle.
+        """
+        return self.record_bits + 2 * self.bus_width
+
+    @property
+    def group_pairs(self) -> "int | None":
+        """Pairs per group (``None``: the whole block)."""
+        return None if self.group_size is None else self.group_size // 2
+
+    # -- accumulator widths ------------------------------------------------------------------------
+
+    @property
+    def min_acc_width(self) -> int:
+        """Smallest wide accumulator for ``max_k``: ``|y| <= (2**16-1) * 128 * (2**b-1) * K``."""
+        bound = ((1 << SCALE_BITS) - 1) * (-ACT_MIN) * self.fmt.max_abs_centered_code(self.arithmetic) * self.max_k
+        return _signed_bits(bound)
+
+    @property
+    def out_bits(self) -> int:
+        """Width of one lane's result: ``OUT_BITS`` with requantization, else ``acc_width``."""
+        return OUT_BITS if self.requant else self.acc_width
+
+    # -- timing --------------------------------------------------------------------------------
+
+    @property
+    def result_latency(self) -> int:
+        """Cycles from the last bus word's acceptance to the final result being valid at the output.
+
+        The word is written into the gearbox (1), the last beat enters the lanes (1), then
+        the pipeline stages to the block result (3), requantization (1 if built), and the
+        output queue (1).
+        """
+        return 2 + _STAGES_TO_RESULT + (1 if self.requant else 0) + 1
+
+    @property
+    def fixed_latency(self) -> int:
+        """Constant of the expected-cycle formula ``ceil(nbits / W) + fixed_latency``.
+
+        Cycles counted from the first cycle a weight word is accepted to the cycle the
+        tlast result beat is transferred (inclusive), with an always-ready output.
+        """
+        return self.result_latency
+
+    @property
+    def output_queue_depth(self) -> int:
+        """Block results the output queue holds: enough that an always-ready sink never stalls the lanes."""
+        return _STAGES_TO_RESULT + (1 if self.requant else 0) + 2
+
+    # -- records for JSON ------------------------------------------------------------------------
+
+    def as_dict(self) -> dict:
+        """The build parameters and derived widths, JSON-serialisable."""
+        return {
+            "format": self.fmt.name,
+            "even_bits": self.fmt.even_bits,
+            "odd_bits": self.fmt.odd_bits,
+            "arithmetic": self.arithmetic.value,
+            "lanes": self.lanes,
+            "bus_width": self.bus_width,
+            "group_size": self.group_size,
+            "acc_width": self.acc_width,
+            "max_k": self.max_k,
+            "requant": self.requant,
+            "pair_bits": self.pair_bits,
+            "header_lane_bits": self.header_lane_bits,
+            "header_bits": self.header_bits,
+            "beat_bits": self.beat_bits,
+            "slot_acc_bits": SLOT_ACC_BITS,
+            "out_bits": self.out_bits,
+        }
