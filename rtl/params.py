@@ -182,11 +182,11 @@ class TileParams:
     def result_latency(self) -> int:
         """Cycles from the last bus word's acceptance to the final result being valid at the output.
 
-        The word is written into the gearbox (1), the last beat enters the lanes (1), then
-        the pipeline stages to the block result (3), requantization (1 if built), and the
-        output queue (1).
+        The word is written into the gearbox (1 edge; the last beat enters the lanes in the
+        next cycle), then the pipeline stages to the block result (3: lanes, correction,
+        scaling), requantization (1 if built), and the output queue (1).
         """
-        return 2 + _STAGES_TO_RESULT + (1 if self.requant else 0) + 1
+        return 1 + _STAGES_TO_RESULT + (1 if self.requant else 0) + 1
 
     @property
     def fixed_latency(self) -> int:

@@ -1,10 +1,21 @@
-"""Stream drivers for Amaranth's simulator (async testbenches), used by the block tests."""
+"""Amaranth-simulator support for the block tests: stream drivers and whole-GEMV runs of the tile.
+
+The GEMV helpers build their stimulus and expectations from golden (quantize, pack,
+oracle), so a tile test compares the RTL with the golden model, never with itself.
+"""
 
 from __future__ import annotations
 
 import random
 
-__all__ = ["send", "receive"]
+import numpy as np
+from amaranth.sim import Simulator
+
+from golden.oracle import gemv_int, requant_params, requantize
+from golden.pack import pack
+from golden.quantize import quantize
+
+__all__ = ["send", "receive", "act_beats", "make_job", "run_jobs", "check", "cycles_one_gemv"]
 
 
 async def send(ctx, port, payloads, *, rng: "random.Random | None" = None, idle: float = 0.0):
@@ -39,3 +50,134 @@ async def receive(ctx, port, count: int, *, rng: "random.Random | None" = None, 
         out.append((payload, *extras) if extra else payload)
     ctx.set(port.ready, 0)
     return out
+
+
+def act_beats(qm, a):
+    """Activation pairs of one column block in the tile's row order, ``last`` on the final pair."""
+    rows = np.zeros(qm.K_pad, dtype=np.int64)
+    rows[: qm.K] = a[qm.perm] if qm.perm is not None else a
+    n = qm.K_pad // 2
+    return [{"even": int(rows[2 * i]), "odd": int(rows[2 * i + 1]), "last": int(i == n - 1)} for i in range(n)]
+
+
+def make_job(p, rng: np.random.Generator, *, K: int, N: int, s_out: "float | None" = None):
+    """A random GEMV for the tile ``p``: ``(words, act_beats_per_block, params_beats, expected)``."""
+    W = rng.standard_normal((K, N)) * rng.uniform(0.1, 2.0, size=N)
+    qm = quantize(W, p.fmt, arithmetic=p.arithmetic.value, group_size=p.group_size)
+    a = rng.integers(-128, 128, size=K).astype(np.int8)
+    y = gemv_int(qm, a)
+    ps = pack(qm, lanes=p.lanes)
+    words = [{"data": w, "last": int(n == len(ps.words(p.bus_width)) - 1)}
+             for n, w in enumerate(ps.words(p.bus_width))]
+    blocks = ps.layout.n_blocks
+    acts = act_beats(qm, a) * blocks
+    prm = []
+    if p.requant:
+        M, sh = requant_params(qm, 1.0, s_out if s_out is not None else float(np.abs(y).max() + 1) / 100)
+        expected = requantize(y, M, sh).astype(np.int64)
+        Mp = np.zeros(ps.layout.N_pad, dtype=np.int64)
+        Sp = np.ones(ps.layout.N_pad, dtype=np.int64)
+        Mp[:N], Sp[:N] = M, sh
+        for b in range(blocks):
+            lanes = slice(b * p.lanes, (b + 1) * p.lanes)
+            prm.append([{"mult": int(mm), "shift": int(ss)} for mm, ss in zip(Mp[lanes], Sp[lanes])])
+    else:
+        expected = y
+    exp_pad = np.zeros(ps.layout.N_pad, dtype=np.int64)
+    exp_pad[:N] = expected
+    if p.requant:
+        exp_pad[N:] = 0
+    return {"words": words, "acts": acts, "params": prm, "expected": exp_pad.reshape(blocks, p.lanes),
+            "blocks": blocks, "nbits": ps.nbits}
+
+
+def run_jobs(p, jobs, *, seed=0, idle=0.0, stall=0.0):
+    """Run GEMVs back to back on a fresh tile with random gaps and backpressure.
+
+    Returns, per job, the list of result beats ``(lane values, last)``.
+    """
+    from rtl.tile import SeptetTile
+    dut = SeptetTile(params=p)
+    rng = random.Random(seed)
+    got = []
+
+    async def weights(ctx):
+        for job in jobs:
+            await send(ctx, dut.weights, job["words"], rng=rng, idle=idle)
+
+    async def acts(ctx):
+        for job in jobs:
+            await send(ctx, dut.act, job["acts"], rng=rng, idle=idle)
+
+    async def params(ctx):
+        for job in jobs:
+            await send(ctx, dut.params_in, job["params"], rng=rng, idle=idle)
+
+    async def results(ctx):
+        for job in jobs:
+            beats = await receive(ctx, dut.result, job["blocks"], rng=rng, stall=stall)
+            got.append([([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in beats])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(weights, background=True)
+    sim.add_testbench(acts, background=True)
+    if p.requant:
+        sim.add_testbench(params, background=True)
+    sim.add_testbench(results)
+    sim.run()
+    return got
+
+
+def check(jobs, got):
+    """Assert every block's lanes and the tlast markers against the golden expectations."""
+    assert len(got) == len(jobs)
+    for job, beats in zip(jobs, got):
+        assert [lanes for lanes, _ in beats] == job["expected"].tolist()
+        assert [last for _, last in beats] == [0] * (job["blocks"] - 1) + [1]
+
+
+def cycles_one_gemv(p, job):
+    """Cycles from the first accepted weight word to the tlast result transfer (inclusive), all ready."""
+    from rtl.tile import SeptetTile
+    dut = SeptetTile(params=p)
+    marks = {}
+
+    async def weights(ctx):
+        ctx.set(dut.weights.valid, 1)
+        cycle = 0
+        for word in job["words"]:
+            ctx.set(dut.weights.payload, word)
+            while True:
+                _clk, _rst, ready = await ctx.tick().sample(dut.weights.ready)
+                cycle += 1
+                if ready:
+                    break
+            marks.setdefault("first", cycle)
+        ctx.set(dut.weights.valid, 0)
+
+    async def acts(ctx):
+        await send(ctx, dut.act, job["acts"])
+
+    async def params(ctx):
+        await send(ctx, dut.params_in, job["params"])
+
+    async def results(ctx):
+        ctx.set(dut.result.ready, 1)
+        cycle = 0
+        seen = 0
+        while seen < job["blocks"]:
+            _clk, _rst, valid = await ctx.tick().sample(dut.result.valid)
+            cycle += 1
+            seen += valid
+        marks["last"] = cycle
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(weights, background=True)
+    sim.add_testbench(acts, background=True)
+    if p.requant:
+        sim.add_testbench(params, background=True)
+    sim.add_testbench(results)
+    sim.run()
+    return marks["last"] - marks["first"] + 1

@@ -1,0 +1,148 @@
+"""The septet tile: gearbox -> decode -> MAC lanes -> correction and group scaling -> requantization."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from rtl.correct import GroupScaler
+from rtl.gearbox import Gearbox
+from rtl.lanes import MacLanes
+from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_layout
+from rtl.params import TileParams
+from rtl.requant import Requantizer
+
+__all__ = ["SeptetTile", "HEADER", "BEAT"]
+
+#: Gearbox record selectors.
+HEADER, BEAT = 0, 1
+
+
+class SeptetTile(wiring.Component):
+    """One GEMV tile on Amaranth streams.
+
+    The sequencer alternates the gearbox between HEADER and BEAT records: per group a
+    header (taken on its own), then one beat per activation pair, each beat joined with
+    its pair (a transfer on both streams in the same cycle).  A group closes every
+    ``group_size / 2`` pairs and at the activation ``last`` (the block end); a block's
+    result leaves on ``result``, marked ``last`` when the gearbox has reached the zero
+    fill of the weight stream's final word, which it then discards.
+
+    Backpressure: a block's last beat enters the lanes only when the output queue has a
+    free entry reserved for its result (a credit per entry), so the fixed-latency
+    pipeline behind the lanes never needs to stall and no result is lost; a stalled
+    ``result`` stalls the beats, which stall the activation and weight streams.
+
+    Parameters
+    ----------
+    params : TileParams, optional
+        All build parameters; if not given, ``TileParams(**kwargs)``.
+    **kwargs
+        Keyword-only build parameters (see :class:`~rtl.params.TileParams`).
+
+    Attributes
+    ----------
+    weights : In(stream.Signature(word_layout(params)))
+        Bus words of the packed stream; ``last`` on the GEMV's final word.
+    act : In(stream.Signature(act_layout()))
+        Activation pairs, re-sent for each column block; ``last`` on a block's final pair.
+    params_in : In(stream.Signature(requant_lanes_layout(params)))
+        Only with ``requant``: one beat of per-lane multiplier and shift per block.
+    result : Out(stream.Signature(result_layout(params)))
+        One beat per block; ``last`` on the GEMV's final block.
+    """
+
+    def __init__(self, *, params: "TileParams | None" = None, **kwargs):
+        if params is None:
+            params = TileParams(**kwargs)
+        elif kwargs:
+            raise ValueError(f"give either params or keyword parameters, not both (got {sorted(kwargs)})")
+        self.params = params
+        members = {
+            "weights": In(stream.Signature(word_layout(params))),
+            "act": In(stream.Signature(act_layout())),
+            "result": Out(stream.Signature(result_layout(params))),
+        }
+        if params.requant:
+            members["params_in"] = In(stream.Signature(requant_lanes_layout(params)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+
+        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=(p.header_bits, p.beat_bits),
+                                              capacity=p.gearbox_capacity)
+        m.submodules.lanes = lanes = MacLanes(params=p)
+        m.submodules.scaler = scaler = GroupScaler(params=p)
+        m.submodules.out_queue = queue = fifo.SyncFIFO(width=result_layout(p).size, depth=p.output_queue_depth)
+        connect(m, wiring.flipped(self.weights), gear.i)
+        connect(m, lanes.o, scaler.i)
+        if p.requant:
+            m.submodules.requant = requant = Requantizer(params=p)
+            connect(m, scaler.o, requant.i)
+            results = requant.o
+        else:
+            results = scaler.o
+        m.d.comb += [
+            queue.w_en.eq(results.valid),
+            queue.w_data.eq(results.payload),
+            self.result.valid.eq(queue.r_rdy),
+            self.result.payload.eq(queue.r_data),
+            queue.r_en.eq(self.result.ready),
+        ]
+
+        # Credits: block results in flight or queued never exceed the queue's depth.
+        in_flight = Signal(range(p.output_queue_depth + 1))
+        block_issued = Signal()
+        result_taken = Signal()
+        m.d.comb += result_taken.eq(self.result.valid & self.result.ready)
+        m.d.sync += in_flight.eq(in_flight + block_issued - result_taken)
+        has_credit = in_flight < p.output_queue_depth
+
+        # Sequencer.
+        in_header = Signal(init=1)
+        op = lanes.i.payload
+        m.d.comb += [
+            gear.select.eq(Mux(in_header, HEADER, BEAT)),
+            op.record.eq(gear.o.payload),
+            op.act.eq(self.act.payload),
+        ]
+        if p.requant:
+            m.d.comb += op.requant.eq(self.params_in.payload)
+
+        with m.If(in_header):
+            m.d.comb += [gear.o.ready.eq(1), lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
+            with m.If(gear.o.valid):
+                m.d.sync += in_header.eq(0)
+        with m.Else():
+            block_end = self.act.payload.last
+            # A block's last beat needs a reserved output entry (and its requantization parameters).
+            closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
+            may_go = ~block_end | closing_ok
+            fire = gear.o.valid & self.act.valid & may_go
+            if p.group_pairs is None:
+                group_end = block_end
+            else:
+                pair_in_group = Signal(range(p.group_pairs))
+                group_end = block_end | (pair_in_group == p.group_pairs - 1)
+                with m.If(fire):
+                    m.d.sync += pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1))
+            ending = block_end & gear.ending
+            m.d.comb += [
+                gear.o.ready.eq(self.act.valid & may_go),
+                self.act.ready.eq(gear.o.valid & may_go),
+                lanes.i.valid.eq(fire),
+                op.group_end.eq(group_end),
+                op.block_end.eq(block_end),
+                op.last.eq(ending),
+                gear.flush.eq(ending),
+                block_issued.eq(fire & block_end),
+            ]
+            if p.requant:
+                m.d.comb += self.params_in.ready.eq(gear.o.valid & self.act.valid & block_end & has_credit)
+            with m.If(fire & group_end):
+                m.d.sync += in_header.eq(1)
+        return m
+
