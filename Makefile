@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
 verilog: $(STAMP)
-	$(BIN)/septet verilog --format 4+3 --lanes 16 --bus-width 64 --out build/verilog
+	$(BIN)/septet verilog --format 4+3 --lanes 16 --bus-width 64 --out build/verilog --lint
 
 sim: $(STAMP)
 	$(BIN)/septet sim --format 4+3 --lanes 16 --bus-width 64 --k 4096 --n 64
