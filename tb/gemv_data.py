@@ -1,0 +1,327 @@
+"""The data of the GEMVs a simulation runs: bus beats in, expected results out.
+
+Everything is derived from golden (quantizer, packer, oracle): a
+:class:`Gemv` holds the exact AXI-Stream payloads of one GEMV on a tile
+(FORMAT.md section 4 and the tile contract in ``rtl/TILE.md``) and the
+oracle's result per column.  A :class:`GemvSet` is what one simulation runs,
+back to back; it travels to the cocotb process as files in the test
+directory (``gemvs.npz`` and ``gemvs.json``), never through the environment.
+
+Stream payloads, all little-endian:
+
+* ``s_axis_weights``: the packed stream cut into ``W``-bit words; tlast on the last.
+* ``s_axis_act``: per column block, one 16-bit beat per activation pair
+  ``a[2i] & 0xff | (a[2i+1] & 0xff) << 8`` in row order; tlast on the block's last pair.
+* ``s_axis_params`` (requant only): per block, lane ``l`` at bits ``[22 l, 22 l + 22)``:
+  ``M | shift << 16``.
+* ``m_axis_result``: per block, lane ``l`` at bits ``[w l, w l + w)`` two's complement.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden.format import (
+    ACT_BITS,
+    ACT_MAX,
+    ACT_MIN,
+    OUT_BITS,
+    REQUANT_MULT_BITS,
+    REQUANT_SHIFT_BITS,
+    parse_arithmetic,
+    parse_format,
+)
+from golden.oracle import gemv_int, requant_params, requantize
+from golden.pack import pack
+from golden.quantize import QuantizedMatrix, quantize
+
+__all__ = [
+    "TileConfig",
+    "Gemv",
+    "GemvSet",
+    "make_gemv",
+    "random_gemv",
+    "bytes_per_beat",
+]
+
+#: Bits of one lane's requantization parameters on ``s_axis_params``.
+PARAM_LANE_BITS = REQUANT_MULT_BITS + REQUANT_SHIFT_BITS
+#: Bits of one activation beat (a pair of INT8 activations).
+ACT_BEAT_BITS = 2 * ACT_BITS
+
+
+def bytes_per_beat(bits: int) -> int:
+    """Bytes of a beat of ``bits`` bits once padded to whole bytes (the Verilog top's tdata width / 8)."""
+    return -(-bits // 8)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """The build-time parameters of a tile, as the testbench needs them.
+
+    Mirrors the RTL's build parameters (``rtl`` validates them); ``result_bits``
+    is the lane result width on ``m_axis_result``.
+    """
+
+    fmt: str = "4+3"
+    arithmetic: str = "own"
+    lanes: int = 16
+    bus_width: int = 64
+    group_size: "int | None" = None
+    acc_width: int = 48
+    max_k: int = 65536
+    requant: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "fmt", parse_format(self.fmt).name)
+        object.__setattr__(self, "arithmetic", parse_arithmetic(self.arithmetic).value)
+        for name, low in (("lanes", 1), ("bus_width", 1), ("acc_width", 2), ("max_k", 2)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.group_size is not None and (not isinstance(self.group_size, int) or self.group_size < 2
+                                            or self.group_size % 2):
+            raise ValueError(f"group_size must be an even integer >= 2 or None, got {self.group_size!r}")
+
+    @property
+    def result_bits(self) -> int:
+        return OUT_BITS if self.requant else self.acc_width
+
+    def rtl_params(self) -> dict:
+        """Keyword arguments of the RTL's ``generate_verilog``."""
+        return {"fmt": self.fmt, "arithmetic": self.arithmetic, "lanes": self.lanes,
+                "bus_width": self.bus_width, "group_size": self.group_size, "acc_width": self.acc_width,
+                "max_k": self.max_k, "requant": self.requant}
+
+    def as_dict(self) -> dict:
+        return {"format": self.fmt, "arithmetic": self.arithmetic, "lanes": self.lanes,
+                "bus_width": self.bus_width, "group_size": self.group_size, "acc_width": self.acc_width,
+                "max_k": self.max_k, "requant": self.requant}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TileConfig":
+        return cls(fmt=d["format"], arithmetic=d["arithmetic"], lanes=d["lanes"], bus_width=d["bus_width"],
+                   group_size=d["group_size"], acc_width=d["acc_width"], max_k=d["max_k"],
+                   requant=d["requant"])
+
+
+def _words_to_bytes(words, bits: int) -> np.ndarray:
+    """Python-int words of ``bits`` bits -> uint8 array (n, bytes_per_beat(bits)), little-endian."""
+    nbytes = bytes_per_beat(bits)
+    return np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
+                         dtype=np.uint8).reshape(len(words), nbytes)
+
+
+def _lanes_to_bytes(values: np.ndarray, lane_bits: int) -> np.ndarray:
+    """(beats, lanes) unsigned lane fields -> uint8 (beats, bytes_per_beat(lanes * lane_bits))."""
+    beats, lanes = values.shape
+    total = lanes * lane_bits
+    bits = ((values[..., None].astype(np.uint64) >> np.arange(lane_bits, dtype=np.uint64)) & 1).astype(np.uint8)
+    bits = bits.reshape(beats, total)
+    pad = bytes_per_beat(total) * 8 - total
+    if pad:
+        bits = np.concatenate([bits, np.zeros((beats, pad), np.uint8)], axis=1)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def bytes_to_lanes(beats: np.ndarray, lanes: int, lane_bits: int, signed: bool) -> np.ndarray:
+    """Inverse of the result packing: uint8 (beats, nbytes) -> int64 (beats, lanes)."""
+    bits = np.unpackbits(np.asarray(beats, dtype=np.uint8), axis=1, bitorder="little")[:, :lanes * lane_bits]
+    fields = bits.reshape(len(beats), lanes, lane_bits).astype(np.int64)
+    if lane_bits <= 62:
+        values = (fields << np.arange(lane_bits, dtype=np.int64)).sum(axis=-1)
+        if signed:
+            values = np.where(values >= 1 << (lane_bits - 1), values - (1 << lane_bits), values)
+        return values
+    out = np.zeros(fields.shape[:2], dtype=object)
+    for index in np.ndindex(fields.shape[:2]):
+        v = int("".join(map(str, fields[index][::-1])), 2)
+        out[index] = v - (1 << lane_bits) if signed and v >> (lane_bits - 1) else v
+    return out
+
+
+@dataclass(eq=False)
+class Gemv:
+    """One GEMV's bus payloads and expected results on a given tile.
+
+    Attributes
+    ----------
+    name : str
+        What this GEMV is (shown in a mismatch report).
+    K, N : int
+        Shape of the weight matrix.
+    n_blocks : int
+        Column blocks (``ceil(N / lanes)``); one result beat each.
+    stream_bits : int
+        ``PackedStream.nbits``.
+    weights : uint8 (words, bytes)
+        Weight bus words.
+    act : uint8 (K_pad / 2, 2)
+        One block's activation beats (re-sent for every block).
+    params : uint8 (n_blocks, bytes) or None
+        Requantization beats.
+    expected : int64 (n_blocks, lanes)
+        Result of each lane of each block (padding columns 0).
+    """
+
+    name: str
+    K: int
+    N: int
+    n_blocks: int
+    stream_bits: int
+    weights: np.ndarray
+    act: np.ndarray
+    params: "np.ndarray | None"
+    expected: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> int:
+        return len(self.act)
+
+    def ideal_cycles(self, bus_width: int) -> int:
+        """``ceil(stream_bits / W)``: one bus word per cycle."""
+        return -(-self.stream_bits // bus_width)
+
+
+def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv", requant=None) -> Gemv:
+    """Bus payloads and oracle results of ``qm @ a`` on a tile built with ``config``.
+
+    Parameters
+    ----------
+    qm : QuantizedMatrix
+        Must match ``config`` (format, arithmetic, group size when the tile has one).
+    a : array of int8, shape (K,)
+        Activations in the original channel order.
+    config : TileConfig
+    name : str
+    requant : (M, shift) arrays of shape (N,), optional
+        Requantization parameters (required when ``config.requant``).
+    """
+    if qm.fmt.name != config.fmt or qm.arithmetic.value != config.arithmetic:
+        raise ValueError(f"matrix is {qm.fmt.name}/{qm.arithmetic.value}, tile is {config.fmt}/{config.arithmetic}")
+    tile_group = config.group_size or qm.K_pad
+    if qm.group_size != tile_group and not (qm.group_size >= qm.K_pad and tile_group >= qm.K_pad):
+        raise ValueError(f"matrix group_size {qm.group_size} does not match the tile's {config.group_size}")
+    if qm.K > config.max_k:
+        raise ValueError(f"K must be <= the tile's max_k {config.max_k}, got {qm.K}")
+    a = np.asarray(a)
+    y = gemv_int(qm, a)
+    L = config.lanes
+    ps = pack(qm, lanes=L)
+    n_blocks = ps.layout.n_blocks
+    rows = np.zeros(qm.K_pad, dtype=np.int64)
+    rows[:qm.K] = a[qm.perm] if qm.perm is not None else a
+    act = (rows.astype(np.int8).view(np.uint8)).reshape(-1, 2)
+    params = None
+    if config.requant:
+        if requant is None:
+            raise ValueError("requant=(M, shift) is required on a requantizing tile")
+        M, shift = (np.asarray(v, dtype=np.int64) for v in requant)
+        y = requantize(y, M, shift).astype(np.int64)
+        lane_values = np.zeros(n_blocks * L, dtype=np.int64)
+        lane_values[:qm.N] = M | (shift << REQUANT_MULT_BITS)
+        params = _lanes_to_bytes(lane_values.reshape(n_blocks, L), PARAM_LANE_BITS)
+    expected = np.zeros(n_blocks * L, dtype=np.int64)
+    expected[:qm.N] = y
+    wide = int(np.abs(expected).max(initial=0))
+    if not config.requant and wide >= 1 << (config.acc_width - 1):
+        raise ValueError(f"result magnitude {wide} does not fit acc_width {config.acc_width}")
+    return Gemv(name=name, K=qm.K, N=qm.N, n_blocks=n_blocks, stream_bits=ps.nbits,
+                weights=_words_to_bytes(ps.words(config.bus_width), config.bus_width), act=act,
+                params=params, expected=expected.reshape(n_blocks, L))
+
+
+def random_gemv(config: TileConfig, K: int, N: int, *, seed: int = 0, name: "str | None" = None,
+                weights=None, activations=None, clip: str = "none") -> Gemv:
+    """A GEMV of Gaussian (or given) weights and uniform INT8 activations, quantized for ``config``.
+
+    Parameters
+    ----------
+    config : TileConfig
+    K, N : int
+        Shape (ignored where ``weights`` is given).
+    seed : int
+    weights : float array (K, N), optional
+    activations : int8 array (K,), optional
+        Default: uniform over the full INT8 range ``[ACT_MIN, ACT_MAX]``.
+    clip : str
+        Passed to the quantizer.
+    """
+    rng = np.random.default_rng(seed)
+    if weights is None:
+        if not isinstance(K, int) or K < 1 or not isinstance(N, int) or N < 1:
+            raise ValueError(f"K and N must be integers >= 1, got K={K!r}, N={N!r}")
+        weights = rng.standard_normal((K, N))
+    weights = np.asarray(weights, dtype=np.float64)
+    K, N = weights.shape
+    if activations is None:
+        activations = rng.integers(ACT_MIN, ACT_MAX + 1, size=K).astype(np.int8)
+    qm = quantize(weights, config.fmt, arithmetic=config.arithmetic, group_size=config.group_size, clip=clip)
+    requant = None
+    if config.requant:
+        # An output scale that spreads the results over the INT8 range, saturating a few.
+        y = gemv_int(qm, activations) * np.exp2(-qm.exp.astype(np.float64))
+        s_out = max(float(np.percentile(np.abs(y), 90)), 1e-30) / ACT_MAX
+        requant = requant_params(qm, 1.0, s_out)
+    return make_gemv(qm, activations, config, name=name or f"random K={K} N={N} seed={seed}", requant=requant)
+
+
+class GemvSet:
+    """The GEMVs one simulation runs back to back, and how it runs them.
+
+    Parameters
+    ----------
+    config : TileConfig
+    gemvs : list of Gemv
+    options : dict
+        Run options for the cocotb module (``idle``, ``backpressure``, ``seed``, ``reset_at`` ...).
+    """
+
+    DATA = "gemvs.npz"
+    META = "gemvs.json"
+
+    def __init__(self, config: TileConfig, gemvs, options: "dict | None" = None):
+        self.config = config
+        self.gemvs = list(gemvs)
+        self.options = dict(options or {})
+        if not self.gemvs:
+            raise ValueError("a GemvSet needs at least one GEMV")
+
+    def write(self, directory) -> Path:
+        """Write ``gemvs.npz`` and ``gemvs.json`` into ``directory``; return the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        meta = []
+        for i, g in enumerate(self.gemvs):
+            arrays[f"weights_{i}"] = g.weights
+            arrays[f"act_{i}"] = g.act
+            arrays[f"expected_{i}"] = g.expected.astype(np.int64)
+            if g.params is not None:
+                arrays[f"params_{i}"] = g.params
+            meta.append({"name": g.name, "K": g.K, "N": g.N, "n_blocks": g.n_blocks,
+                         "stream_bits": g.stream_bits, "info": g.info})
+        np.savez(directory / self.DATA, **arrays)
+        (directory / self.META).write_text(json.dumps({"config": self.config.as_dict(), "gemvs": meta,
+                                                        "options": self.options}, indent=1))
+        return directory
+
+    @classmethod
+    def read(cls, directory) -> "GemvSet":
+        directory = Path(directory)
+        meta = json.loads((directory / cls.META).read_text())
+        config = TileConfig.from_dict(meta["config"])
+        gemvs = []
+        with np.load(directory / cls.DATA) as arrays:
+            for i, m in enumerate(meta["gemvs"]):
+                gemvs.append(Gemv(name=m["name"], K=m["K"], N=m["N"], n_blocks=m["n_blocks"],
+                                  stream_bits=m["stream_bits"], weights=arrays[f"weights_{i}"],
+                                  act=arrays[f"act_{i}"],
+                                  params=arrays[f"params_{i}"] if f"params_{i}" in arrays else None,
+                                  expected=arrays[f"expected_{i}"], info=m.get("info", {})))
+        return cls(config, gemvs, meta["options"])

@@ -1,0 +1,218 @@
+"""Host side of a tile simulation: get the Verilog, build it once, run GEMVs, read the outcome.
+
+Used by the pytest entry points and by ``septet sim``::
+
+    tile = rtl_tile(config)                       # Verilog + port map from rtl/ (cached per config)
+    result = simulate(tile, gemv_set, test_dir, mode="axis")
+    result.outcome["cycles"], result.outcome["mismatches"]
+
+Two modes run the same checks:
+
+* ``"axis"``: cocotbext-axi drives every beat from Python (:mod:`tb.tile_axis`), with
+  random idle cycles and backpressure per beat;
+* ``"mem"``: a generated SystemVerilog wrapper (:mod:`tb.mem_wrapper`) streams the
+  beats from files with LFSR stalls and writes the results to a file; Python only
+  waits for ``done`` and then checks (:mod:`tb.tile_mem`).  Orders of magnitude
+  faster: the mode for full-size layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tb import toolchain
+from tb.gemv_data import GemvSet, TileConfig
+from tb.outcome import read_outcome, read_progress
+
+__all__ = ["Tile", "SimResult", "rtl_tile", "simulate", "MODES"]
+
+MODES = ("axis", "mem")
+#: cocotb test module per mode.
+_MODULES = {"axis": "tb.tile_axis", "mem": "tb.tile_mem"}
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's Verilog and how to build it.
+
+    Attributes
+    ----------
+    config : TileConfig
+    sources : tuple of Path
+        Verilog files (the top module is ``septet_tile``).
+    build_args : tuple of str
+        Extra Verilator arguments (e.g. ``-G`` parameters).
+    port_map : dict
+        Port name -> width (padded, as in the Verilog).
+    description : str
+        Where the Verilog came from.
+    fixed_latency : int or None
+        The RTL's documented fixed latency (cycles), when it publishes one.
+    """
+
+    config: TileConfig
+    sources: tuple
+    build_args: tuple = ()
+    port_map: dict = field(default_factory=dict)
+    description: str = "rtl"
+    fixed_latency: "int | None" = None
+
+
+def _config_hash(config: TileConfig) -> str:
+    return hashlib.sha256(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _port_widths(meta: dict) -> dict:
+    """Port name -> padded width from the RTL's JSON port map (a list or a dict of ports)."""
+    ports = meta.get("ports") or meta.get("port_map") or []
+    if isinstance(ports, dict):
+        ports = [dict(v, name=k) for k, v in ports.items()]
+    widths = {}
+    for port in ports:
+        width = port.get("width") or port.get("padded_width") or port.get("bits")
+        if "name" in port and width is not None:
+            widths[port["name"]] = int(width)
+    return widths
+
+
+def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
+    """Generate (or reuse) the tile's Verilog from ``rtl`` for ``config``.
+
+    Calls the RTL's ``generate_verilog(out_dir, **params)``; the Verilog and its
+    JSON land in ``build/sim/verilog/<config-hash>`` (locked, so pytest-xdist
+    workers generating the same configuration do not race).
+    """
+    from rtl.top import generate_verilog  # the RTL's public API (rtl/TILE.md)
+
+    directory = (out_root or toolchain.BUILD_ROOT / "verilog") / _config_hash(config)
+    done = directory / "septet_generated.json"
+    with toolchain._locked(directory.parent / f".{directory.name}.lock"):
+        if not done.is_file():
+            directory.mkdir(parents=True, exist_ok=True)
+            verilog, meta_path = generate_verilog(directory, **config.rtl_params())
+            done.write_text(json.dumps({"verilog": str(verilog), "json": str(meta_path)}))
+        paths = json.loads(done.read_text())
+    meta = json.loads(Path(paths["json"]).read_text())
+    latency = meta.get("fixed_latency")
+    if latency is None:
+        latency = (meta.get("cycle_formula") or meta.get("expected_cycles") or {}).get("fixed_latency")
+    return Tile(config=config, sources=(Path(paths["verilog"]),), port_map=_port_widths(meta),
+                description=f"rtl ({Path(paths['verilog']).name})", fixed_latency=latency)
+
+
+@dataclass
+class SimResult:
+    """A finished simulation.
+
+    Attributes
+    ----------
+    outcome : dict
+        ``outcome.json`` (cycles per GEMV, mismatches, the scoreboard report).
+    test_dir : Path
+    build : toolchain.Build
+    mode : str
+    wall_seconds : float
+        Wall time of the simulator process.
+    waves : Path or None
+        The waveform file when one was written.
+    """
+
+    outcome: dict
+    test_dir: Path
+    build: "toolchain.Build"
+    mode: str
+    wall_seconds: float
+    waves: "Path | None" = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outcome.get("passed"))
+
+
+def build_tile(tile: Tile, mode: str, *, waves: "str | None" = None, verbose: bool = False) -> "toolchain.Build":
+    """Build the tile for ``mode`` (``"mem"`` wraps it in the generated memory-model top)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "axis":
+        return toolchain.build(tile.sources, "septet_tile", build_args=tile.build_args, waves=waves,
+                               verbose=verbose)
+    from tb.mem_wrapper import write_wrapper
+
+    key = hashlib.sha256(b"".join(Path(s).read_bytes() for s in tile.sources)
+                         + json.dumps(tile.config.as_dict()).encode() + repr(tile.build_args).encode()).hexdigest()
+    wrapper_dir = toolchain.BUILD_ROOT / "wrappers" / key[:16]
+    with toolchain._locked(wrapper_dir.parent / f".{wrapper_dir.name}.lock"):
+        wrapper = write_wrapper(wrapper_dir, tile)
+    return toolchain.build([*tile.sources, wrapper], "septet_mem_tb", build_args=tile.build_args, waves=waves,
+                           verbose=verbose)
+
+
+def simulate(tile: Tile, gemv_set: GemvSet, test_dir, *, mode: str = "axis", waves: "str | None" = None,
+             seed: int = 0, progress=None, verbose: bool = False, check: bool = True) -> SimResult:
+    """Build (cached) and run ``gemv_set`` on ``tile`` in ``test_dir``.
+
+    Parameters
+    ----------
+    tile : Tile
+    gemv_set : GemvSet
+        GEMVs and run options (idle, backpressure, seed, reset_at).
+    test_dir : path-like
+        This run's own directory: inputs, logs, ``outcome.json`` and waves go here.
+    mode : {"axis", "mem"}
+    waves : {None, "vcd", "fst"}
+    seed : int
+        cocotb's seed.
+    progress : callable(str), optional
+        Called about once a second with a progress line while the simulation runs.
+    check : bool
+        Raise :class:`tb.toolchain.SimulationFailed` (with the scoreboard's report)
+        when a result mismatched or the run failed.
+    """
+    if gemv_set.config != tile.config:
+        raise ValueError("the GEMVs were made for a different tile configuration")
+    test_dir = Path(test_dir).resolve()
+    built = build_tile(tile, mode, waves=waves, verbose=verbose)
+    if mode == "mem":
+        from tb.mem_wrapper import write_inputs
+
+        write_inputs(test_dir, gemv_set)
+    gemv_set.write(test_dir)
+    stop = threading.Event()
+    watcher = None
+    if progress is not None:
+        def watch():
+            last = ""
+            while not stop.wait(1.0):
+                line = read_progress(test_dir)
+                if line and line != last:
+                    progress(line)
+                    last = line
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    start = time.perf_counter()
+    try:
+        run = toolchain.run_test(built, _MODULES[mode], test_dir, extra_env={"SEPTET_TB_DIR": str(test_dir)},
+                                 waves=waves is not None, seed=seed, check=False, verbose=verbose)
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+    wall = time.perf_counter() - start
+    outcome = read_outcome(test_dir) or {"passed": False, "mismatches": None, "cycles": [],
+                                         "report": "the simulation ended before writing its outcome"}
+    outcome["passed"] = bool(outcome.get("passed")) and run.passed
+    wave_file = None
+    if waves is not None:
+        candidate = test_dir / f"dump.{waves}"
+        wave_file = candidate if candidate.is_file() else None
+    result = SimResult(outcome, test_dir, built, mode, wall, wave_file)
+    if check and not result.passed:
+        detail = outcome.get("report") or ""
+        raise toolchain.SimulationFailed(f"tile simulation failed ({mode} mode, {test_dir}):\n{detail}\n"
+                                         + "\n".join(run.failures))
+    return result

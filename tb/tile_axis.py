@@ -1,0 +1,164 @@
+"""cocotb testbench of the septet tile driven beat by beat through cocotbext-axi ("axis" mode).
+
+Reads the GEMVs from ``gemvs.npz``/``gemvs.json`` in the test directory
+(:class:`tb.gemv_data.GemvSet`), drives ``s_axis_weights``, ``s_axis_act``
+and (when the tile has it) ``s_axis_params`` from cocotbext-axi sources with
+pause generators (idle cycles), takes ``m_axis_result`` with a sink whose
+pause generator applies backpressure, and checks every result beat in order
+against golden with :class:`tb.scoreboard.Scoreboard`.  Cycles per GEMV are
+counted from the first weight word accepted to the tlast result beat
+accepted, both inclusive.
+
+Options (``gemvs.json`` ``options``): ``idle`` (pause probability of every
+input), ``backpressure`` (of the output), ``seed``, ``reset_at`` (assert
+reset that many cycles into GEMV 0, which is then abandoned and not checked),
+``timeout_cycles``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
+
+from tb.gemv_data import GemvSet
+from tb.outcome import ProgressWriter, write_outcome
+from tb.scoreboard import Scoreboard
+from tb.stalls import pause_generator
+
+CLOCK_NS = 10
+RESET_CYCLES = 4
+
+
+def _bus(dut, name):
+    return AxiStreamBus.from_prefix(dut, name, bus_separator="__")
+
+
+def _frame(beats: np.ndarray, beat_bytes: int) -> AxiStreamFrame:
+    """One frame of ``beats`` (uint8 rows), each zero-padded to the port's ``beat_bytes``."""
+    rows = np.zeros((len(beats), beat_bytes), dtype=np.uint8)
+    rows[:, :beats.shape[1]] = beats
+    return AxiStreamFrame(rows.tobytes())
+
+
+class CycleCounter:
+    """Counts clock cycles and records, per GEMV, the first weight acceptance and the tlast result."""
+
+    def __init__(self, dut, progress: ProgressWriter):
+        self.dut = dut
+        self.cycle = 0
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.expect_first = True
+        self.progress = progress
+
+    def restart(self):
+        self.starts.clear()
+        self.ends.clear()
+        self.expect_first = True
+
+    async def run(self):
+        dut = self.dut
+        wv, wr, wl = dut.s_axis_weights__tvalid, dut.s_axis_weights__tready, dut.s_axis_weights__tlast
+        rv, rr, rl = dut.m_axis_result__tvalid, dut.m_axis_result__tready, dut.m_axis_result__tlast
+        edge = RisingEdge(dut.clk)
+        while True:
+            await edge
+            self.cycle += 1
+            if wv.value and wr.value:
+                if self.expect_first:
+                    self.starts.append(self.cycle)
+                    self.expect_first = False
+                if wl.value:
+                    self.expect_first = True
+            if rv.value and rr.value and rl.value:
+                self.ends.append(self.cycle)
+            if not self.cycle & 0xFFF:
+                self.progress.update(self.cycle, f"GEMVs done {len(self.ends)}")
+
+
+@cocotb.test()
+async def gemvs_match_golden(dut):
+    """Every result beat of every GEMV equals golden, in order, under idle cycles and backpressure."""
+    directory = Path(os.environ.get("SEPTET_TB_DIR", "."))
+    gemv_set = GemvSet.read(directory)
+    config, opts = gemv_set.config, gemv_set.options
+    rng = random.Random(int(opts.get("seed", 0)))
+    idle = float(opts.get("idle", 0.0))
+    backpressure = float(opts.get("backpressure", 0.0))
+    reset_at = opts.get("reset_at")
+
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    weights = AxiStreamSource(_bus(dut, "s_axis_weights"), dut.clk, dut.rst)
+    act = AxiStreamSource(_bus(dut, "s_axis_act"), dut.clk, dut.rst)
+    params = AxiStreamSource(_bus(dut, "s_axis_params"), dut.clk, dut.rst) if config.requant else None
+    result = AxiStreamSink(_bus(dut, "m_axis_result"), dut.clk, dut.rst)
+    sources = [s for s in (weights, act, params) if s is not None]
+    for source in sources:
+        source.log.setLevel("WARNING")
+        if idle:
+            source.set_pause_generator(pause_generator(idle, rng.randrange(1 << 30)))
+    result.log.setLevel("WARNING")
+    if backpressure:
+        result.set_pause_generator(pause_generator(backpressure, rng.randrange(1 << 30)))
+
+    ideal = sum(g.ideal_cycles(config.bus_width) for g in gemv_set.gemvs)
+    progress = ProgressWriter(directory, int(ideal / max(1e-3, (1 - idle) * (1 - backpressure))))
+    counter = CycleCounter(dut, progress)
+
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, RESET_CYCLES)
+    dut.rst.value = 0
+    cocotb.start_soon(counter.run())
+
+    def send(gemv):
+        weights.send_nowait(_frame(gemv.weights, weights.byte_lanes))
+        block_act = _frame(gemv.act, act.byte_lanes)
+        for b in range(gemv.n_blocks):
+            act.send_nowait(block_act)
+            if params is not None:
+                params.send_nowait(_frame(gemv.params[b:b + 1], params.byte_lanes))
+
+    gemvs = list(gemv_set.gemvs)
+    if reset_at is not None:
+        # GEMV 0 is interrupted by a reset: its partial results are discarded, the rest must be exact.
+        send(gemvs[0])
+        await ClockCycles(dut.clk, int(reset_at))
+        dut.rst.value = 1
+        for source in sources:
+            source.clear()
+        await ClockCycles(dut.clk, RESET_CYCLES)
+        result.clear()
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        counter.restart()
+        gemvs = gemvs[1:]
+
+    scoreboard = Scoreboard(gemvs, config.lanes, config.result_bits)
+    start = time.perf_counter()
+    for gemv in gemvs:
+        send(gemv)
+    timeout = int(opts.get("timeout_cycles", 0)) or 50 * ideal + 10_000
+    limit = counter.cycle + timeout
+    for gemv in gemvs:
+        while result.empty() and counter.cycle < limit:
+            await ClockCycles(dut.clk, 64)
+        if result.empty():
+            break
+        frame = await result.recv()
+        scoreboard.check_frame(bytes(frame.tdata))
+    await ClockCycles(dut.clk, 2)
+    cycles = [e - s + 1 for s, e in zip(counter.starts, counter.ends)]
+    write_outcome(directory, mode="axis", cycles=cycles, starts=counter.starts, ends=counter.ends,
+                  scoreboard=scoreboard, sim_seconds=time.perf_counter() - start, total_cycles=counter.cycle,
+                  extra={"timed_out": not scoreboard.done})
+    if not scoreboard.done:
+        raise AssertionError(f"timeout after {timeout} cycles\n{scoreboard.report()}")
+    scoreboard.assert_passed()
