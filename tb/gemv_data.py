@@ -38,6 +38,7 @@ from golden.format import (
 from golden.oracle import gemv_int, requant_params, requantize
 from golden.pack import pack
 from golden.quantize import QuantizedMatrix, quantize
+from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K
 
 __all__ = [
     "TileConfig",
@@ -72,8 +73,8 @@ class TileConfig:
     lanes: int = 16
     bus_width: int = 64
     group_size: "int | None" = None
-    acc_width: int = 48
-    max_k: int = 65536
+    acc_width: int = DEFAULT_ACC_WIDTH
+    max_k: int = DEFAULT_MAX_K
     requant: bool = False
 
     def __post_init__(self):

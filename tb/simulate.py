@@ -29,7 +29,7 @@ from tb import toolchain
 from tb.gemv_data import GemvSet, TileConfig
 from tb.outcome import read_outcome, read_progress
 
-__all__ = ["Tile", "SimResult", "rtl_tile", "simulate", "MODES"]
+__all__ = ["Tile", "SimResult", "rtl_tile", "simulate", "measure", "MODES"]
 
 MODES = ("axis", "mem")
 #: cocotb test module per mode.
@@ -207,3 +207,27 @@ def simulate(tile: Tile, gemv_set: GemvSet, test_dir, *, mode: str = "axis", wav
         raise toolchain.SimulationFailed(f"tile simulation failed ({mode} mode, {test_dir}):\n{detail}\n"
                                          + "\n".join(run.failures))
     return result
+
+
+def measure(tile: Tile, gemv, test_dir, *, mode: str = "mem", idle: float = 0.0, backpressure: float = 0.0,
+            seed: int = 0, waves: "str | None" = None, progress=None, command: str = "",
+            verbose: bool = False) -> "tuple[dict, SimResult]":
+    """Simulate one GEMV on ``tile`` and return its measurement record (:mod:`tb.measurement`) and the result.
+
+    Does not raise on mismatches: the record counts them and ``result.passed`` says whether the run passed.
+    """
+    from tb.measurement import run_record
+    from tb.stalls import validate_probability
+
+    options = {"idle": validate_probability("idle", idle),
+               "backpressure": validate_probability("backpressure", backpressure), "seed": int(seed)}
+    result = simulate(tile, GemvSet(tile.config, [gemv], options), test_dir, mode=mode, waves=waves, seed=seed,
+                      progress=progress, verbose=verbose, check=False)
+    cycles = (result.outcome.get("cycles") or [0])[0]
+    mismatches = result.outcome.get("mismatches")
+    if mismatches is None or (not result.passed and mismatches == 0):
+        # The run died or lost beats: count every expected beat's lanes as unverified.
+        mismatches = gemv.n_blocks * tile.config.lanes
+    record = run_record(tile.config, gemv, cycles=cycles, mismatches=mismatches, backpressure=backpressure,
+                        seed=seed, simulator=toolchain.simulator_name(), mode=mode, command=command)
+    return record, result

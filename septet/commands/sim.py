@@ -1,0 +1,158 @@
+"""``septet sim``: simulate the tile under Verilator against the golden oracle and record its cycles.
+
+Builds the tile's Verilog (cached), runs one GEMV per format, checks every
+result bit for bit, prints a summary and writes a measurements JSON
+(schema in :mod:`tb.measurement`).  Exits 1 when any result mismatched or
+a simulation failed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K
+from septet.cli import SeptetError
+
+
+def _group_size(text):
+    return None if text in ("none", "column", "per-column") else int(text)
+
+
+def add_arguments(p):
+    p.add_argument("--format", default="4+3", metavar="E+O[,E+O...]",
+                   help="slot widths, or a comma list to compare formats on the same bus (e.g. 4+3,4+4); "
+                        "default 4+3")
+    p.add_argument("--arithmetic", default="own", choices=("own", "shared"), help="own grids or shared grid")
+    p.add_argument("--lanes", type=int, default=16, help="lanes L (columns per block); default 16")
+    p.add_argument("--bus-width", type=int, default=64, help="bus width W in bits; default 64")
+    p.add_argument("--group-size", type=_group_size, default=None, metavar="G|none",
+                   help="rows per group along K (even), or 'none' for per column (default)")
+    p.add_argument("--acc-width", type=int, default=DEFAULT_ACC_WIDTH, help="wide accumulator width")
+    p.add_argument("--max-k", type=int, default=DEFAULT_MAX_K, help="largest K the tile is built for")
+    p.add_argument("--requant", action="store_true", help="build with INT8 requantization and check it")
+    p.add_argument("--k", type=int, default=4096, help="reduction dimension K of the GEMV; default 4096")
+    p.add_argument("--n", type=int, default=64, help="output columns N of the GEMV; default 64")
+    p.add_argument("--weights", metavar="W.npy", help="weight matrix [K, N] (float) instead of Gaussian weights")
+    p.add_argument("--backpressure", type=float, default=0.0, metavar="P",
+                   help="probability per cycle that the result sink is not ready; default 0")
+    p.add_argument("--idle", type=float, default=0.0, metavar="P",
+                   help="probability per cycle that each input holds back its next beat; default 0")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of the stall generators")
+    p.add_argument("--mode", choices=("mem", "axis"), default="mem",
+                   help="mem: SystemVerilog memory model feeds the tile (fast, default); "
+                        "axis: cocotbext-axi drives every beat from Python")
+    p.add_argument("--waves", nargs="?", const="auto", choices=("auto", "vcd", "fst"), default=None,
+                   help="write a waveform (VCD; FST when liblz4's headers are installed) into the run directory")
+    p.add_argument("--json", action="store_true", help="print the measurements JSON to stdout")
+    p.add_argument("--out", metavar="DIR", help="run directory (default build/sim/runs/<configuration>)")
+
+
+def _command(argv) -> str:
+    return "septet sim" + ("" if not argv else " " + shlex.join(argv))
+
+
+def _load_weights(path):
+    import numpy as np
+
+    try:
+        W = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SeptetError(f"--weights: file {path!r} does not exist") from None
+    except Exception as exc:  # noqa: BLE001
+        raise SeptetError(f"--weights: {path!r} is not a readable .npy array ({exc})") from None
+    if W.ndim != 2:
+        raise SeptetError(f"--weights must be a 2-D array [K, N], got shape {W.shape}")
+    return W
+
+
+def _comparisons(records):
+    """Cycle ratios of every pair of formats measured on the same bus and shape."""
+    out = []
+    for i, a in enumerate(records):
+        for b in records[i + 1:]:
+            same = all(a[k] == b[k] for k in ("arithmetic", "lanes", "bus_width", "group_size", "k", "n", "mode"))
+            if not same or a["format"] == b["format"]:
+                continue
+            pa, pb = (sum(map(int, r["format"].split("+"))) for r in (a, b))
+            ratio = a["cycles"] / b["cycles"]
+            out.append({"formats": [a["format"], b["format"]], "cycle_ratio": round(ratio, 6),
+                        "pair_bits_ratio": str(Fraction(pa, pb)),
+                        "ideal_cycle_ratio": round(a["ideal_cycles"] / b["ideal_cycles"], 6),
+                        "deviation_from_pair_bits_ratio": round(ratio / (pa / pb) - 1.0, 6)})
+    return out
+
+
+def run(args):
+    from golden.format import parse_format
+    from tb import toolchain
+    from tb.gemv_data import TileConfig, random_gemv
+    from tb.measurement import write_measurements
+    from tb.simulate import measure, rtl_tile
+    from tb.stalls import validate_probability
+
+    formats = [parse_format(f).name for f in args.format.split(",") if f.strip()]
+    if not formats:
+        raise SeptetError("--format must name at least one format")
+    validate_probability("backpressure", args.backpressure)
+    validate_probability("idle", args.idle)
+    weights = _load_weights(args.weights) if args.weights else None
+    if weights is not None:
+        K, N = weights.shape
+    else:
+        for name, value in (("k", args.k), ("n", args.n)):
+            if value < 1:
+                raise SeptetError(f"--{name} must be an integer >= 1, got {value}")
+        K, N = args.k, args.n
+    waves = None
+    if args.waves:
+        waves = ("fst" if toolchain.fst_available() else "vcd") if args.waves == "auto" else args.waves
+        if waves == "fst" and not toolchain.fst_available():
+            raise SeptetError("--waves fst needs liblz4's headers (lz4.h); use --waves vcd")
+    label = f"{'_'.join(formats)}-{args.arithmetic}-L{args.lanes}-W{args.bus_width}-K{K}-N{N}-{args.mode}"
+    out = Path(args.out) if args.out else toolchain.BUILD_ROOT / "runs" / label.replace("+", "p")
+    command = _command(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sim" else [])
+    records, failed = [], []
+
+    def progress(line):
+        print(f"  ... {line}", file=sys.stderr, flush=True)
+
+    for fmt in formats:
+        config = TileConfig(fmt=fmt, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
+                            group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k,
+                            requant=args.requant)
+        if K > config.max_k:
+            raise SeptetError(f"--k must be <= --max-k {config.max_k}, got {K}")
+        print(f"{fmt}: generating Verilog and building (cached after the first time) ...", file=sys.stderr)
+        tile = rtl_tile(config)
+        gemv = random_gemv(config, K, N, seed=args.seed, weights=weights)
+        run_dir = out / fmt.replace("+", "p")
+        record, result = measure(tile, gemv, run_dir, mode=args.mode, idle=args.idle,
+                                 backpressure=args.backpressure, seed=args.seed, waves=waves, progress=progress,
+                                 command=command)
+        records.append(record)
+        status = "PASS" if result.passed else "FAIL"
+        print(f"{status} {fmt} {args.arithmetic} L={args.lanes} W={args.bus_width} K={K} N={N} ({args.mode}): "
+              f"{record['cycles']} cycles, ideal {record['ideal_cycles']} (stream {record['stream_bits']} bits), "
+              f"latency {record['latency_cycles']}, bus efficiency {record['bus_efficiency']:.5f}, "
+              f"{record['mismatches']} mismatches; simulated in {result.wall_seconds:.1f} s"
+              + (f", build {result.build.seconds:.1f} s" if not result.build.cached else ""))
+        if result.waves:
+            print(f"  waves: {result.waves}")
+        if not result.passed:
+            failed.append(fmt)
+            print(result.outcome.get("report", ""), file=sys.stderr)
+            print(f"  logs: {run_dir}", file=sys.stderr)
+    comparisons = _comparisons(records)
+    for c in comparisons:
+        print(f"cycle ratio {c['formats'][0]}/{c['formats'][1]} = {c['cycle_ratio']:.6f} "
+              f"(pair bits {c['pair_bits_ratio']}, ideal {c['ideal_cycle_ratio']:.6f}; "
+              f"{100 * c['deviation_from_pair_bits_ratio']:+.3f}% from the pair-bits ratio)")
+    path = write_measurements(out / "measurements.json", records, comparisons)
+    print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(json.loads(path.read_text()), indent=1))
+    return 1 if failed else 0
