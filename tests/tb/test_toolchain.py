@@ -12,21 +12,12 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def passthrough_build(tmp_path_factory, _on_path):
-    import passthrough_rtl  # noqa: F401  (importlib import mode: tests/tb is not a package)
+def passthrough_build(tmp_path_factory):
+    import passthrough_rtl  # beside this file; conftest puts tests/tb on sys.path
 
     verilog = tmp_path_factory.mktemp("passthrough") / "passthrough.v"
     passthrough_rtl.write_verilog(verilog, width=24)
     return toolchain.build([verilog], "passthrough")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _on_path():
-    import sys
-
-    sys.path.insert(0, str(HERE))
-    yield
-    sys.path.remove(str(HERE))
 
 
 def test_passthrough_frames_survive_pauses(passthrough_build, tmp_path):
