@@ -1,11 +1,15 @@
 """Shared pieces of the testbench tests: tiles from rtl/ built once per session, and the mock tile."""
 
+import hashlib
+import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from golden.format import parse_format
+from tb import toolchain
 from tb.gemv_data import TileConfig
 from tb.simulate import Tile, rtl_tile
 
@@ -15,13 +19,28 @@ if str(HERE) not in sys.path:  # the passthrough and mock designs live beside th
 
 
 def mock_tile(config: TileConfig, *, bug: bool = False) -> Tile:
-    """The behavioural stand-in ``mock_tile.sv`` configured like ``config``; ``bug`` corrupts lane 1."""
+    """The behavioural stand-in ``mock_tile.sv`` configured like ``config``; ``bug`` corrupts lane 1.
+
+    The parameters are written into a copy's defaults (not ``-G``), so the mock also works below the
+    memory-mode wrapper, where it is not the top module.
+    """
     fmt = parse_format(config.fmt)
-    group_pairs = 0 if config.group_size is None else config.group_size // 2
-    args = (f"-GL={config.lanes}", f"-GW={config.bus_width}", f"-GE={fmt.even_bits}", f"-GO={fmt.odd_bits}",
-            f"-GSHARED={int(config.arithmetic == 'shared')}", f"-GGP={group_pairs}", f"-GACC={config.acc_width}",
-            f"-GREQUANT={int(config.requant)}", f"-GBUG={int(bug)}")
-    return Tile(config=config, sources=(HERE / "mock_tile.sv",), build_args=args, description="mock tile")
+    values = {"L": config.lanes, "W": config.bus_width, "E": fmt.even_bits, "O": fmt.odd_bits,
+              "SHARED": int(config.arithmetic == "shared"),
+              "GP": 0 if config.group_size is None else config.group_size // 2, "ACC": config.acc_width,
+              "REQUANT": int(config.requant), "BUG": int(bug)}
+    text = (HERE / "mock_tile.sv").read_text()
+    for name, value in values.items():
+        text, count = re.subn(rf"(parameter int {name} = )\d+", rf"\g<1>{value}", text)
+        assert count == 1, name
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = toolchain.BUILD_ROOT / "mock" / f"mock_tile_{digest}.sv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return Tile(config=config, sources=(path,), description="mock tile")
 
 
 @pytest.fixture(scope="session")

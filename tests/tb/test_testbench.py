@@ -1,0 +1,109 @@
+"""The testbench itself: the scoreboard catches wrong results (in both modes), payload packing, the
+measurement schema, and ``septet sim``'s exit status and JSON.
+
+Wrong results come from ``mock_tile.sv`` with ``BUG=1`` (lane 1 of every odd result flipped in bit 1).
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import mock_tile
+
+from septet.cli import main as septet_main
+from tb import simulate as simulate_module
+from tb import toolchain
+from tb.gemv_data import GemvSet, TileConfig, _lanes_to_bytes, bytes_to_lanes, random_gemv
+from tb.measurement import RUN_KEYS, SCHEMA, read_measurements
+from tb.scoreboard import Scoreboard
+from tb.simulate import simulate
+
+MOCK = TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8)
+
+
+def _two_gemvs(config):
+    return [random_gemv(config, 37, 10, seed=1, name="first"), random_gemv(config, 20, 5, seed=2, name="second")]
+
+
+@pytest.mark.parametrize("mode", ["axis", "mem"])
+def test_corrupted_results_fail_with_gemv_and_column(mode, tmp_path):
+    gemvs = _two_gemvs(MOCK)
+    with pytest.raises(toolchain.SimulationFailed) as failure:
+        simulate(mock_tile(MOCK, bug=True), GemvSet(MOCK, gemvs, {"idle": 0.2, "backpressure": 0.3, "seed": 1}),
+                 tmp_path, mode=mode)
+    message = str(failure.value)
+    # The first corrupted value golden predicts: lane 1 of the first block whose lane-1 result is odd.
+    g, b = next((g, b) for g, gemv in enumerate(gemvs) for b in range(gemv.n_blocks) if gemv.expected[b, 1] % 2)
+    expected = int(gemvs[g].expected[b, 1])
+    assert f"GEMV {g} ({gemvs[g].name}), block {b}, column {b * MOCK.lanes + 1} (lane 1): " \
+           f"expected {expected}, got {expected ^ 2}" in message
+
+
+def _beats(config, gemv):
+    """The result beats a correct tile sends for ``gemv``, as bytes."""
+    return _lanes_to_bytes(np.asarray(gemv.expected) & ((1 << config.result_bits) - 1), config.result_bits)
+
+
+def test_scoreboard_accepts_exact_beats_and_reports_each_kind_of_error():
+    config = MOCK
+    gemvs = _two_gemvs(config)
+    good = Scoreboard(gemvs, config.lanes, config.result_bits)
+    for gemv in gemvs:
+        good.check_frame(_beats(config, gemv).tobytes())
+    assert good.passed() and good.beats_checked == sum(g.n_blocks for g in gemvs)
+
+    bad = Scoreboard(gemvs, config.lanes, config.result_bits)
+    beats = _beats(config, gemvs[0])
+    beats[1, 0] ^= 0x01                                  # block 1, lane 0: off by one
+    lasts = [0] * gemvs[0].n_blocks                      # tlast missing on the last block
+    bad.check_beats(beats, lasts)
+    report = bad.report()
+    assert not bad.passed()
+    assert f"column {config.lanes} (lane 0): expected {gemvs[0].expected[1, 0]}" in report
+    assert "tlast: expected 1, got 0" in report
+    assert "missing beats: stopped at GEMV 1 block 0" in report
+
+
+def test_result_lane_packing_round_trips_signed_values():
+    rng = np.random.default_rng(0)
+    for bits in (8, 13, 48, 64):
+        values = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(5, 3), dtype=np.int64)
+        values[0, 0], values[0, 1] = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        packed = _lanes_to_bytes(values & ((1 << bits) - 1) if bits < 64 else values.view(np.uint64), bits)
+        assert packed.shape == (5, -(-3 * bits // 8))
+        assert np.array_equal(np.asarray(bytes_to_lanes(packed, 3, bits, signed=True), dtype=np.int64), values)
+
+
+def test_sim_rejects_bad_input_in_one_line(capsys):
+    assert septet_main(["sim", "--backpressure", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["septet sim: error: backpressure must be a number in [0, 1), got 1.5"]
+    assert septet_main(["sim", "--format", "9+3"]) == 2
+    assert "even_bits must be an integer in [2, 8]" in capsys.readouterr().err
+
+
+def test_sim_exits_nonzero_and_counts_mismatches_when_the_tile_is_wrong(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(simulate_module, "rtl_tile", lambda config: mock_tile(config, bug=True))
+    status = septet_main(["sim", "--format", "4+3", "--lanes", "4", "--bus-width", "61", "--group-size", "8",
+                          "--k", "37", "--n", "10", "--seed", "1", "--out", str(tmp_path)])
+    assert status == 1
+    run = read_measurements(tmp_path / "measurements.json")["runs"][0]
+    assert run["mismatches"] > 0
+    assert "FAIL 4+3" in capsys.readouterr().out
+
+
+def test_sim_json_has_the_schema_and_a_passing_run(tmp_path, capsys):
+    # The same configuration as the axis tests in test_tile.py: the build is shared.
+    status = septet_main(["sim", "--format", "4+3", "--lanes", "4", "--bus-width", "61", "--group-size", "8",
+                          "--k", "33", "--n", "6", "--mode", "axis", "--backpressure", "0.25", "--seed", "5",
+                          "--out", str(tmp_path), "--json"])
+    out = capsys.readouterr().out
+    assert status == 0
+    doc = json.loads(out[out.index("{"):])
+    assert doc["schema"] == SCHEMA and len(doc["runs"]) == 1
+    run = doc["runs"][0]
+    assert tuple(run) == RUN_KEYS
+    assert (run["format"], run["k"], run["n"], run["mismatches"], run["backpressure"]) == ("4+3", 33, 6, 0, 0.25)
+    assert run["latency_cycles"] == run["cycles"] - run["ideal_cycles"] > 0
+    assert run["command"].startswith("septet sim")
+    assert read_measurements(tmp_path / "measurements.json") == doc
