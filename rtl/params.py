@@ -104,7 +104,9 @@ class TileParams:
         object.__setattr__(self, "max_k", max_k)
         object.__setattr__(self, "requant", requant)
         need = self.min_acc_width
-        _check_int("acc_width", acc_width, need, 64)
+        if not isinstance(acc_width, int) or isinstance(acc_width, bool) or not need <= acc_width <= 64:
+            raise ValueError(f"acc_width must be an integer in [{need}, 64] ({need} bits hold every result "
+                             f"of format {fmt.name} up to max_k={max_k}), got {acc_width!r}")
         object.__setattr__(self, "acc_width", acc_width)
 
     # -- format-derived widths -------------------------------------------------------------------

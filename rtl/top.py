@@ -55,12 +55,12 @@ class SeptetTop(wiring.Component):
 
     Parameters
     ----------
-    **kwargs
-        Keyword-only build parameters of :class:`~rtl.params.TileParams`.
+    params : TileParams
+        The build parameters (validated).
     """
 
-    def __init__(self, **kwargs):
-        self.params = p = TileParams(**kwargs)
+    def __init__(self, *, params: TileParams):
+        self.params = p = params
         members = {
             "s_axis_weights": In(axis_signature(padded(p.bus_width))),
             "s_axis_act": In(axis_signature(padded(ACT_PAIR_BITS))),
@@ -174,7 +174,7 @@ def generate_verilog(out_dir, **params) -> tuple:
     -------
     (verilog_path, json_path) : tuple of Path
     """
-    top = SeptetTop(**params)
+    top = SeptetTop(params=TileParams(**params))     # validate before creating the elaboratable
     text = verilog.convert(top, name=TOP_NAME, emit_src=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,156 @@
+"""Block tests: decode (exhaustive), correction and group scaling, requantization at their extremes."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.format import (
+    ACT_MIN,
+    FORMATS,
+    REQUANT_MULT_BITS,
+    REQUANT_SHIFT_MAX,
+    REQUANT_SHIFT_MIN,
+    SCALE_BITS,
+    Arithmetic,
+    parse_format,
+)
+from golden.oracle import requantize
+from rtl.correct import GroupScaler
+from rtl.decode import PairDecode
+from rtl.params import TileParams
+from rtl.requant import Requantizer
+
+
+def _comb_run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+_FORMAT_ARITH = [(f, a) for f in ["4+3", "4+4", "3+3", "8+8", "2+2", "5+2"] for a in Arithmetic
+                 if parse_format(f).odd_bits <= parse_format(f).even_bits or a is Arithmetic.OWN]
+
+
+@pytest.mark.parametrize("fmt,arith", _FORMAT_ARITH, ids=lambda x: str(getattr(x, "value", x)))
+def test_decode_every_pair(fmt, arith):
+    """Every pair value: even code in the low E bits, odd code above (shared: on the even grid)."""
+    fmt = parse_format(fmt)
+    dut = PairDecode(fmt=fmt, arithmetic=arith)
+    seen = []
+
+    async def bench(ctx):
+        for even, odd in itertools.product(range(1 << fmt.even_bits), range(1 << fmt.odd_bits)):
+            # FORMAT.md section 4: pair = q_even | q_odd << E; section 2: shared odd q = c << (E - O).
+            ctx.set(dut.pair.as_value(), even | odd << fmt.even_bits)
+            seen.append((ctx.get(dut.even), ctx.get(dut.odd)) == (even, odd << fmt.odd_shift(arith)))
+
+    _comb_run(dut, bench)
+    assert len(seen) == 1 << fmt.pair_bits and all(seen)
+
+
+def _run_scaler(p, groups):
+    """Feed group sums to a GroupScaler one per cycle; return the block results (lists of y)."""
+    dut = GroupScaler(params=p)
+    out = []
+
+    async def feed(ctx):
+        for g in groups:
+            ctx.set(dut.i.payload, g)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick().repeat(4)
+
+    async def collect(ctx):
+        async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
+            if valid:
+                out.append([int(payload.y[lane]) for lane in range(p.lanes)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(collect, background=True)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["4+3", "8+8"])
+def test_correction_and_scaling_at_the_longest_k(fmt):
+    """Slot sums and Σa at the int32 bound of the longest K, largest zero points and mantissas.
+
+    Lane 0: a = -128 on every row, codes 0, zero points at their maximum (corr = +128 * rows * zmax);
+    lane 1: a = -128, codes at their maximum, zero points 0 (corr = -128 * rows * qmax).  With the
+    narrowest accumulator the parameters allow, y is exact (no wrap) in both directions.
+    """
+    fmt = FORMATS[fmt]
+    max_k = fmt.max_k_int32(Arithmetic.OWN)
+    p = TileParams(fmt=fmt, lanes=2, bus_width=8, max_k=max_k, acc_width=64)
+    p = TileParams(fmt=fmt, lanes=2, bus_width=8, max_k=max_k, acc_width=p.min_acc_width)
+    rows = max_k // 2                                 # rows per slot in one whole-column group
+    mant = (1 << SCALE_BITS) - 1
+    tops = [(1 << b) - 1 for b in p.slot_bits]
+    sa = [ACT_MIN * rows] * p.n_slots
+    acc = [[0] * p.n_slots, [ACT_MIN * rows * top for top in tops]]
+    header = [{f"s{t}": {"zero": top, "mant": mant} for t, top in enumerate(tops)},
+              {f"s{t}": {"zero": 0, "mant": mant} for t in range(p.n_slots)}]
+    y = [sum(mant * (acc[lane][t] - header[lane][f"s{t}"]["zero"] * sa[t]) for t in range(p.n_slots))
+         for lane in range(2)]
+    assert max(abs(a) for row in acc for a in row) <= (1 << 31) - 1      # int32 partial sums at the bound
+    assert y[0] > 1 << (p.acc_width - 3) and y[1] < -(1 << (p.acc_width - 3))
+    groups = [{"acc": acc, "sa": sa, "header": header, "block_end": 1, "last": last} for last in (0, 1)]
+    assert _run_scaler(p, groups) == [y, y]
+
+
+def test_scaling_accumulates_groups_and_restarts_per_block():
+    p = TileParams(fmt="4+3", lanes=3, bus_width=8, group_size=4)
+    rng = random.Random(11)
+    groups, expected = [], []
+    for blocks in range(3):
+        y = [0] * p.lanes
+        n = rng.randint(1, 4)
+        for g in range(n):
+            sa = [rng.randint(-2000, 2000) for _ in range(p.n_slots)]
+            acc = [[rng.randint(-30000, 30000) for _ in range(p.n_slots)] for _ in range(p.lanes)]
+            header = [{f"s{t}": {"zero": rng.randrange(1 << b), "mant": rng.randrange(1 << SCALE_BITS)}
+                       for t, b in enumerate(p.slot_bits)} for _ in range(p.lanes)]
+            for lane in range(p.lanes):
+                y[lane] += sum(header[lane][f"s{t}"]["mant"] * (acc[lane][t] - header[lane][f"s{t}"]["zero"] * sa[t])
+                               for t in range(p.n_slots))
+            groups.append({"acc": acc, "sa": sa, "header": header, "block_end": int(g == n - 1), "last": 0})
+        expected.append(y)
+    assert _run_scaler(p, groups) == expected
+
+
+def test_requantization_extremes_match_golden():
+    """Largest |y| the accumulator holds, largest multiplier, every shift: equal to golden.requantize."""
+    p = TileParams(fmt="8+8", lanes=4, bus_width=8, requant=True)
+    top = (1 << (p.acc_width - 1)) - 1
+    ys = [top, -top - 1, 0, -1, 1, 127, -128, 5, -5, 1 << 20, -(1 << 20)]
+    mults = [0, 1, (1 << REQUANT_MULT_BITS) - 1, 12345]
+    shifts = [REQUANT_SHIFT_MIN, 2, 7, 16, 31, 47, 62, REQUANT_SHIFT_MAX]
+    cases = list(itertools.product(ys, mults, shifts))
+    while len(cases) % p.lanes:
+        cases.append(cases[0])
+    dut = Requantizer(params=p)
+    got = []
+
+    async def bench(ctx):
+        for start in range(0, len(cases), p.lanes):
+            chunk = cases[start:start + p.lanes]
+            ctx.set(dut.i.payload, {"y": [c[0] for c in chunk], "last": 0,
+                                    "requant": [{"mult": c[1], "shift": c[2]} for c in chunk]})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.i.valid, 0)
+            _clk, _rst, payload = await ctx.tick().sample(dut.o.payload)
+            got.extend(int(payload.data[lane]) for lane in range(p.lanes))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    y, M, s = (np.array([c[i] for c in cases], dtype=np.int64) for i in range(3))
+    assert got == requantize(y, M, s).tolist()

@@ -1,0 +1,125 @@
+"""The whole tile in Amaranth simulation against the golden oracle, with random gaps and backpressure."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import ResetInserter, Signal
+from amaranth.sim import Simulator
+
+from golden.format import ACT_MIN, Arithmetic, parse_format
+from golden.oracle import gemv_int
+from golden.pack import pack
+from golden.quantize import QuantizedMatrix
+from rtl.params import TileParams
+from rtl.simutil import act_beats, check, cycles_one_gemv, make_job, receive, run_jobs, send
+from rtl.tile import SeptetTile
+
+_CONFIGS = [
+    dict(fmt="4+3", lanes=2, bus_width=13, group_size=4),
+    dict(fmt="4+3", lanes=3, bus_width=61, group_size=None),
+    dict(fmt="4+4", lanes=2, bus_width=64, group_size=8),
+    dict(fmt="3+3", lanes=2, bus_width=5, group_size=6),
+    dict(fmt="8+8", lanes=2, bus_width=29, group_size=4),
+    dict(fmt="4+3", arithmetic="shared", lanes=2, bus_width=16, group_size=8),
+    dict(fmt="4+3", lanes=2, bus_width=32, group_size=4, requant=True),
+]
+
+
+@pytest.mark.parametrize("config", _CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_gemvs_match_golden(config):
+    p = TileParams(**config)
+    rng = np.random.default_rng(sum(map(ord, str(config))))
+    # Two GEMVs back to back: odd and even K, N not a multiple of the lanes, a short last group.
+    jobs = [make_job(p, rng, K=int(rng.integers(14, 24)) | 1, N=2 * p.lanes - 1),
+            make_job(p, rng, K=int(rng.integers(10, 20)) * 2, N=p.lanes + 1)]
+    got = run_jobs(p, jobs, seed=7, idle=0.3, stall=0.4)
+    check(jobs, got)
+
+
+@pytest.mark.parametrize("config", [dict(fmt="4+3", lanes=4, bus_width=16, group_size=8),
+                                    dict(fmt="3+3", lanes=2, bus_width=11, group_size=None, requant=True)])
+def test_cycles_bus_bound(config):
+    """With the bus the bottleneck, a GEMV takes ceil(bits / W) + fixed_latency cycles."""
+    p = TileParams(**config)
+    assert p.bus_width < p.beat_bits       # fewer bus bits per cycle than a beat: bus-bound
+    job = make_job(p, np.random.default_rng(3), K=24, N=2 * p.lanes)
+    assert cycles_one_gemv(p, job) == -(-job["nbits"] // p.bus_width) + p.fixed_latency
+
+
+def test_reset_mid_gemv_returns_to_idle():
+    """Reset while a GEMV is half done (words buffered, sums accumulated); the next GEMV is exact."""
+    p = TileParams(fmt="4+3", lanes=2, bus_width=13, group_size=4)
+    rng = np.random.default_rng(5)
+    first, second = make_job(p, rng, K=20, N=6), make_job(p, rng, K=14, N=4)
+    rst = Signal()
+    dut = SeptetTile(params=p)
+    got = []
+
+    async def feed(ctx, port, abandoned, items):
+        """Send ``abandoned`` until the reset (dropping the rest), then ``items``."""
+        reset_seen = False
+        for item in abandoned:
+            ctx.set(port.payload, item)
+            ctx.set(port.valid, 1)
+            while True:
+                _clk, _rst, ready, reset_seen = await ctx.tick().sample(port.ready, rst)
+                if ready or reset_seen:
+                    break
+            if reset_seen:
+                break
+        ctx.set(port.valid, 0)
+        if not reset_seen:
+            await ctx.tick().until(rst)
+        await send(ctx, port, items)
+
+    async def bench(ctx):
+        # The first GEMV's first block completes; reset midway through its second block.
+        await receive(ctx, dut.result, 1)
+        await ctx.tick().repeat(12)
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        beats = await receive(ctx, dut.result, second["blocks"])
+        got.append([([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in beats])
+
+    async def weights(ctx):
+        await feed(ctx, dut.weights, first["words"], second["words"])
+
+    async def acts(ctx):
+        await feed(ctx, dut.act, first["acts"], second["acts"])
+
+    sim = Simulator(ResetInserter(rst)(dut))
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(weights, background=True)
+    sim.add_testbench(acts, background=True)
+    sim.run()
+    assert first["blocks"] == 3          # the reset really fell inside the first GEMV
+    check([second], got)
+
+
+@pytest.mark.parametrize("fmt,arithmetic", [("4+3", "own"), ("8+8", "own"), ("4+4", "shared")])
+def test_extreme_codes_and_activations(fmt, arithmetic):
+    """Most negative activations, largest codes and zero points, largest mantissas: exact, no wrap."""
+    fmt = parse_format(fmt)
+    arith = Arithmetic(arithmetic)
+    p = TileParams(fmt=fmt, arithmetic=arith, lanes=2, bus_width=32, group_size=None)
+    K, N = 32, 2
+    slots = fmt.group_slots(arith)
+    codes = np.zeros((K, N), dtype=np.uint8)
+    codes[0::2] = (1 << fmt.even_bits) - 1
+    codes[1::2, 0] = (1 << fmt.odd_bits) - 1                 # column 0: every code at its maximum
+    zeros = np.zeros((1, len(slots), N), dtype=np.int64)
+    zeros[0, :, 1] = [(1 << b) - 1 for b in slots]            # column 1: largest zero points
+    if arith is Arithmetic.SHARED:
+        zeros[0, 0, 1] -= zeros[0, 0, 1] % (1 << fmt.odd_shift(arith))
+    mant = np.full((1, len(slots), N), (1 << 16) - 1, dtype=np.int64)
+    qm = QuantizedMatrix(fmt, arith, K, N, K, codes, zeros, mant, np.zeros(N, dtype=np.int64))
+    a = np.full(K, ACT_MIN, dtype=np.int8)
+    y = gemv_int(qm, a)
+    ps = pack(qm, lanes=p.lanes)
+    words = ps.words(p.bus_width)
+    job = {"words": [{"data": w, "last": int(i == len(words) - 1)} for i, w in enumerate(words)],
+           "acts": act_beats(qm, a), "params": [], "expected": y.reshape(1, p.lanes), "blocks": 1}
+    check([job], run_jobs(p, [job]))
