@@ -47,6 +47,16 @@ def test_cycles_bus_bound(config):
     assert cycles_one_gemv(p, job) == -(-job["nbits"] // p.bus_width) + p.fixed_latency
 
 
+def test_cycles_lanes_bound():
+    """With a bus wider than the lanes' rate, one record per cycle after the first header has filled."""
+    p = TileParams(fmt="4+3", lanes=2, bus_width=64, group_size=8)
+    assert p.bus_width > p.beat_bits       # more bus bits per cycle than a beat: lanes-bound
+    K, N = 24, 4
+    job = make_job(p, np.random.default_rng(4), K=K, N=N)
+    records = -(-N // p.lanes) * (-(-K // p.group_size) + K // 2)
+    assert cycles_one_gemv(p, job) == records + -(-p.header_bits // p.bus_width) - 1 + p.fixed_latency
+
+
 def test_reset_mid_gemv_returns_to_idle():
     """Reset while a GEMV is half done (words buffered, sums accumulated); the next GEMV is exact."""
     p = TileParams(fmt="4+3", lanes=2, bus_width=13, group_size=4)
