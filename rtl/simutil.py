@@ -60,8 +60,17 @@ def act_beats(qm, a):
     return [{"even": int(rows[2 * i]), "odd": int(rows[2 * i + 1]), "last": int(i == n - 1)} for i in range(n)]
 
 
-def make_job(p, rng: np.random.Generator, *, K: int, N: int, s_out: "float | None" = None):
-    """A random GEMV for the tile ``p``: ``(words, act_beats_per_block, params_beats, expected)``."""
+def make_job(p, rng: np.random.Generator, *, K: int, N: int, out_range: float = 100.0):
+    """A random GEMV for the tile ``p`` and its golden expectation.
+
+    Weights are Gaussian with a random scale per column, quantized by golden with the tile's
+    format, arithmetic and group size; activations are random INT8 over the full range.  With
+    requantization the output scale maps ``max |y * 2**-exp|`` to ``out_range`` (above 127: saturation).
+
+    Returns a dict: ``words`` (bus-word payloads), ``acts`` (activation-pair payloads for every
+    block), ``params`` (requantization beats), ``expected`` (int64, ``(blocks, lanes)``),
+    ``blocks`` and ``nbits``.
+    """
     W = rng.standard_normal((K, N)) * rng.uniform(0.1, 2.0, size=N)
     qm = quantize(W, p.fmt, arithmetic=p.arithmetic.value, group_size=p.group_size)
     a = rng.integers(-128, 128, size=K).astype(np.int8)
@@ -73,7 +82,8 @@ def make_job(p, rng: np.random.Generator, *, K: int, N: int, s_out: "float | Non
     acts = act_beats(qm, a) * blocks
     prm = []
     if p.requant:
-        M, sh = requant_params(qm, 1.0, s_out if s_out is not None else float(np.abs(y).max() + 1) / 100)
+        real = np.abs(y * np.exp2(-qm.exp.astype(np.float64)))        # the result's real value (s_a = 1)
+        M, sh = requant_params(qm, 1.0, float(real.max() or 1.0) / out_range)
         expected = requantize(y, M, sh).astype(np.int64)
         Mp = np.zeros(ps.layout.N_pad, dtype=np.int64)
         Sp = np.ones(ps.layout.N_pad, dtype=np.int64)
@@ -138,7 +148,11 @@ def check(jobs, got):
 
 
 def cycles_one_gemv(p, job):
-    """Cycles from the first accepted weight word to the tlast result transfer (inclusive), all ready."""
+    """Run one GEMV with every stream always valid/ready; return ``(cycles, result beats)``.
+
+    ``cycles`` counts from the edge at which the first weight word is accepted to the edge at
+    which the tlast result beat is accepted, both included (the testbench's definition).
+    """
     from rtl.tile import SeptetTile
     dut = SeptetTile(params=p)
     marks = {}
@@ -162,14 +176,16 @@ def cycles_one_gemv(p, job):
     async def params(ctx):
         await send(ctx, dut.params_in, job["params"])
 
+    beats = []
+
     async def results(ctx):
         ctx.set(dut.result.ready, 1)
         cycle = 0
-        seen = 0
-        while seen < job["blocks"]:
-            _clk, _rst, valid = await ctx.tick().sample(dut.result.valid)
+        while len(beats) < job["blocks"]:
+            _clk, _rst, valid, payload = await ctx.tick().sample(dut.result.valid, dut.result.payload)
             cycle += 1
-            seen += valid
+            if valid:
+                beats.append(([int(payload.data[lane]) for lane in range(p.lanes)], int(payload.last)))
         marks["last"] = cycle
 
     sim = Simulator(dut)
@@ -180,4 +196,4 @@ def cycles_one_gemv(p, job):
         sim.add_testbench(params, background=True)
     sim.add_testbench(results)
     sim.run()
-    return marks["last"] - marks["first"] + 1
+    return marks["last"] - marks["first"] + 1, beats

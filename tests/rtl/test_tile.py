@@ -1,6 +1,5 @@
 """The whole tile in Amaranth simulation against the golden oracle, with random gaps and backpressure."""
 
-import random
 
 import numpy as np
 import pytest
@@ -37,6 +36,14 @@ def test_gemvs_match_golden(config):
     check(jobs, got)
 
 
+def test_requantization_saturates_like_golden():
+    p = TileParams(fmt="4+4", lanes=3, bus_width=24, group_size=6, requant=True)
+    job = make_job(p, np.random.default_rng(9), K=18, N=6, out_range=1000.0)
+    values = job["expected"].ravel()
+    assert values.max() == 127 and values.min() == -128          # both rails are exercised
+    check([job], run_jobs(p, [job], seed=3, idle=0.2, stall=0.5))
+
+
 @pytest.mark.parametrize("config", [dict(fmt="4+3", lanes=4, bus_width=16, group_size=8),
                                     dict(fmt="3+3", lanes=2, bus_width=11, group_size=None, requant=True)])
 def test_cycles_bus_bound(config):
@@ -44,7 +51,9 @@ def test_cycles_bus_bound(config):
     p = TileParams(**config)
     assert p.bus_width < p.beat_bits       # fewer bus bits per cycle than a beat: bus-bound
     job = make_job(p, np.random.default_rng(3), K=24, N=2 * p.lanes)
-    assert cycles_one_gemv(p, job) == -(-job["nbits"] // p.bus_width) + p.fixed_latency
+    cycles, beats = cycles_one_gemv(p, job)
+    check([job], [beats])
+    assert cycles == -(-job["nbits"] // p.bus_width) + p.fixed_latency
 
 
 def test_cycles_lanes_bound():
@@ -54,7 +63,9 @@ def test_cycles_lanes_bound():
     K, N = 24, 4
     job = make_job(p, np.random.default_rng(4), K=K, N=N)
     records = -(-N // p.lanes) * (-(-K // p.group_size) + K // 2)
-    assert cycles_one_gemv(p, job) == records + -(-p.header_bits // p.bus_width) - 1 + p.fixed_latency
+    cycles, beats = cycles_one_gemv(p, job)
+    check([job], [beats])
+    assert cycles == records + -(-p.header_bits // p.bus_width) - 1 + p.fixed_latency
 
 
 def test_reset_mid_gemv_returns_to_idle():
