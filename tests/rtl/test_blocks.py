@@ -1,4 +1,4 @@
-"""Block tests: decode (exhaustive), correction and group scaling, requantization at their extremes."""
+"""Block tests: decode (exhaustive), the MAC lanes against golden, correction, scaling and requantization at their extremes."""
 
 import itertools
 import random
@@ -17,11 +17,15 @@ from golden.format import (
     Arithmetic,
     parse_format,
 )
-from golden.oracle import requantize
+from golden.oracle import gemv_parts, requantize
+from golden.pack import pack
+from golden.quantize import quantize
 from rtl.correct import GroupScaler
 from rtl.decode import PairDecode
+from rtl.lanes import MacLanes
 from rtl.params import TileParams
 from rtl.requant import Requantizer
+from rtl.simutil import act_beats
 
 
 def _comb_run(dut, bench):
@@ -154,3 +158,53 @@ def test_requantization_extremes_match_golden():
     sim.run()
     y, M, s = (np.array([c[i] for c in cases], dtype=np.int64) for i in range(3))
     assert got == requantize(y, M, s).tolist()
+
+
+@pytest.mark.parametrize("fmt,arith,group_size", [("4+3", "own", 4), ("4+3", "shared", 6), ("8+8", "own", None)])
+def test_lanes_group_sums_match_golden(fmt, arith, group_size):
+    """MacLanes fed with golden's packed records: per group, every lane's slot sums and Σa equal gemv_parts."""
+    p = TileParams(fmt=fmt, arithmetic=arith, lanes=3, bus_width=8, group_size=group_size)
+    rng = np.random.default_rng(21)
+    K = 15
+    qm = quantize(rng.standard_normal((K, p.lanes)), fmt, arithmetic=arith, group_size=group_size)
+    a = rng.integers(-128, 128, size=K).astype(np.int8)
+    acc, sa, _ = gemv_parts(qm, a)
+    ps = pack(qm, lanes=p.lanes)
+    bits = int.from_bytes(ps.data.tobytes(), "little")
+    pairs = act_beats(qm, a)
+    group_pairs = qm.group_size // 2
+    ops, pos = [], 0
+    for i, pair in enumerate(pairs):
+        if i % group_pairs == 0:
+            ops.append({"header": 1, "record": (bits >> pos) & ((1 << p.header_bits) - 1)})
+            pos += p.header_bits
+        group_end = pair["last"] or i % group_pairs == group_pairs - 1
+        ops.append({"header": 0, "record": (bits >> pos) & ((1 << p.beat_bits) - 1), "act": pair,
+                    "group_end": int(group_end), "block_end": pair["last"], "last": pair["last"]})
+        pos += p.beat_bits
+    assert pos == ps.nbits
+    dut = MacLanes(params=p)
+    got = []
+
+    async def feed(ctx):
+        for op in ops:
+            ctx.set(dut.i.payload, op)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.i.valid, 0)
+            if rng.random() < 0.3:
+                await ctx.tick()
+        await ctx.tick().repeat(2)
+
+    async def collect(ctx):
+        async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
+            if valid:
+                got.append(([[int(payload.acc[lane][t]) for lane in range(p.lanes)] for t in range(p.n_slots)],
+                            [int(payload.sa[t]) for t in range(p.n_slots)]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(collect, background=True)
+    sim.run()
+    assert got == [(acc[g].tolist(), sa[g].tolist()) for g in range(qm.n_groups)]
