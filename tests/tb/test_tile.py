@@ -23,9 +23,10 @@ INT3_SHARED_REQUANT = TileConfig(fmt="3+3", arithmetic="shared", lanes=3, bus_wi
 _INT8_MAX_K = parse_format("8+8").max_k_int32(Arithmetic.OWN)
 INT8_AT_BOUND = TileConfig(fmt="8+8", lanes=2, bus_width=64, max_k=_INT8_MAX_K,
                            acc_width=TileParams(fmt="8+8", lanes=2, max_k=_INT8_MAX_K, acc_width=64).min_acc_width)
-#: The default tile (16 lanes, W = 64, per column) in 3.5-bit and INT4.
-SEPTET_DEFAULT = TileConfig(fmt="4+3", lanes=16, bus_width=64)
-INT4_DEFAULT = TileConfig(fmt="4+4", lanes=16, bus_width=64)
+#: 3.5-bit and INT4 on the same 32-bit bus, per column, 8 lanes: half the default tile (half its build
+#: time), still bus-bound (a beat of 8 pairs is 56 or 64 bits, at least a bus word, as 16 lanes are on W = 64).
+SEPTET_W32 = TileConfig(fmt="4+3", lanes=8, bus_width=32)
+INT4_W32 = TileConfig(fmt="4+4", lanes=8, bus_width=32)
 
 
 def _constant_columns(K, N, seed):
@@ -102,7 +103,7 @@ def test_int8_accumulators_at_their_bound(tile_of, tmp_path):
 
 def test_bus_efficiency_and_the_septet_to_int4_cycle_ratio(tile_of, tmp_path):
     cycles = {}
-    for config in (SEPTET_DEFAULT, INT4_DEFAULT):
+    for config in (SEPTET_W32, INT4_W32):
         gemv = random_gemv(config, 4096, 64, seed=7)
         record, result = measure(tile_of(config), gemv, tmp_path / config.fmt, mode="mem")
         assert result.passed and record["mismatches"] == 0
@@ -114,7 +115,7 @@ def test_bus_efficiency_and_the_septet_to_int4_cycle_ratio(tile_of, tmp_path):
 
 
 def test_long_random_run_with_backpressure(tile_of, tmp_path):
-    config = SEPTET_DEFAULT
+    config = SEPTET_W32
     rng = np.random.default_rng(8)
     gemvs = [random_gemv(config, int(rng.integers(2, 3000)), int(rng.integers(1, 70)), seed=80 + i)
              for i in range(8)]
@@ -139,7 +140,7 @@ def _minilm_layer():
 
 
 def test_real_minilm_layer(tile_of, tmp_path):
-    config = SEPTET_DEFAULT
+    config = SEPTET_W32
     W, x = _minilm_layer()
     a, _ = quantize_activations(x)
     qm = quantize(W, config.fmt, arithmetic=config.arithmetic)
