@@ -15,9 +15,9 @@ def add_arguments(p):
                    help="weights to study (default smollm2; its figures are deltas from its Q4_1 file weights)")
     p.add_argument("--weights", metavar="W.npy", help="study your own float matrix [K, N] instead (weight error only)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--eval-seqs", type=int, default=2, metavar="S",
-                   help="SmolLM2 evaluation sequences of --seq-len tokens (default 2)")
-    p.add_argument("--seq-len", type=int, default=512, metavar="T", help="tokens per evaluation sequence (default 512)")
+    p.add_argument("--eval-seqs", type=int, default=4, metavar="S",
+                   help="SmolLM2 evaluation sequences of --seq-len tokens (default 4)")
+    p.add_argument("--seq-len", type=int, default=256, metavar="T", help="tokens per evaluation sequence (default 256)")
     p.add_argument("--out", default="build/quality", metavar="DIR",
                    help="directory for <model>.json and <model>.png (default build/quality)")
 
