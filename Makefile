@@ -29,7 +29,7 @@ verilog: $(STAMP)
 	$(BIN)/septet verilog --format 4+3 --lanes 16 --bus-width 64 --out build/verilog --lint
 
 sim: $(STAMP)
-	$(BIN)/septet sim --format 4+3 --lanes 16 --bus-width 64 --k 4096 --n 64
+	$(BIN)/septet sim --format 4+3,4+4 --lanes 16 --bus-width 64 --k 4096 --n 64 --json
 
 report: $(STAMP)
 	$(BIN)/septet report --out build/report
