@@ -144,3 +144,10 @@ def test_extreme_codes_and_activations(fmt, arithmetic):
     job = {"words": [{"data": w, "last": int(i == len(words) - 1)} for i, w in enumerate(words)],
            "acts": act_beats(qm, a), "params": [], "expected": y.reshape(1, p.lanes), "blocks": 1}
     check([job], run_jobs(p, [job]))
+
+
+def test_cycles_command_prints_checked_figures(capsys):
+    from rtl.cycles import main
+    assert main(["--lanes", "2", "--bus-width", "13", "--group-size", "4", "--k", "10", "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "checked against golden" in out and "cycle ratio 4+3 / 4+4" in out
