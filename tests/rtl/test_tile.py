@@ -22,6 +22,7 @@ _CONFIGS = [
     dict(fmt="8+8", lanes=2, bus_width=29, group_size=4),
     dict(fmt="4+3", arithmetic="shared", lanes=2, bus_width=16, group_size=8),
     dict(fmt="4+3", lanes=2, bus_width=32, group_size=4, requant=True),
+    dict(fmt="4+3", lanes=2, bus_width=20, group_size=64),      # groups longer than K: one per block
 ]
 
 
