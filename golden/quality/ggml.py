@@ -16,8 +16,10 @@ those of the type actually used.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
+import os
 import pathlib
 from dataclasses import dataclass
 
@@ -39,6 +41,9 @@ _FALLBACK = {
     "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ4_XS": "IQ4_NL",
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
 }
+
+#: Types that some requested type falls back to (worth caching per matrix).
+FALLBACK_TARGETS = frozenset(_FALLBACK[t] for t in GGML_TYPES if t in _FALLBACK)
 
 
 def _qtype(name: str) -> GGMLQuantizationType:
@@ -95,9 +100,19 @@ def _c_quantize_rows(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarra
     row_bytes = lib.ggml_row_size(int(qtype), k)
     out = np.empty((n, row_bytes), dtype=np.uint8)
     lib.ggml_quantize_init(int(qtype))   # IQ types build their grids here
-    written = lib.ggml_quantize_chunk(int(qtype), rows.ctypes.data, out.ctypes.data, 0, n, k, None)
-    if written != out.nbytes:
-        raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes for {qtype.name}, expected {out.nbytes}")
+
+    def run(r0, r1):
+        src, dst = rows[r0:r1], out[r0:r1]
+        written = lib.ggml_quantize_chunk(int(qtype), src.ctypes.data, dst.ctypes.data, 0, r1 - r0, k, None)
+        if written != dst.nbytes:
+            raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes for {qtype.name}, expected {dst.nbytes}")
+
+    # ctypes releases the GIL during the call, so row chunks run on all cores.
+    n_threads = max(1, min(os.cpu_count() or 1, n // 64))
+    bounds = np.linspace(0, n, n_threads + 1).astype(int)
+    with concurrent.futures.ThreadPoolExecutor(n_threads) as pool:
+        for f in [pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+            f.result()
     return out
 
 

@@ -53,12 +53,23 @@ class FormatSpec:
     septet: dict = field(default_factory=dict)
     ggml_type: str = ""
 
-    def apply(self, W: np.ndarray, importance: "np.ndarray | None"):
-        """Return ``(W_hat float32 (K, N), stored bits, type used)`` for one matrix."""
+    def apply(self, W: np.ndarray, importance: "np.ndarray | None", cache: "dict | None" = None, key=None):
+        """Return ``(W_hat float32 (K, N), stored bits, type used)`` for one matrix.
+
+        ``cache`` (keyed by ``(type used, key)``) shares ggml results between
+        requested types that fall back to the same type on the same matrix.
+        """
         if self.family == "reference":
             return W, None, "reference"
         if self.family == "ggml":
-            r = ggml_peers.ggml_quantize(W, self.ggml_type)
+            used = ggml_peers.fallback_type(self.ggml_type, W.shape[0])
+            cacheable = cache is not None and key is not None and used in ggml_peers.FALLBACK_TARGETS
+            if cacheable and (used, key) in cache:
+                r = cache[(used, key)]
+            else:
+                r = ggml_peers.ggml_quantize(W, self.ggml_type)
+                if cacheable:
+                    cache[(used, key)] = r
             return r.W_hat, r.bits_per_weight * W.size, r.used
         p = self.septet
         perm = None
@@ -239,6 +250,8 @@ def run_study(model: str, *, weights_path: "str | None" = None, n_seq: int = 4, 
     ref_out = {name: acts[name] @ W for name, (_, W) in mats.items() if name in acts}
     ref_ppl = None
     results = []
+    # Only types that several requested types fall back to are worth keeping (IQ4_NL for K % 256 != 0).
+    fallback_cache = {}
     for spec in specs:
         t0 = time.time()
         n_w = bits = 0.0
@@ -246,7 +259,7 @@ def run_study(model: str, *, weights_path: "str | None" = None, n_seq: int = 4, 
         swapped = {}
         used_types = set()
         for name, (ltype, W) in mats.items():
-            W_hat, b, used = spec.apply(W, importance.get(name))
+            W_hat, b, used = spec.apply(W, importance.get(name), fallback_cache, name)
             used_types.add(used)
             n_w += W.size
             bits += (ref_bpw * W.size) if b is None else b
@@ -290,7 +303,11 @@ def run_study(model: str, *, weights_path: "str | None" = None, n_seq: int = 4, 
             f"{ppl_txt}  ({entry['seconds']} s)")
 
     metric = "ppl_delta" if smol is not None else "nrmse_mean"
-    cands = [r for r in results if r["family"] != "reference"]
+    # A format that reproduces the reference exactly (Q4_1 on SmolLM2's Q4_1 file weights) measures
+    # nothing: it is listed but kept off the front.
+    for r in results:
+        r["degenerate"] = r["family"] != "reference" and r["nrmse_mean"] == 0.0
+    cands = [r for r in results if r["family"] != "reference" and not r["degenerate"]]
     for key in ("ppl_delta", "nrmse_mean"):
         for r in results:
             r["pareto_" + key] = False
@@ -323,7 +340,7 @@ def verdict(results: "list[dict]", metric: str) -> dict:
     others need more bits for the same error).  The best configuration has the
     smallest gap.
     """
-    cands = [r for r in results if r["family"] != "reference"]
+    cands = [r for r in results if r["family"] != "reference" and not r.get("degenerate")]
     septets = [r for r in cands if _is_septet(r)]
     others = [r for r in cands if not _is_septet(r)]
     pairs = []

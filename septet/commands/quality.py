@@ -52,6 +52,8 @@ def format_table(result: dict) -> str:
             row += f" {f['perplexity']:8.3f} {f['ppl_delta']:+8.3f}"
         if f.get("pareto_" + result["pareto_metric"]):
             row += "  *front"
+        elif f.get("degenerate"):
+            row += "  (= reference)"
         lines.append(row)
     v = result["verdict"]
     if v and v["best_4p3"]:
@@ -83,7 +85,7 @@ def run(args):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = result["model"]
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.json").write_text(json.dumps(result, separators=(",", ":")))
     plot_study(result, out / f"{stem}.png")
     if args.json:
         print(json.dumps(result, indent=1))
