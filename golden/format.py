@@ -153,6 +153,17 @@ class Format:
         """Header bits per column per group: a zero point and a scale mantissa per slot."""
         return sum(b + SCALE_BITS for b in self.group_slots(arithmetic))
 
+    def stored_bits_per_column(self, K: int, group_size: "int | None", arithmetic: Arithmetic) -> int:
+        """Bits one column of ``K`` weights occupies: codes, group headers and the exponent.
+
+        ``group_size=None`` is per column (one group).  FORMAT.md section 4.
+        """
+        if not isinstance(K, int) or K < 1:
+            raise ValueError(f"K must be an integer >= 1, got {K!r}")
+        k_pad = K + (K % 2)
+        groups = 1 if group_size is None else -(-k_pad // group_size)
+        return k_pad // 2 * self.pair_bits + groups * self.group_header_bits_per_column(arithmetic) + EXPONENT_BITS
+
     def max_abs_centered_code(self, arithmetic: Arithmetic) -> int:
         """Largest ``|q - z|`` on the accumulation grid (the even grid for SHARED)."""
         return (1 << max(self.group_slots(arithmetic))) - 1

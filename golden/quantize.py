@@ -147,9 +147,7 @@ class QuantizedMatrix:
     @property
     def stored_bits_per_column(self) -> int:
         """Bits stored per column: codes, group headers and the exponent."""
-        return (self.K_pad // 2 * self.fmt.pair_bits
-                + self.n_groups * self.fmt.group_header_bits_per_column(self.arithmetic)
-                + EXPONENT_BITS)
+        return self.fmt.stored_bits_per_column(self.K, self.group_size, self.arithmetic)
 
     @property
     def bits_per_weight(self) -> float:

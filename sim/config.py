@@ -1,0 +1,135 @@
+"""Chip and LLM configurations: one TOML file each under ``sim/configs/``, every constant with its source.
+
+A value is written ``key = [value, "source"]``; :func:`load` checks that every
+constant the model needs is present, of the right type and in range, and keeps
+the sources so the report can cite them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CONFIG_DIR", "ModelConfig", "ChipConfig", "load_model", "load_chip", "available"]
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+#: Required constants: name -> (type, low, high). Ranges reject unit mistakes (GB vs bytes, MHz vs Hz).
+_MODEL_KEYS = {
+    "hidden": (int, 64, 1 << 17), "ffn": (int, 64, 1 << 19), "layers": (int, 1, 1024), "heads": (int, 1, 1024),
+    "kv_heads": (int, 1, 1024), "head_dim": (int, 8, 1024), "vocab": (int, 2, 1 << 22),
+    "tied_embeddings": (bool, None, None), "published_parameters": (float, 1e6, 1e13),
+}
+_CHIP_KEYS = {
+    "sram": {
+        "clock_hz": (float, 1e7, 1e11), "superlanes": (int, 1, 4096), "lanes_per_superlane": (int, 1, 4096),
+        "sram_bytes": (int, 1 << 20, 1 << 40), "sram_bandwidth_bytes_per_s": (float, 1e9, 1e16),
+        "int8_ops_per_s": (float, 1e9, 1e17), "macs": (int, 1, 1 << 30), "c2c_links": (int, 1, 1024),
+        "c2c_link_bytes_per_s": (float, 1e6, 1e13), "c2c_hop_latency_s": (float, 1e-10, 1e-3),
+        "hops_per_allreduce": (int, 1, 64), "weight_sram_fraction": (float, 0.05, 1.0), "tdp_w": (float, 1, 5000),
+    },
+    "hbm": {
+        "clock_hz": (float, 1e7, 1e11), "hbm_bytes": (float, 1e9, 1e13),
+        "hbm_bandwidth_bytes_per_s": (float, 1e9, 1e15), "int8_ops_per_s": (float, 1e9, 1e17),
+    },
+}
+
+
+@dataclass(frozen=True)
+class _Config:
+    key: str
+    name: str
+    values: dict
+    sources: dict = field(repr=False)
+
+    def __getattr__(self, item):
+        try:
+            return self.__dict__["values"][item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+    def source(self, item) -> str:
+        return self.sources[item]
+
+
+class ModelConfig(_Config):
+    """An LLM's shapes (see :mod:`sim.model` for the linear layers derived from them)."""
+
+
+class ChipConfig(_Config):
+    """A chip's constants; ``kind`` is ``"sram"`` (LPU-like) or ``"hbm"`` (GPU-like)."""
+
+
+def _read(path: Path, required: dict, table_names) -> "tuple[dict, dict, dict]":
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    values, sources = {}, {}
+    for table in table_names:
+        for k, entry in doc.get(table, {}).items():
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str) and entry[1].strip()):
+                raise ValueError(f"{path}: [{table}] {k} must be [value, \"source\"], got {entry!r}")
+            values[k], sources[k] = entry
+    for k, (typ, low, high) in required.items():
+        if k not in values:
+            raise ValueError(f"{path}: missing {k} (with its source)")
+        v = values[k]
+        if typ is bool:
+            if not isinstance(v, bool):
+                raise ValueError(f"{path}: {k} must be true or false, got {v!r}")
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and int(v) != v):
+            raise ValueError(f"{path}: {k} must be a{'n integer' if typ is int else ' number'}, got {v!r}")
+        if not low <= v <= high:
+            raise ValueError(f"{path}: {k} = {v!r} is outside [{low:g}, {high:g}] (check its unit)")
+        values[k] = typ(v)
+    return doc, values, sources
+
+
+def available(kind: str) -> "list[str]":
+    """Keys of the shipped configs: ``kind`` is ``"model"`` or ``"chip"``."""
+    out = []
+    for p in sorted(CONFIG_DIR.glob("*.toml")):
+        is_chip = "kind" in tomllib.loads(p.read_text())
+        if (kind == "chip") == is_chip:
+            out.append(p.stem)
+    return out
+
+
+def _path(key_or_path, kind: str) -> Path:
+    p = Path(key_or_path)
+    if p.suffix == ".toml":
+        if not p.exists():
+            raise ValueError(f"{kind} config {str(p)!r} does not exist")
+        return p
+    p = CONFIG_DIR / f"{key_or_path}.toml"
+    if not p.exists() or key_or_path not in available(kind):
+        raise ValueError(f"unknown {kind} {key_or_path!r}; choose one of {', '.join(available(kind))} "
+                         f"or give a .toml path")
+    return p
+
+
+def load_model(key_or_path) -> ModelConfig:
+    """Load an LLM config by key (``"llama2-70b"``) or path."""
+    path = _path(key_or_path, "model")
+    doc, values, sources = _read(path, _MODEL_KEYS, ["shape"])
+    if values["hidden"] != values["heads"] * values["head_dim"]:
+        raise ValueError(f"{path}: hidden ({values['hidden']}) must equal heads x head_dim")
+    if values["heads"] % values["kv_heads"]:
+        raise ValueError(f"{path}: heads must be a multiple of kv_heads")
+    return ModelConfig(doc.get("key", path.stem), doc.get("name", path.stem), values, sources)
+
+
+def load_chip(key_or_path) -> ChipConfig:
+    """Load a chip config by key (``"groq-tsp"``) or path."""
+    path = _path(key_or_path, "chip")
+    doc = tomllib.loads(path.read_text())
+    kind = doc.get("kind")
+    if kind not in _CHIP_KEYS:
+        raise ValueError(f"{path}: kind must be one of {sorted(_CHIP_KEYS)}, got {kind!r}")
+    _, values, sources = _read(path, _CHIP_KEYS[kind], ["chip", "deployment", "energy", "published"])
+    values["kind"] = kind
+    sources["kind"] = "config"
+    return ChipConfig(doc.get("key", path.stem), doc.get("name", path.stem), values, sources)
