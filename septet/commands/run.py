@@ -61,4 +61,10 @@ def run(args):
               f"(pair bits {c['pair_bits_ratio']} = {7 / 8:.5f}); 3.5-bit is "
               f"{1 / c['cycle_ratio'] - 1:+.1%} faster per GEMV, the bandwidth-bound ceiling")
     print(f"measurements: {path}")
-    return 1 if failed else 0
+    if failed:
+        return 1
+    from sim.report import verdict
+
+    print()
+    print(verdict(path))
+    return 0
