@@ -357,13 +357,14 @@ def run_test(built: Build, test_module: str, test_dir, *, testcase: "str | None"
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
     runner = get_runner()
-    paths = [str(PROJECT_ROOT), *map(str, python_path), os.environ.get("PYTHONPATH", "")]
-    env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    env.update(extra_env or {})
+    env = dict(extra_env or {})
     test_args = []
     if waves:
         test_args += ["--trace-file", str(test_dir / f"dump.{built.trace_format}")]
     start = time.perf_counter()
+    # The runner hands the simulator this process's sys.path as PYTHONPATH.
+    saved_path = list(sys.path)
+    sys.path[:0] = [str(PROJECT_ROOT), *map(str, python_path)]
     try:
         runner.test(test_module=test_module, hdl_toplevel=built.toplevel, hdl_toplevel_lang="verilog",
                     build_dir=built.directory,
@@ -373,6 +374,8 @@ def run_test(built: Build, test_module: str, test_dir, *, testcase: "str | None"
     except SystemExit:
         # The runner exits on a simulator crash (and, under pytest, on a failed test): the results file says which.
         pass
+    finally:
+        sys.path[:] = saved_path
     seconds = time.perf_counter() - start
     tests, failed, failures = _read_results(results)
     if tests == 0 and not failures:

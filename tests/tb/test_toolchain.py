@@ -17,30 +17,31 @@ def passthrough_build(tmp_path_factory):
 
     verilog = tmp_path_factory.mktemp("passthrough") / "passthrough.v"
     passthrough_rtl.write_verilog(verilog, width=24)
-    return toolchain.build([verilog], "passthrough")
+    return toolchain.build([verilog], "passthrough"), verilog
 
 
 def test_passthrough_frames_survive_pauses(passthrough_build, tmp_path):
-    outcome = toolchain.run_test(passthrough_build, "passthrough_cocotb", tmp_path, python_path=[HERE],
+    outcome = toolchain.run_test(passthrough_build[0], "passthrough_cocotb", tmp_path, python_path=[HERE],
                                  extra_env={"PASSTHROUGH_SEED": "7", "PASSTHROUGH_PAUSE": "0.4"})
     assert outcome.tests == 1 and outcome.failed == 0
 
 
-def test_second_build_is_cached(passthrough_build):
-    again = toolchain.build(passthrough_build_sources(passthrough_build), "passthrough")
-    assert again.cached and again.directory == passthrough_build.directory
-
-
-def passthrough_build_sources(built):
-    import json
-
-    return json.loads((built.directory / "septet_build.json").read_text())["sources"]
+def test_second_build_is_cached(passthrough_build, tmp_path):
+    # Same Verilog text in another file: the content hash finds the finished build.
+    copy = tmp_path / "same.v"
+    built, verilog = passthrough_build
+    copy.write_text(verilog.read_text())
+    again = toolchain.build([copy], "passthrough")
+    assert again.cached and again.directory == built.directory
+    changed = tmp_path / "changed.v"
+    changed.write_text(copy.read_text() + "\n// a different design text\n")
+    assert toolchain.build_key([changed], "passthrough") != toolchain.build_key([copy], "passthrough")
 
 
 def test_failing_cocotb_test_raises_with_its_message(passthrough_build, tmp_path):
     # A pause probability of 1.0 is rejected inside the simulation: the failure must surface here.
     with pytest.raises(toolchain.SimulationFailed, match="probability must be a number in"):
-        toolchain.run_test(passthrough_build, "passthrough_cocotb", tmp_path, python_path=[HERE],
+        toolchain.run_test(passthrough_build[0], "passthrough_cocotb", tmp_path, python_path=[HERE],
                            extra_env={"PASSTHROUGH_PAUSE": "1.0"})
 
 
