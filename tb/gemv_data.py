@@ -47,6 +47,7 @@ __all__ = [
     "make_gemv",
     "random_gemv",
     "bytes_per_beat",
+    "bytes_to_lanes",
 ]
 
 #: Bits of one lane's requantization parameters on ``s_axis_params``.

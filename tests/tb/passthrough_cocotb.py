@@ -1,6 +1,5 @@
 """cocotb test of the passthrough: random frames through cocotbext-axi with idle cycles and backpressure."""
 
-import itertools
 import os
 import random
 

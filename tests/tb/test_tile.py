@@ -5,7 +5,6 @@ test varies K, N, data and stall seeds at run time on one of them.
 """
 
 import numpy as np
-import pytest
 from safetensors.numpy import load_file
 
 from golden.format import ACT_MAX, ACT_MIN, Arithmetic, parse_format
