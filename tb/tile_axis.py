@@ -28,7 +28,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from tb.gemv_data import GemvSet
+from tb.gemv_data import ACT_BEAT_BITS, PARAM_LANE_BITS, GemvSet, bytes_per_beat
 from tb.outcome import ProgressWriter, write_outcome
 from tb.scoreboard import Scoreboard
 from tb.stalls import pause_generator
@@ -46,6 +46,17 @@ def _frame(beats: np.ndarray, beat_bytes: int) -> AxiStreamFrame:
     rows = np.zeros((len(beats), beat_bytes), dtype=np.uint8)
     rows[:, :beats.shape[1]] = beats
     return AxiStreamFrame(rows.tobytes())
+
+
+def check_port_widths(dut, config) -> None:
+    """Fail with the port's name if a tdata width differs from the contract (whole bytes of the real width)."""
+    widths = {"s_axis_weights__tdata": config.bus_width, "s_axis_act__tdata": ACT_BEAT_BITS,
+              "m_axis_result__tdata": config.lanes * config.result_bits}
+    if config.requant:
+        widths["s_axis_params__tdata"] = config.lanes * PARAM_LANE_BITS
+    for name, bits in widths.items():
+        got = len(getattr(dut, name))
+        assert got == 8 * bytes_per_beat(bits), f"{name} is {got} bits, the contract says {8 * bytes_per_beat(bits)}"
 
 
 class CycleCounter:
@@ -95,6 +106,7 @@ async def gemvs_match_golden(dut):
     backpressure = float(opts.get("backpressure", 0.0))
     reset_at = opts.get("reset_at")
 
+    check_port_widths(dut, config)
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     weights = AxiStreamSource(_bus(dut, "s_axis_weights"), dut.clk, dut.rst)
     act = AxiStreamSource(_bus(dut, "s_axis_act"), dut.clk, dut.rst)

@@ -50,7 +50,8 @@ def add_arguments(p):
                         "slower to build); for multi-million-cycle GEMVs")
     p.add_argument("--waves", nargs="?", const="auto", choices=("auto", "vcd", "fst"), default=None,
                    help="write a waveform (VCD; FST when liblz4's headers are installed) into the run directory")
-    p.add_argument("--json", action="store_true", help="print the measurements JSON to stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print the measurements JSON to stdout (the summary then goes to stderr)")
     p.add_argument("--out", metavar="DIR", help="run directory (default build/sim/runs/<configuration>)")
 
 
@@ -121,6 +122,8 @@ def run(args):
     out = Path(args.out) if args.out else toolchain.BUILD_ROOT / "runs" / label.replace("+", "p")
     command = _command(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sim" else [])
     records, failed = [], []
+    # With --json, stdout carries only the JSON document; the summary goes to stderr.
+    summary = sys.stderr if args.json else sys.stdout
 
     def progress(line):
         print(f"  ... {line}", file=sys.stderr, flush=True)
@@ -145,9 +148,9 @@ def run(args):
               f"{record['cycles']} cycles, ideal {record['ideal_cycles']} (stream {record['stream_bits']} bits), "
               f"latency {record['latency_cycles']}, bus efficiency {record['bus_efficiency']:.5f}, "
               f"{record['mismatches']} mismatches; simulated in {result.wall_seconds:.1f} s"
-              + (f", build {result.build.seconds:.1f} s" if not result.build.cached else ""))
+              + (f", build {result.build.seconds:.1f} s" if not result.build.cached else ""), file=summary)
         if result.waves:
-            print(f"  waves: {result.waves}")
+            print(f"  waves: {result.waves}", file=summary)
         if not result.passed:
             failed.append(fmt)
             print(result.outcome.get("report", ""), file=sys.stderr)
@@ -156,7 +159,7 @@ def run(args):
     for c in comparisons:
         print(f"cycle ratio {c['formats'][0]}/{c['formats'][1]} = {c['cycle_ratio']:.6f} "
               f"(pair bits {c['pair_bits_ratio']}, ideal {c['ideal_cycle_ratio']:.6f}; "
-              f"{100 * c['deviation_from_pair_bits_ratio']:+.3f}% from the pair-bits ratio)")
+              f"{100 * c['deviation_from_pair_bits_ratio']:+.3f}% from the pair-bits ratio)", file=summary)
     path = write_measurements(out / "measurements.json", records, comparisons)
     print(f"wrote {path}", file=sys.stderr)
     if args.json:

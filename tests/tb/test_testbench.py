@@ -97,9 +97,10 @@ def test_sim_json_has_the_schema_and_a_passing_run(tmp_path, capsys):
     status = septet_main(["sim", "--format", "4+3", "--lanes", "4", "--bus-width", "61", "--group-size", "8",
                           "--k", "33", "--n", "6", "--mode", "axis", "--backpressure", "0.25", "--seed", "5",
                           "--out", str(tmp_path), "--json"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     assert status == 0
-    doc = json.loads(out[out.index("{"):])
+    doc = json.loads(captured.out)                      # stdout is the JSON document alone
+    assert "PASS 4+3" in captured.err
     assert doc["schema"] == SCHEMA and len(doc["runs"]) == 1
     run = doc["runs"][0]
     assert tuple(run) == RUN_KEYS
