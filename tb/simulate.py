@@ -53,6 +53,8 @@ class Tile:
         Where the Verilog came from.
     fixed_latency : int or None
         The RTL's documented fixed latency (cycles), when it publishes one.
+    info : Path or None
+        The RTL's JSON beside the Verilog (parameters, port map, cycle constants).
     """
 
     config: TileConfig
@@ -61,6 +63,7 @@ class Tile:
     port_map: dict = field(default_factory=dict)
     description: str = "rtl"
     fixed_latency: "int | None" = None
+    info: "Path | None" = None
 
 
 def _config_hash(config: TileConfig) -> str:
@@ -93,7 +96,8 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
     meta = json.loads(Path(paths["json"]).read_text())
     latency = meta.get("cycles", {}).get("fixed_latency")
     return Tile(config=config, sources=(Path(paths["verilog"]),), port_map=_port_widths(meta),
-                description=f"rtl ({Path(paths['verilog']).name})", fixed_latency=latency)
+                description=f"rtl ({Path(paths['verilog']).name})", fixed_latency=latency,
+                info=Path(paths["json"]))
 
 
 @dataclass

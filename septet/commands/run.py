@@ -25,11 +25,11 @@ def add_arguments(p):
     p.add_argument("--n", type=int, default=DEFAULT_N,
                    help=f"N of the GEMV; default {DEFAULT_N} (LLaMA-70B k_proj / v_proj)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Gaussian weights and the activations")
-    p.add_argument("--out", default="build/run", metavar="DIR", help="output directory; default build/run")
+    p.add_argument("--out", default="build/run", metavar="DIR",
+                   help="directory of the runs and measurements.json; default build/run")
 
 
 def run(args):
-    from rtl.top import generate_verilog
     from tb.gemv_data import TileConfig, random_gemv
     from tb.measurement import write_measurements
     from tb.simulate import measure, rtl_tile
@@ -41,12 +41,12 @@ def run(args):
     records, failed = [], False
     for fmt in FORMATS:
         config = TileConfig(fmt=fmt, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width)
-        verilog, info = generate_verilog(out / "verilog" / fmt.replace("+", "p"), **config.rtl_params())
-        print(f"[{fmt}] Verilog: {verilog} (ports and cycle constants: {info})")
+        tile = rtl_tile(config)
+        print(f"[{fmt}] Verilog: {tile.sources[0]} (ports and cycle constants: {tile.info})")
         gemv = random_gemv(config, args.k, args.n, seed=args.seed, name=f"LLaMA-70B-shaped {args.k}x{args.n}")
         print(f"[{fmt}] simulating K={args.k} N={args.n}: {gemv.stream_bits} stream bits, "
               f"{gemv.ideal_cycles(config.bus_width)} bus words ...", flush=True)
-        record, result = measure(rtl_tile(config), gemv, out / "sim" / fmt.replace("+", "p"), mode="mem",
+        record, result = measure(tile, gemv, out / "sim" / fmt.replace("+", "p"), mode="mem", hdl_clock=True,
                                  seed=args.seed, command=command,
                                  progress=lambda line: print(f"  ... {line}", file=sys.stderr, flush=True))
         records.append(record)

@@ -108,3 +108,16 @@ def test_sim_json_has_the_schema_and_a_passing_run(tmp_path, capsys):
     assert run["latency_cycles"] == run["cycles"] - run["ideal_cycles"] > 0
     assert run["command"].startswith("septet sim")
     assert read_measurements(tmp_path / "measurements.json") == doc
+
+
+def test_run_simulates_septet_and_int4_on_one_bus(tmp_path, capsys):
+    # The bus-bound 8-lane, 32-bit tiles of test_tile.py: the builds are shared.
+    status = septet_main(["run", "--lanes", "8", "--bus-width", "32", "--k", "300", "--n", "20", "--seed", "3",
+                          "--out", str(tmp_path)])
+    assert status == 0
+    doc = read_measurements(tmp_path / "measurements.json")
+    assert [r["format"] for r in doc["runs"]] == ["4+3", "4+4"]
+    assert all(r["mismatches"] == 0 and (r["k"], r["n"]) == (300, 20) for r in doc["runs"])
+    ratio = doc["comparisons"][0]["cycle_ratio"]
+    assert ratio == round(doc["runs"][0]["cycles"] / doc["runs"][1]["cycles"], 6)
+    assert f"{ratio:.5f}" in capsys.readouterr().out
