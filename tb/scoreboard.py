@@ -82,12 +82,6 @@ class Scoreboard:
         """(GEMV, block) of the next expected beat."""
         return self._gemv, self._block
 
-    def skip_gemv(self) -> None:
-        """Forget the rest of the current GEMV (a reset aborted it)."""
-        if not self.done:
-            self._gemv += 1
-            self._block = 0
-
     def _record(self, mismatch: Mismatch) -> None:
         self.mismatch_count += 1
         if len(self.mismatches) < self.report_limit:

@@ -87,7 +87,7 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
 
     directory = (out_root or toolchain.BUILD_ROOT / "verilog") / _config_hash(config)
     done = directory / "septet_generated.json"
-    with toolchain._locked(directory.parent / f".{directory.name}.lock"):
+    with toolchain.locked(directory.parent / f".{directory.name}.lock"):
         if not done.is_file():
             directory.mkdir(parents=True, exist_ok=True)
             verilog, meta_path = generate_verilog(directory, **config.rtl_params())
@@ -146,7 +146,7 @@ def build_tile(tile: Tile, mode: str, *, waves: "str | None" = None, hdl_clock: 
     key = hashlib.sha256(b"".join(Path(s).read_bytes() for s in tile.sources)
                          + json.dumps(tile.config.as_dict()).encode() + repr(tile.build_args).encode()).hexdigest()
     wrapper_dir = toolchain.BUILD_ROOT / "wrappers" / key[:16]
-    with toolchain._locked(wrapper_dir.parent / f".{wrapper_dir.name}.lock"):
+    with toolchain.locked(wrapper_dir.parent / f".{wrapper_dir.name}.lock"):
         wrapper = write_wrapper(wrapper_dir, tile, hdl_clock=hdl_clock)
     extra = MEM_BUILD_ARGS if hdl_clock else ()
     return toolchain.build([*tile.sources, wrapper], "septet_mem_tb", build_args=(*tile.build_args, *extra),

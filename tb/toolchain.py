@@ -35,11 +35,12 @@ __all__ = [
     "BUILD_ROOT",
     "Build",
     "SimulationFailed",
-    "TestOutcome",
+    "RunOutcome",
     "build",
     "configure_environment",
     "fst_available",
     "get_runner",
+    "locked",
     "run_test",
     "simulator_name",
     "verilator_root",
@@ -100,7 +101,7 @@ def worker_id() -> "str | None":
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     """An exclusive advisory lock on ``path`` (held across processes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
@@ -235,7 +236,7 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
     stamp = directory / _STAMP
     # One lock per key across all workers: the first builds, the others copy its finished build into
     # their own directory instead of compiling the same design again.
-    with _locked(key_dir.parent / f".{key}.lock"):
+    with locked(key_dir.parent / f".{key}.lock"):
         if stamp.is_file():
             return Build(directory, toplevel, key, waves is not None, waves, 0.0, True)
         sibling = _finished_sibling(key_dir)
@@ -272,7 +273,7 @@ def _finished_sibling(key_dir: Path) -> "Path | None":
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class RunOutcome:
     """What a simulation run reported.
 
     Attributes
@@ -318,7 +319,7 @@ def _read_results(path: Path) -> "tuple[int, int, list[str]]":
 
 def run_test(built: Build, test_module: str, test_dir, *, testcase: "str | None" = None,
              extra_env: "dict | None" = None, python_path=(), plusargs=(), waves: bool = False,
-             seed: int = 0, check: bool = True, verbose: bool = False) -> TestOutcome:
+             seed: int = 0, check: bool = True, verbose: bool = False) -> RunOutcome:
     """Run cocotb ``test_module`` on a build in ``test_dir``.
 
     Parameters
@@ -349,7 +350,7 @@ def run_test(built: Build, test_module: str, test_dir, *, testcase: "str | None"
 
     Returns
     -------
-    TestOutcome
+    RunOutcome
     """
     if waves and not built.waves:
         raise ValueError("waves=True needs a build made with waves")
@@ -380,7 +381,7 @@ def run_test(built: Build, test_module: str, test_dir, *, testcase: "str | None"
     tests, failed, failures = _read_results(results)
     if tests == 0 and not failures:
         failures = [f"no cocotb test ran (module {test_module!r}, testcase {testcase!r})"]
-    outcome = TestOutcome(tests, failed, failures, results, test_dir, seconds)
+    outcome = RunOutcome(tests, failed, failures, results, test_dir, seconds)
     if check and not outcome.passed:
         log = test_dir / "sim.log"
         raise SimulationFailed("simulation failed:\n" + "\n".join(failures)
