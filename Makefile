@@ -39,6 +39,7 @@ quality: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m golden.bench
+	$(BIN)/python -m tb.bench
 
 clean:
 	rm -rf build sim_build .pytest_cache
