@@ -153,6 +153,14 @@ class Format:
         """Header bits per column per group: a zero point and a scale mantissa per slot."""
         return sum(b + SCALE_BITS for b in self.group_slots(arithmetic))
 
+    def header_record_bits(self, lanes: int, arithmetic: Arithmetic) -> int:
+        """Bits of one HEADER record of a tile of ``lanes`` lanes: ``lanes * H``."""
+        return lanes * self.group_header_bits_per_column(arithmetic)
+
+    def beat_record_bits(self, lanes: int) -> int:
+        """Bits of one BEAT record of a tile of ``lanes`` lanes: ``lanes * P``."""
+        return lanes * self.pair_bits
+
     def stored_bits_per_column(self, K: int, group_size: "int | None", arithmetic: Arithmetic) -> int:
         """Bits one column of ``K`` weights occupies: codes, group headers and the exponent.
 

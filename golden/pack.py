@@ -83,12 +83,12 @@ class StreamLayout:
     @property
     def header_bits(self) -> int:
         """Bits of one HEADER record (all lanes)."""
-        return self.lanes * self.header_lane_bits
+        return self.fmt.header_record_bits(self.lanes, self.arithmetic)
 
     @property
     def beat_bits(self) -> int:
         """Bits of one BEAT record (all lanes)."""
-        return self.lanes * self.fmt.pair_bits
+        return self.fmt.beat_record_bits(self.lanes)
 
     @property
     def block_bits(self) -> int:

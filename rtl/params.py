@@ -138,12 +138,12 @@ class TileParams:
     @property
     def header_bits(self) -> int:
         """Bits of a HEADER record: ``L * H``."""
-        return self.lanes * self.header_lane_bits
+        return self.fmt.header_record_bits(self.lanes, self.arithmetic)
 
     @property
     def beat_bits(self) -> int:
         """Bits of a BEAT record: ``L * P``."""
-        return self.lanes * self.pair_bits
+        return self.fmt.beat_record_bits(self.lanes)
 
     @property
     def record_bits(self) -> int:
