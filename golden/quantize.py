@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 #: Range-clipping modes of :func:`quantize`.
-CLIP_MODES = ("none", "mse")
-#: Shrink factors of the range searched by ``clip="mse"`` (1.0 = no clipping).
+CLIP_MODES = ("none", "mse", "output")
+#: Shrink factors of the range searched by ``clip="mse"`` and ``clip="output"`` (1.0 = no clipping).
 _CLIP_GRID = np.linspace(1.0, 0.5, 11)
 _MANT_MAX = (1 << SCALE_BITS) - 1
 #: Elements per column chunk quantized at once (bounds float64 temporaries to a few tens of MB).
@@ -246,7 +246,7 @@ def _codes_for(w, inv_scale, zero, step: int, max_code: int) -> np.ndarray:
 
 
 def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", perm=None,
-             symmetric=False) -> QuantizedMatrix:
+             symmetric=False, importance=None) -> QuantizedMatrix:
     """Quantize ``W[K, N]`` to a septet format with integer zero points.
 
     Parameters
@@ -259,15 +259,21 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         Own grids per slot, or one shared grid (see :class:`golden.format.Arithmetic`).
     group_size : int or None
         Rows per group along K (even, >= 2); ``None`` quantizes per column.
-    clip : {"none", "mse"}
+    clip : {"none", "mse", "output"}
         ``"mse"`` shrinks each group's range by the factor in 1.0 ... 0.5 that
         minimises that group's weight squared error (clipping judged by weight
-        error; see FORMAT.md for why that can hurt perplexity).
+        error; see FORMAT.md for why that can hurt perplexity).  ``"output"``
+        minimises ``sum_k importance[k] * (w_hat - w)**2`` instead: the expected
+        squared output error for uncorrelated inputs of second moment
+        ``importance[k] = E[x_k**2]`` (calibration activations).  Every candidate
+        shares the column's exponent, so the result is exactly representable.
     perm : array of int, shape (K,), optional
         Input-channel order: row ``r`` of the quantized matrix holds channel
         ``perm[r]``, so even (wider) slots go to ``perm[0], perm[2], ...``.
     symmetric : bool
         Symmetric baseline: zero point fixed at ``2**(b-1)``, scale ``max|w| / (2**(b-1) - 1)``.
+    importance : array, shape (K,), optional
+        Non-negative weight per input channel (original order); required by ``clip="output"``.
 
     Returns
     -------
@@ -281,10 +287,19 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         raise ValueError(f"clip must be one of {CLIP_MODES}, got {clip!r}")
     if symmetric and clip != "none":
         raise ValueError("clip must be 'none' when symmetric=True")
+    if (clip == "output") != (importance is not None):
+        raise ValueError("importance (one non-negative value per input channel) is required by, and only "
+                         "used with, clip='output'")
     K, N = W.shape
     K_pad = K + (K % 2)
     G = _check_group_size(group_size, K_pad)
     perm = _check_perm(perm, K)
+    if importance is not None:
+        importance = np.asarray(importance, dtype=np.float64)
+        if importance.shape != (K,) or not np.all(np.isfinite(importance)) or np.any(importance < 0):
+            raise ValueError(f"importance must be {K} finite non-negative values (one per input channel)")
+        if perm is not None:
+            importance = importance[perm]
 
     n_groups = -(-K_pad // G)
     # Columns are independent: quantize them in chunks so temporaries stay small.
@@ -299,12 +314,13 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         if perm is not None:
             Wc = Wc[perm]
         codes[:, cols], zeros[:, :, cols], mant[:, :, cols], exp[cols] = _quantize_columns(
-            Wc, fmt, arithmetic, G, clip, symmetric)
+            Wc, fmt, arithmetic, G, clip, symmetric, importance)
     return QuantizedMatrix(fmt=fmt, arithmetic=arithmetic, K=K, N=N, group_size=G,
                            codes=codes, zeros=zeros, mant=mant, exp=exp, perm=perm)
 
 
-def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str, symmetric: bool):
+def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str, symmetric: bool,
+                      importance=None):
     """Quantize the (already permuted) columns ``W[K, n]``: returns (codes, zeros, mant, exp)."""
     K, N = W.shape
     K_pad = K + (K % 2)
@@ -315,8 +331,9 @@ def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str,
     wg = np.zeros((rows, N), dtype=np.float32 if W.dtype == np.float32 else np.float64)
     wg[:K] = W
     wg = wg.reshape(n_groups, G, N)
-    valid = np.zeros(rows, dtype=bool)
-    valid[:K] = True
+    # Row weights of the clipping error: 1 (weight MSE) or the channel importance; 0 on padding rows.
+    valid = np.zeros(rows, dtype=np.float64)
+    valid[:K] = 1.0 if importance is None else importance
     valid = valid.reshape(n_groups, G)
 
     shift = fmt.odd_shift(arithmetic)
@@ -386,8 +403,8 @@ def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str,
         return codes, err
 
     mant, zero, scale = params_for(1.0)
-    codes, err = codes_and_error(mant, zero, scale, want_error=clip == "mse")
-    if clip == "mse":
+    codes, err = codes_and_error(mant, zero, scale, want_error=clip != "none")
+    if clip != "none":
         for alpha in _CLIP_GRID[1:]:
             m2, z2, s2 = params_for(alpha)
             c2, e2 = codes_and_error(m2, z2, s2, want_error=True)

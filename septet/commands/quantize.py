@@ -17,7 +17,11 @@ def add_arguments(p):
                    help="own grid per slot, or one shared grid (default own)")
     p.add_argument("--group-size", type=int, default=None, metavar="G",
                    help="rows per group along K, even (default: per column)")
-    p.add_argument("--clip", default="none", choices=CLIP_MODES, help="range clipping (default none)")
+    p.add_argument("--clip", default="none", choices=CLIP_MODES,
+                   help="range clipping: mse (weight error) or output (calibration-weighted error, needs "
+                        "--importance); default none")
+    p.add_argument("--importance", metavar="I.npy",
+                   help="per-input-channel second moment of calibration activations, E[x_k**2] (for --clip output)")
     p.add_argument("--symmetric", action="store_true", help="symmetric baseline (zero point 2**(b-1))")
     p.add_argument("--perm", metavar="P.npy", help="input-channel order (a permutation of range(K))")
     p.add_argument("--transpose", action="store_true",
@@ -47,8 +51,9 @@ def run(args):
             raise SeptetError("--symmetric takes neither --arithmetic shared nor --clip")
         qm = quantize_symmetric(W, args.format, group_size=args.group_size, perm=perm)
     else:
+        importance = _load_npy(args.importance, "importance") if args.importance else None
         qm = quantize(W, args.format, arithmetic=args.arithmetic, group_size=args.group_size,
-                      clip=args.clip, perm=perm)
+                      clip=args.clip, perm=perm, importance=importance)
     ps = save_packed(args.out, qm, lanes=args.lanes)
     w = W.astype(np.float64)
     nrmse = float(np.sqrt(np.mean((qm.dequantize() - w) ** 2) / max(np.mean(w ** 2), 1e-300)))

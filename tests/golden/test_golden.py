@@ -296,3 +296,25 @@ def test_parsers():
     assert parse_arithmetic("SHARED") is Arithmetic.SHARED
     with pytest.raises(ValueError, match="lanes must be"):
         pack(quantize(np.ones((4, 2)), "4+3"), lanes=0)
+
+
+def test_output_aware_clipping_lowers_the_weighted_error_and_stays_representable():
+    rng = np.random.default_rng(9)
+    K, N = 256, 24
+    W = rng.standard_t(3, size=(K, N))
+    importance = rng.exponential(size=K) ** 3            # a few hot channels
+    a = rng.integers(-128, 128, size=K).astype(np.int8)
+    plain = quantize(W, "4+3", group_size=64)
+    out = quantize(W, "4+3", group_size=64, clip="output", importance=importance)
+    weighted = lambda q: np.sum(importance[:, None] * (q.dequantize() - W) ** 2)  # noqa: E731
+    assert weighted(out) <= weighted(plain)
+    assert weighted(out) <= weighted(quantize(W, "4+3", group_size=64, clip="mse"))
+    # one container, one exponent per column: the oracle still equals the float reference exactly
+    ref = a.astype(np.float64) @ out.dequantize()
+    np.testing.assert_array_equal(np.ldexp(gemv_int(out, a).astype(float), -out.exp.astype(np.int32)), ref)
+    with pytest.raises(ValueError, match="importance"):
+        quantize(W, "4+3", clip="output")
+    with pytest.raises(ValueError, match="importance"):
+        quantize(W, "4+3", importance=importance)
+    with pytest.raises(ValueError, match="256 finite non-negative"):
+        quantize(W, "4+3", clip="output", importance=-importance)
