@@ -28,10 +28,14 @@ _CHIP_KEYS = {
         "int8_ops_per_s": (float, 1e9, 1e17), "macs": (int, 1, 1 << 30), "c2c_links": (int, 1, 1024),
         "c2c_link_bytes_per_s": (float, 1e6, 1e13), "c2c_hop_latency_s": (float, 1e-10, 1e-3),
         "hops_per_allreduce": (int, 1, 64), "weight_sram_fraction": (float, 0.05, 1.0), "tdp_w": (float, 1, 5000),
+        "sram_pj_per_bit": (float, 0.01, 100), "mac_int8_pj": (float, 0.001, 100), "c2c_pj_per_bit": (float, 0.01, 1000),
+        "published_chips": (int, 1, 1 << 20), "published_tokens_per_s": (float, 0.01, 1e7),
+        "context_tokens": (int, 0, 1 << 21), "kv_bytes_per_value": (float, 0.25, 4),
     },
     "hbm": {
         "clock_hz": (float, 1e7, 1e11), "hbm_bytes": (float, 1e9, 1e13),
         "hbm_bandwidth_bytes_per_s": (float, 1e9, 1e15), "int8_ops_per_s": (float, 1e9, 1e17),
+        "llama2_70b_q4_0_tokens_per_s": (float, 0.01, 1e5),
     },
 }
 
@@ -50,7 +54,17 @@ class _Config:
             raise AttributeError(item) from None
 
     def source(self, item) -> str:
+        """The citation (or stated assumption) behind constant ``item``."""
         return self.sources[item]
+
+    def replace(self, **changes) -> "_Config":
+        """A copy with some constants changed (for sensitivity studies); sources say so."""
+        unknown = sorted(set(changes) - set(self.values))
+        if unknown:
+            raise ValueError(f"{self.key}: no constant named {', '.join(unknown)}")
+        values = {**self.values, **changes}
+        sources = {**self.sources, **{k: f"varied from {self.values[k]!r}" for k in changes}}
+        return type(self)(self.key, self.name, values, sources)
 
 
 class ModelConfig(_Config):

@@ -11,6 +11,9 @@ def add_arguments(p):
     p.add_argument("--measurements", metavar="F.json",
                    help="measurements from 'septet sim --json' / 'septet run' (default: the committed "
                         "sim/data/measurements_default.json)")
+    p.add_argument("--quality", metavar="F.json",
+                   help="quality study from 'septet quality --json' (default: sim/data/quality_smollm2.json "
+                        "where it exists)")
     p.add_argument("--out", default="build/report", metavar="DIR", help="output directory (default build/report)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of the summary")
 
@@ -18,11 +21,11 @@ def add_arguments(p):
 def run(args):
     from sim.report import verdict, write_report
 
-    path, data = write_report(args.out, args.model, args.measurements)
+    path, data = write_report(args.out, args.model, args.measurements, args.quality)
     if args.json:
         print(json.dumps({k: v for k, v in data.items() if k != "sources"}, indent=1, default=str))
         return 0
-    print(verdict(args.measurements, args.model))
+    print(verdict(args.measurements, args.model, args.quality))
     print(f"measurements used: {data['measurements']['source']}"
           + (" (PROVISIONAL)" if data["measurements"]["provisional"] else ""))
     print(f"wrote {path} (+ report.json and plots)")

@@ -50,13 +50,33 @@ def test_weight_bytes_by_hand(llama2):
     assert weight_bytes(llama2, weight_format("q4_0")) == pytest.approx(p * 18 / 32)
 
 
+def test_int4_baseline_bits_by_hand(llama2):
+    # INT4 with groups of 128 along K = 8192: one 4-bit zero and one 16-bit scale mantissa per group, one 8-bit
+    # exponent per column
+    assert weight_format("int4").bits_per_weight(8192) == (8192 * 4 + 64 * (4 + 16) + 8) / 8192
+    # 4+3 own grids: a zero and a scale per slot per group
+    assert weight_format("4+3").bits_per_weight(8192) == (4096 * 7 + 64 * (4 + 16 + 3 + 16) + 8) / 8192
+    with pytest.raises(ValueError, match="group_size"):
+        weight_format("4+3", group_size=7)
+
+
 def test_chip_count_by_hand(llama2, tsp, meas):
     wf = weight_format("4+4")
-    d = decode(llama2, tsp, wf, meas)
+    d = decode(llama2, tsp, wf, meas, batch=2, context=1000)
     per_chip = 220 * 2**20 * 0.9
-    assert d.chips == math.ceil(weight_bytes(llama2, wf, streamed_only=False) / per_chip)
-    with pytest.raises(ValueError, match="chips must be >="):
-        decode(llama2, tsp, wf, meas, chips=d.chips - 1)
+    kv = 2 * 80 * 8 * 128 * 2 * 1000 * 2              # K and V, 80 layers, 8 KV heads of 128, FP16, 1000 tokens, 2 seqs
+    assert d.kv_bytes == kv
+    assert d.chips == math.ceil((weight_bytes(llama2, wf, streamed_only=False) + kv) / per_chip)
+    with pytest.raises(ValueError, match="chips must be an integer >="):
+        decode(llama2, tsp, wf, meas, batch=2, context=1000, chips=d.chips - 1)
+
+
+def test_tiles_per_chip_by_hand(tsp, meas):
+    from sim.model import tile_scaling
+    t = tile_scaling(tsp, meas, 3.5)
+    assert t["tiles_per_chip"] == math.ceil(80e12 * 8 / 900e6 / 64)
+    assert t["bus_bound"]                                 # 64 bits / 3.5 = 18.3 weights < 32 MACs a cycle
+    assert t["chip_bytes_per_s"] == pytest.approx(t["tiles_per_chip"] * 64 * meas.bus_efficiency * 900e6 / 8)
 
 
 def test_fewer_bits_never_need_more_chips_or_more_streaming(llama2, tsp, meas):
@@ -81,11 +101,15 @@ def test_bandwidth_bound_ceiling_is_the_bit_ratio(llama2, meas):
 
 
 def test_batch_shares_the_weight_stream(llama2, tsp, meas):
-    d1 = decode(llama2, tsp, weight_format("4+3"), meas, placement="pp", batch=1)
-    d8 = decode(llama2, tsp, weight_format("4+3"), meas, placement="pp", batch=8)
+    d1 = decode(llama2, tsp, weight_format("4+3"), meas, placement="pp", batch=1, context=0)
+    d8 = decode(llama2, tsp, weight_format("4+3"), meas, placement="pp", batch=8, context=0)
     assert d8.t_stream_s == d1.t_stream_s
     assert d8.tokens_per_s > d1.tokens_per_s
     assert d8.energy_j_per_token < d1.energy_j_per_token
+    # the KV cache does not share: its read time grows with the batch
+    k1 = decode(llama2, tsp, weight_format("4+3"), meas, placement="pp", batch=1, context=512)
+    k8 = decode(llama2, tsp, weight_format("4+3"), meas, placement="pp", batch=8, context=512)
+    assert k8.t_stream_s - d8.t_stream_s == pytest.approx(8 * (k1.t_stream_s - d1.t_stream_s))
 
 
 def test_measured_efficiency_scales_streaming(llama2, tsp, meas):
@@ -113,6 +137,8 @@ def test_audit_covers_every_seed_table_figure(llama2, tsp, meas):
         for layer in SEED["rmse"][k]:
             assert f"RMSE {k} {layer}" in claims
     assert all(r.verdict in ("reproduced", "not reproduced", "inconsistent") for r in rows)
+    size35 = next(r for r in rows if r.claim == "model size 3.5-bit")
+    assert "4.00 bit/weight" in size35.reason                 # 32.6 GB * 8 / (130.4 GB / 2) = 4.00
     speed = [r for r in rows if r.claim.startswith("speed-up")]
     assert speed and all(r.verdict != "reproduced" for r in speed)
 
@@ -125,6 +151,24 @@ def test_report_writes_markdown_plots_and_json(tmp_path):
         assert (tmp_path / png).stat().st_size > 1000 and png in text
     assert json.loads((tmp_path / "report.json").read_text())["model"] == "LLaMA-2-70B"
     assert "chips" in verdict()
+    assert "hop latency" in text and "published / bound" in text
+
+
+def test_provisional_measurements_are_flagged_loudly(tmp_path):
+    from sim.model import DEFAULT_MEASUREMENTS
+    doc = json.loads(DEFAULT_MEASUREMENTS.read_text())
+    doc["provisional"], doc["source"] = True, "formula, not simulation"
+    p = tmp_path / "prov.json"
+    p.write_text(json.dumps(doc))
+    assert load_measurement(p).provisional
+    assert "PROVISIONAL" in verdict(p)
+
+
+def test_seed_sizes_fit_llama1_65b_not_llama2_70b():
+    from sim.model import stored_parameters
+    p65 = stored_parameters(load_model("llama1-65b"))
+    assert abs(p65 - SEED["size_gb"]["FP16"] * 1e9 / 2) / p65 < 0.002
+    assert stored_parameters(load_model("llama2-70b")) > 1.05 * p65
 
 
 @pytest.mark.parametrize("text, match", [
@@ -160,3 +204,7 @@ def test_unknown_names_are_rejected(tmp_path):
         decode(load_model("llama3-8b"), load_chip("groq-tsp"), weight_format("4+3"), load_measurement(),
                placement="ring")
     assert weight_format("int4").fmt == Format(4, 4)
+    with pytest.raises(ValueError, match="no constant named warp_drive"):
+        load_chip("groq-tsp").replace(warp_drive=1)
+    with pytest.raises(ValueError, match="context"):
+        decode(load_model("llama3-8b"), load_chip("groq-tsp"), weight_format("4+3"), load_measurement(), context=-1)
