@@ -266,7 +266,8 @@ def write_report(out_dir, model_key="llama2-70b", measurements=None, quality=Non
            "Assumptions: weights in SRAM on the fewest chips that hold them; tensor parallel (tp) splits every "
            "layer over all chips with two all-reduces per layer; pipeline (pp) runs whole layers per chip one "
            "after another (one batch in flight). Streaming rate = SRAM bandwidth x the tile's measured bus "
-           "efficiency, plus the tile's fixed latency once per GEMV. The KV cache (FP16, "
+           "efficiency, plus the tile's fixed latency once per GEMV (the measured runs are per column: group headers "
+           "are assumed to stream at the same efficiency, as they are part of the same packed stream). The KV cache (FP16, "
            f"{data['context_tokens']} tokens of context per sequence) is stored beside the weights and read every "
            "step. Streaming and compute overlap, communication does not. Not modelled: prefill, norms and softmax, "
            "host I/O, scheduling slack, so every figure is an upper bound. tok/s counts all sequences of the batch.",
