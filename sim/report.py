@@ -220,14 +220,27 @@ def _plots(fig_dir: Path, data: dict) -> dict:
     plt.close(fig)
     q = data.get("quality")
     if q and q.get("formats"):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        metric = "ppl_delta" if any(f.get("ppl_delta") is not None for f in q["formats"]) else "nrmse_mean"
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        has_ppl = any(f.get("perplexity") is not None for f in q["formats"])
+        metric = "perplexity" if has_ppl else "nrmse_mean"
+        pair = _quality_pair(q)
+        named = {f["label"] for f in pair} if pair else set()
+        colours = {"septet": "tab:blue", "ggml": "tab:orange"}
         for f in q["formats"]:
-            if f.get(metric) is None or f.get("bits_per_weight", 99) > 9:
+            if f.get(metric) is None or f["family"] == "reference" or f.get("degenerate"):
                 continue
-            ax.plot(f["bits_per_weight"], f[metric], "o")
-            ax.annotate(f["label"], (f["bits_per_weight"], f[metric]), fontsize=6)
-        ax.set(xlabel="bits per weight", ylabel=metric, title=f"quality vs bits: {q.get('model')}", yscale="log")
+            ax.plot(f["bits_per_weight"], f[metric], "o", color=colours.get(f["family"], "tab:gray"),
+                    alpha=1.0 if f["label"] in named or f["family"] == "ggml" else 0.45)
+            if f["label"] in named or f["family"] == "ggml" or f.get("pareto_ppl_delta"):
+                ax.annotate(f["label"], (f["bits_per_weight"], f[metric]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+        if has_ppl and q.get("reference_perplexity"):
+            ax.axhline(q["reference_perplexity"], color="k", lw=0.8, ls="--", label="unquantized reference")
+        ax.plot([], [], "o", color="tab:blue", label="septet formats")
+        ax.plot([], [], "o", color="tab:orange", label="ggml (llama.cpp) formats")
+        ax.set(xlabel="bits per weight (headers included)", ylabel=metric, yscale="log",
+               title=f"quality vs bits: {q.get('model')}")
+        ax.legend(fontsize=7)
         fig.tight_layout()
         out["quality"] = fig_dir / "quality.png"
         fig.savefig(out["quality"], dpi=110)

@@ -208,3 +208,21 @@ def test_unknown_names_are_rejected(tmp_path):
         load_chip("groq-tsp").replace(warp_drive=1)
     with pytest.raises(ValueError, match="context"):
         decode(load_model("llama3-8b"), load_chip("groq-tsp"), weight_format("4+3"), load_measurement(), context=-1)
+
+
+def test_report_uses_a_quality_study_when_given(tmp_path):
+    fmt = {"septet": None, "ggml_type": None, "nrmse_mean": 0.1, "degenerate": False}
+    q = {"model": "tiny", "reference_perplexity": 10.0, "command": "septet quality --model tiny --json",
+         "formats": [{**fmt, "label": "reference", "family": "reference", "bits_per_weight": 16.0, "perplexity": 10.0},
+                     {**fmt, "label": "4+3 own g128 perm", "family": "septet", "bits_per_weight": 3.84,
+                      "perplexity": 12.5},
+                     {**fmt, "label": "4+4 shared g128", "family": "septet", "bits_per_weight": 4.18,
+                      "perplexity": 11.5}],
+         "verdict": {"best_4p3": {"label": "4+3 own g128 perm"}}}
+    qp = tmp_path / "q.json"
+    qp.write_text(json.dumps(q))
+    path, data = write_report(tmp_path / "out", "llama2-70b", quality=qp)
+    assert (tmp_path / "out" / "quality.png").stat().st_size > 1000
+    assert data["quality_source"] == str(qp)
+    line = next(x for x in verdict(quality=qp).splitlines() if "perplexity" in x)
+    assert "12.50" in line and "11.50" in line
