@@ -77,84 +77,17 @@ class FormatSpec:
             imp = importance if importance is not None else np.square(W, dtype=np.float64).sum(axis=1)
             perm = salience_permutation(imp)
         if p.get("clip") == "act":
+            # golden's output-error clipping: one exponent per column, so the tile runs exactly these weights
             imp = importance if importance is not None else np.ones(W.shape[0])
-            W_hat, qm = quantize_activation_clipped(W, p["fmt"], p["arithmetic"], p["group_size"], imp, perm)
-            return W_hat, qm.bits_per_weight * W.size, self.label
+            qm = quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"], clip="output",
+                          perm=perm, importance=imp)
+            return qm.dequantize(np.float32), qm.bits_per_weight * W.size, self.label
         if p.get("symmetric"):
             qm = quantize_symmetric(W, p["fmt"], group_size=p["group_size"], perm=perm)
         else:
             qm = quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"],
                           clip=p.get("clip", "none"), perm=perm)
         return qm.dequantize(np.float32), qm.bits_per_weight * W.size, self.label
-
-
-#: Range shrink factors searched by the activation-aware clipping (1.0 = no clipping).
-ACT_CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)
-
-
-def quantize_activation_clipped(W, fmt, arithmetic, group_size, importance, perm=None):
-    """Clip each group's range to minimise the calibration *output* error, not the weight error.
-
-    For every group, slot and column the range ``[lo, hi]`` (which always
-    contains zero) is shrunk by the factor ``alpha`` in :data:`ACT_CLIP_GRID` that
-    minimises ``sum_k importance[k] * (W[k, n] - W_hat[k, n])**2`` over the
-    group's rows ``k`` in that slot, with ``importance[k] = E[x_k**2]`` the
-    calibration second moment of input channel k: the expected squared output
-    error if the channels are uncorrelated.  Clipping by weight error alone
-    weighs a rarely-active channel like a hot one and clips exactly the outliers
-    that matter.
-
-    golden's :func:`~golden.quantize.quantize` searches ranges by weight error
-    only, so this emulates the criterion from its public API: a range shrunk by
-    ``alpha`` is what ``quantize`` derives from weights pre-clipped to
-    ``alpha * [lo, hi]``, and the chosen group/slot/column pieces of the
-    dequantized candidates are assembled.
-
-    Returns
-    -------
-    W_hat : ndarray float32 (K, N)
-    qm : QuantizedMatrix
-        The unclipped candidate (all candidates store the same bits).
-    """
-    K, N = W.shape
-    perm_arr = np.arange(K) if perm is None else np.asarray(perm)
-    Wp = W[perm_arr].astype(np.float32)
-    K_pad = K + (K % 2)
-    G = K_pad if group_size is None else min(group_size, K_pad)
-    n_groups = -(-K_pad // G)
-    rows = n_groups * G
-    imp = np.zeros(rows)
-    imp[:K] = np.asarray(importance, dtype=np.float64)[perm_arr]
-    wg = np.zeros((rows, N), dtype=np.float32)
-    wg[:K] = Wp
-    wg = wg.reshape(n_groups, G, N)
-    own = parse_arithmetic(arithmetic) is Arithmetic.OWN
-    slots = [slice(0, None, 2), slice(1, None, 2)] if own else [slice(None)]
-    lo = [np.minimum(wg[:, sl].min(axis=1), 0.0) for sl in slots]     # (n_groups, N) per slot
-    hi = [np.maximum(wg[:, sl].max(axis=1), 0.0) for sl in slots]
-    best_err = [np.full((n_groups, N), np.inf) for _ in slots]
-    best = np.zeros((n_groups, G, N), dtype=np.float32)
-    qm0 = None
-    inv = np.argsort(perm_arr)
-    for alpha in ACT_CLIP_GRID:
-        wc = wg.copy()
-        for t, sl in enumerate(slots):
-            wc[:, sl] = np.clip(wc[:, sl], (alpha * lo[t])[:, None], (alpha * hi[t])[:, None])
-        Wc = wc.reshape(rows, N)[:K][inv]
-        qm = quantize(Wc, fmt, arithmetic=arithmetic, group_size=group_size, perm=perm)
-        if qm0 is None:
-            qm0 = qm
-        hat = np.zeros((rows, N), dtype=np.float32)
-        hat[:K] = qm.dequantize(np.float32)[perm_arr]
-        hat = hat.reshape(n_groups, G, N)
-        sq = (hat - wg) ** 2 * imp.reshape(n_groups, G)[:, :, None]
-        for t, sl in enumerate(slots):
-            err = sq[:, sl].sum(axis=1)
-            better = err < best_err[t]
-            best_err[t] = np.where(better, err, best_err[t])
-            best[:, sl] = np.where(better[:, None], hat[:, sl], best[:, sl])
-    W_hat = best.reshape(rows, N)[:K][inv]
-    return W_hat, qm0
 
 
 def _septet(fmt, arithmetic, group_size, clip="none", perm=False, symmetric=False) -> FormatSpec:
