@@ -128,6 +128,12 @@ def run_jobs(p, jobs, *, seed=0, idle=0.0, stall=0.0):
             beats = await receive(ctx, dut.result, job["blocks"], rng=rng, stall=stall)
             got.append([([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in beats])
 
+    _simulate(dut, p, weights, acts, params, results)
+    return got
+
+
+def _simulate(dut, p, weights, acts, params, results):
+    """Run the tile with the input feeders in the background until ``results`` returns."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(weights, background=True)
@@ -136,7 +142,6 @@ def run_jobs(p, jobs, *, seed=0, idle=0.0, stall=0.0):
         sim.add_testbench(params, background=True)
     sim.add_testbench(results)
     sim.run()
-    return got
 
 
 def check(jobs, got):
@@ -188,12 +193,5 @@ def cycles_one_gemv(p, job):
                 beats.append(([int(payload.data[lane]) for lane in range(p.lanes)], int(payload.last)))
         marks["last"] = cycle
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(weights, background=True)
-    sim.add_testbench(acts, background=True)
-    if p.requant:
-        sim.add_testbench(params, background=True)
-    sim.add_testbench(results)
-    sim.run()
+    _simulate(dut, p, weights, acts, params, results)
     return marks["last"] - marks["first"] + 1, beats
