@@ -14,26 +14,14 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K
 from septet.cli import SeptetError
-
-
-def _group_size(text):
-    return None if text in ("none", "column", "per-column") else int(text)
+from septet.commands.verilog import add_tile_arguments
 
 
 def add_arguments(p):
-    p.add_argument("--format", default="4+3", metavar="E+O[,E+O...]",
-                   help="slot widths, or a comma list to compare formats on the same bus (e.g. 4+3,4+4); "
-                        "default 4+3")
-    p.add_argument("--arithmetic", default="own", choices=("own", "shared"), help="own grids or shared grid")
-    p.add_argument("--lanes", type=int, default=16, help="lanes L (columns per block); default 16")
-    p.add_argument("--bus-width", type=int, default=64, help="bus width W in bits; default 64")
-    p.add_argument("--group-size", type=_group_size, default=None, metavar="G|none",
-                   help="rows per group along K (even), or 'none' for per column (default)")
-    p.add_argument("--acc-width", type=int, default=DEFAULT_ACC_WIDTH, help="wide accumulator width")
-    p.add_argument("--max-k", type=int, default=DEFAULT_MAX_K, help="largest K the tile is built for")
-    p.add_argument("--requant", action="store_true", help="build with INT8 requantization and check it")
+    add_tile_arguments(p, format_metavar="E+O[,E+O...]",
+                       format_help="slot widths, or a comma list to compare formats on the same bus "
+                                   "(e.g. 4+3,4+4); default 4+3")
     p.add_argument("--k", type=int, default=4096, help="reduction dimension K of the GEMV; default 4096")
     p.add_argument("--n", type=int, default=64, help="output columns N of the GEMV; default 64")
     p.add_argument("--weights", metavar="W.npy", help="weight matrix [K, N] (float) instead of Gaussian weights")
