@@ -12,5 +12,7 @@ Public entry points
     Every quantitative claim of the seed paper against the project's own figure.
 
 Constants live in ``sim/configs/*.toml`` (one file per chip and per LLM, each value with
-its source); the default tile measurement is ``sim/data/measurements_default.json``.
+its source); the default tile measurement is ``sim/data/measurements_g128.json`` (the verdict's pair,
+groups of 128); the public decode measurements the model is calibrated on are
+``sim/data/observed.toml`` (:mod:`sim.observed`, :mod:`sim.calibrate`).
 """

@@ -1,31 +1,46 @@
-"""The throughput model: measured tile cycles scaled to a chip and to LLaMA-70B decode.
+"""The throughput model: measured tile cycles scaled to a chip and to LLM decode, calibrated on measured systems.
 
 Bits per weight come from golden (:meth:`golden.format.Format.stored_bits_per_column`),
 the tile's bus efficiency and fixed latency from a measurements JSON written by
 ``septet sim`` / ``septet run`` (:mod:`tb.measurement`), every chip and model
-constant from ``sim/configs`` with its source.
+constant from ``sim/configs`` with its source, and the constants no datasheet
+gives (a fixed cost per layer, the fraction of memory bandwidth software reaches,
+the cost of synchronising chips) from public measurements
+(``sim/data/observed.toml``) through :mod:`sim.calibrate`, which reports the
+error on measurements the fit never saw.
 
-Placement assumptions (stated in the report):
+The time of one batch-1 decode step is a sum of terms (:class:`Decode` keeps each):
 
-* The weights live in SRAM, spread over the fewest chips that hold them
-  (``weight_sram_fraction`` of each chip's SRAM); batch-1 decode streams every
-  weight once per token.
-* Tensor parallel (``tp``): every layer is split over all chips, which stream
-  their shares at the same time; two all-reduces per layer (after attention and
-  after the FFN) cross ``hops_per_allreduce`` chip-to-chip hops.
-* Pipeline parallel (``pp``): each chip holds whole layers; at batch 1 the
-  chips run one after another, so streaming time is the whole model over one
-  chip's bandwidth, and each stage boundary costs a hop.
-* Streaming runs at the SRAM bandwidth times the tile's measured bus
-  efficiency; the tiles are sized to the bandwidth (:func:`tile_scaling`), and
-  every GEMV adds the tile's measured fixed latency once, in series.
-* The KV cache (``context_tokens`` positions per sequence, FP16) is stored
-  beside the weights and read once per token per sequence, at the same rate.
-* Batch ``B`` shares one weight stream; compute and KV reads scale with ``B``.
-  Pipeline placement keeps one batch in flight (no micro-batch pipelining).
-* Streaming and compute overlap; chip-to-chip communication does not.
-* Not modelled: prefill (first-token time), attention softmax and norms, the
-  host link, and any scheduling slack: every figure is an upper bound.
+LPU-like chip (:func:`decode`), weights in SRAM:
+
+* mapping (:func:`lpu_mapping`): tensor parallel over ``tp`` chips, the largest
+  power of two that divides the attention heads and leaves every chip at least
+  one MXM width (320) of FFN columns; key/value projections and the KV cache
+  split only ``min(tp, kv_heads)`` ways (a KV head is replicated, not split);
+  pipeline over ``pp = ceil(chips / tp)`` groups, which at batch 1 run one
+  after another;
+* weight and KV streaming: the bytes one tensor-parallel chip holds, at the
+  chip's feed rate (SRAM bandwidth x the tile's measured bus efficiency, plus the
+  tile's fixed latency once per GEMV); overlaps with compute at the precision
+  used (INT8 ops for integer formats, FP16 for FP16);
+* fixed cost per layer (fitted): norms, RoPE, softmax, SiLU, residual adds,
+  synchronisation: the vector units' work, independent of the weight bits;
+* communication: two all-reduces per layer over the ``tp`` chips, each
+  ``ceil(log2 tp)`` hops, plus one hop per pipeline boundary.
+
+GPU-like chip (:func:`gpu_decode`), weights in HBM, ``n`` GPUs:
+
+* streaming at a fitted fraction of the HBM bandwidth; with ``split="rows"``
+  every matrix is split over the GPUs, which stream at once; with
+  ``split="layers"`` each GPU holds whole layers and they run in turn;
+* fixed cost per layer (fitted: kernel launches and the small kernels);
+* synchronisation (fitted): per layer and per ``ceil(log2 n)`` with row split,
+  per GPU boundary with layer split.
+
+Power: J/token = chips x power per chip x token time / batch (the whole chips'
+power, static and dynamic), beside the bottom-up data-movement and MAC energy.
+Not modelled: prefill (first-token time), the host link, MoE routing beyond
+streaming the active experts.
 """
 
 from __future__ import annotations
@@ -43,10 +58,12 @@ from sim.config import ChipConfig, ModelConfig
 __all__ = [
     "WeightFormat", "WEIGHT_FORMATS", "weight_format", "linear_shapes", "Measurement", "load_measurement",
     "DEFAULT_MEASUREMENTS", "decode", "gpu_decode", "Decode", "weight_bytes", "streamed_parameters",
-    "stored_parameters", "kv_bytes_per_position", "tile_scaling",
+    "stored_parameters", "kv_bytes_per_position", "tile_scaling", "lpu_mapping", "lpu_chips_needed", "allreduce_s",
+    "STORED_ONLY", "GPU_SPLITS",
 ]
 
-DEFAULT_MEASUREMENTS = Path(__file__).with_name("data") / "measurements_default.json"
+#: The tile measurement the report scales by default: the verdict's pair with groups of 128 (``septet run``).
+DEFAULT_MEASUREMENTS = Path(__file__).with_name("data") / "measurements_g128.json"
 
 
 @dataclass(frozen=True)
@@ -62,8 +79,16 @@ class WeightFormat:
     arithmetic: Arithmetic = Arithmetic.OWN
     group_size: "int | None" = None
     gguf_type: "str | None" = None
+    fixed_bits_per_weight: "float | None" = None      # a mixed format known by its file size (llama.cpp Q4_K_M)
+
+    @property
+    def is_integer(self) -> bool:
+        """Whether the MACs run on integers (INT8 activations) rather than FP16."""
+        return self.label != "FP16"
 
     def bits_per_column(self, K: int) -> float:
+        if self.fixed_bits_per_weight is not None:
+            return self.fixed_bits_per_weight * K
         if self.fmt is not None:
             return self.fmt.stored_bits_per_column(K, self.group_size, self.arithmetic)
         if self.gguf_type is not None:
@@ -116,27 +141,37 @@ WEIGHT_FORMATS = (
 )
 
 
-def linear_shapes(model: ModelConfig) -> "list[tuple[str, int, int, int]]":
-    """``(name, K, N, count)`` of every weight matrix streamed per token, plus the embedding.
+#: Matrices that are stored but not streamed per token: the embedding (a token reads one row) and
+#: the experts a mixture-of-experts token does not use.
+STORED_ONLY = ("embed", "gate_proj_idle", "up_proj_idle", "down_proj_idle")
 
-    The embedding (``embed``) is stored but not streamed (a token reads one row);
-    with tied embeddings the LM head is the embedding.
+
+def linear_shapes(model: ModelConfig) -> "list[tuple[str, int, int, int]]":
+    """``(name, K, N, count)`` of every weight matrix, streamed per token or stored only (:data:`STORED_ONLY`).
+
+    With tied embeddings the LM head is the embedding. A mixture of experts
+    streams ``experts_active`` FFN experts per layer and stores the others as
+    ``*_idle`` (the router, ``hidden x experts`` per layer, is left out: under 0.01%).
     """
     h, f, hd = model.hidden, model.ffn, model.head_dim
     L = model.layers
+    E, A = model.experts, model.experts_active
     shapes = [
         ("q_proj", h, model.heads * hd, L), ("k_proj", h, model.kv_heads * hd, L),
         ("v_proj", h, model.kv_heads * hd, L), ("o_proj", model.heads * hd, h, L),
-        ("gate_proj", h, f, L), ("up_proj", h, f, L), ("down_proj", f, h, L),
+        ("gate_proj", h, f, L * A), ("up_proj", h, f, L * A), ("down_proj", f, h, L * A),
         ("lm_head", h, model.vocab, 1),
     ]
+    if E > A:
+        shapes += [("gate_proj_idle", h, f, L * (E - A)), ("up_proj_idle", h, f, L * (E - A)),
+                   ("down_proj_idle", f, h, L * (E - A))]
     if not model.tied_embeddings:
         shapes.append(("embed", h, model.vocab, 1))
     return shapes
 
 
 def streamed_parameters(model: ModelConfig) -> int:
-    return sum(K * N * c for name, K, N, c in linear_shapes(model) if name != "embed")
+    return sum(K * N * c for name, K, N, c in linear_shapes(model) if name not in STORED_ONLY)
 
 
 def stored_parameters(model: ModelConfig) -> int:
@@ -144,9 +179,14 @@ def stored_parameters(model: ModelConfig) -> int:
 
 
 def weight_bytes(model: ModelConfig, wf: WeightFormat, streamed_only: bool = True) -> float:
-    """Bytes of the weights in format ``wf``: streamed per token, or stored (embedding included)."""
+    """Bytes of the weights in format ``wf``: streamed per token, or stored (embedding and idle experts included)."""
     return sum(wf.bits_per_column(K) * N * c for name, K, N, c in linear_shapes(model)
-               if not (streamed_only and name == "embed")) / 8
+               if not (streamed_only and name in STORED_ONLY)) / 8
+
+
+def _kv_projection_bytes(model: ModelConfig, wf: WeightFormat) -> float:
+    return sum(wf.bits_per_column(K) * N * c for name, K, N, c in linear_shapes(model)
+               if name in ("k_proj", "v_proj")) / 8
 
 
 @dataclass(frozen=True)
@@ -163,9 +203,15 @@ class Measurement:
 
     @property
     def cycle_ratio_43_44(self) -> "float | None":
-        by = {r["format"]: r for r in self.runs}
-        if "4+3" in by and "4+4" in by and by["4+3"]["bus_width"] == by["4+4"]["bus_width"]:
-            return by["4+3"]["cycles"] / by["4+4"]["cycles"]
+        """Cycles of 4+3 over 4+4 on the same bus and group size: INT4 with one scale and zero (shared) preferred."""
+        for r43 in self.runs:
+            if r43["format"] != "4+3":
+                continue
+            peers = [r for r in self.runs if r["format"] == "4+4" and r["bus_width"] == r43["bus_width"]
+                     and r.get("group_size") == r43.get("group_size") and r["k"] == r43["k"] and r["n"] == r43["n"]]
+            peers.sort(key=lambda r: r.get("arithmetic") != "shared")
+            if peers:
+                return r43["cycles"] / peers[0]["cycles"]
         return None
 
 
@@ -194,7 +240,7 @@ def load_measurement(path=None) -> Measurement:
                        provisional=bool(doc.get("provisional", False)), runs=runs)
 
 
-def kv_bytes_per_position(model: ModelConfig, bytes_per_value: float) -> float:
+def kv_bytes_per_position(model: ModelConfig, bytes_per_value: float = 2) -> float:
     """KV-cache bytes one context position holds over all layers (keys and values)."""
     return 2 * model.layers * model.kv_heads * model.head_dim * bytes_per_value
 
@@ -231,108 +277,177 @@ def tile_scaling(chip: ChipConfig, meas: Measurement, bits_per_weight: float) ->
 
 @dataclass(frozen=True)
 class Decode:
-    """Decode figures for one model, chip, format, placement and batch."""
+    """Decode figures for one model, chip(s), format, mapping and batch; every time term kept apart."""
 
     model: str
     chip: str
     fmt: str
     bits_per_weight: float
-    stored_bytes: float          # weights (embedding included) + KV cache of the whole batch
-    streamed_bytes: float        # weights read per decode step
-    kv_bytes: float              # KV cache read per decode step (the whole batch)
+    stored_bytes: float          # weights (embedding, idle experts included) + KV cache of the whole batch
+    streamed_bytes: float        # weights read per decode step (all chips)
+    kv_bytes: float              # KV cache read per decode step (the whole batch, all chips)
     chips: int
-    placement: str
+    tp: int                      # chips one layer is split over
+    pp: int                      # groups of layers run one after another
     batch: int
     context: int
-    t_stream_s: float            # weights + KV cache + the tile's fixed latencies
+    t_stream_s: float            # weights + KV cache (+ the tile's fixed latencies on the LPU)
     t_compute_s: float
-    t_comm_s: float
-    energy_j_per_token: "float | None"      # None where the chip config carries no energy costs
-    tiles_per_chip: int
+    t_layer_fixed_s: float       # fitted fixed cost per layer x layers
+    t_comm_s: float              # all-reduces and pipeline hops (LPU) or GPU synchronisation
+    power_w: "float | None"      # all chips, while decoding (None where the config has no power figure)
+    dynamic_j_per_step: "float | None"      # bottom-up SRAM, MAC and link energy (LPU only)
+    tiles_per_chip: int = 0
 
     @property
     def t_token_s(self) -> float:
-        """Time of one decode step: streaming and compute overlap; communication does not."""
-        return max(self.t_stream_s, self.t_compute_s) + self.t_comm_s
+        """Time of one decode step: streaming and compute overlap; fixed costs and communication do not."""
+        return max(self.t_stream_s, self.t_compute_s) + self.t_layer_fixed_s + self.t_comm_s
 
     @property
     def tokens_per_s(self) -> float:
         """Tokens per second over the whole batch (``batch`` tokens per step)."""
         return self.batch / self.t_token_s
 
+    @property
+    def energy_j_per_token(self) -> "float | None":
+        """All chips' power over the step time, per token (static and dynamic); ``None`` without a power figure."""
+        return None if self.power_w is None else self.power_w * self.t_token_s / self.batch
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
-        d.update(t_token_s=self.t_token_s, tokens_per_s=self.tokens_per_s)
+        d.update(t_token_s=self.t_token_s, tokens_per_s=self.tokens_per_s, energy_j_per_token=self.energy_j_per_token)
         return d
 
 
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def lpu_mapping(model: ModelConfig, chips: int, mxm_width: int) -> "tuple[int, int]":
+    """``(tp, pp)``: the tensor-parallel width a layer allows on ``chips`` chips, and the pipeline depth.
+
+    ``tp`` is the largest power of two <= ``chips`` that divides the heads and
+    leaves each chip at least ``mxm_width`` FFN columns; ``pp = ceil(chips / tp)``
+    (at most one group per layer).
+    """
+    _check_int("chips", chips, 1)
+    tp = 1
+    while tp * 2 <= chips and model.heads % (tp * 2) == 0 and model.ffn // (tp * 2) >= mxm_width:
+        tp *= 2
+    return tp, min(math.ceil(chips / tp), model.layers)
+
+
+def allreduce_s(n: int, hop_s: float) -> float:
+    """Latency of one all-reduce over ``n`` chips: ``ceil(log2 n)`` hops (recursive doubling, an assumption)."""
+    return math.ceil(math.log2(n)) * hop_s if n > 1 else 0.0
+
+
+def lpu_chips_needed(model: ModelConfig, chip: ChipConfig, wf: WeightFormat, *, batch: int = 1,
+                     context: int = 0) -> int:
+    """The fewest chips whose ``weight_sram_fraction`` holds the weights and the batch's KV cache."""
+    stored = weight_bytes(model, wf, streamed_only=False) + kv_bytes_per_position(
+        model, chip.kv_bytes_per_value) * context * batch
+    return math.ceil(stored / (chip.sram_bytes * chip.weight_sram_fraction))
+
+
 def decode(model: ModelConfig, chip: ChipConfig, wf: WeightFormat, meas: Measurement, *,
-           placement: str = "tp", batch: int = 1, chips: "int | None" = None,
-           context: "int | None" = None) -> Decode:
+           layer_fixed_s: "float | None" = None, batch: int = 1, chips: "int | None" = None,
+           context: "int | None" = None, feed_scale: float = 1.0) -> Decode:
     """Batch-``batch`` decode of ``model`` on SRAM chips holding it in format ``wf``.
 
-    ``context`` is the KV-cache length per sequence (default: the chip config's
-    ``context_tokens``; 0 leaves the KV cache out). ``chips`` overrides the
-    fewest chips that hold weights and cache (it may not be fewer).
+    ``layer_fixed_s``: the fixed cost per layer (default: the value fitted by
+    :mod:`sim.calibrate` on the ``groq-lpu`` measurements). ``context``: the KV-cache
+    length per sequence (default: the chip config's ``context_tokens``; 0 leaves
+    the KV cache out). ``chips``: the chip count (default: the fewest that hold
+    weights and cache; it may not be fewer). ``feed_scale`` scales the weight feed
+    rate (a sensitivity study of the unsourced MXM feed rate).
     """
     if chip.kind != "sram":
         raise ValueError(f"decode() models SRAM chips; {chip.key} is kind {chip.kind!r} (use gpu_decode)")
-    if placement not in ("tp", "pp"):
-        raise ValueError(f"placement must be 'tp' or 'pp', got {placement!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    _check_int("batch", batch, 1)
     context = chip.context_tokens if context is None else context
-    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
-        raise ValueError(f"context must be an integer >= 0 (tokens), got {context!r}")
+    _check_int("context", context, 0)
+    if not (isinstance(feed_scale, (int, float)) and feed_scale > 0):
+        raise ValueError(f"feed_scale must be a number > 0, got {feed_scale!r}")
+    if layer_fixed_s is None:
+        from sim.calibrate import calibration
+        layer_fixed_s = calibration().constants("groq-lpu")["layer_fixed_s"]
     kv = kv_bytes_per_position(model, chip.kv_bytes_per_value) * context * batch
     stored = weight_bytes(model, wf, streamed_only=False) + kv
     streamed = weight_bytes(model, wf)
-    per_chip = chip.sram_bytes * chip.weight_sram_fraction
-    need = math.ceil(stored / per_chip)
+    need = lpu_chips_needed(model, chip, wf, batch=batch, context=context)
     if chips is not None and (isinstance(chips, bool) or not isinstance(chips, int) or chips < need):
         raise ValueError(f"chips must be an integer >= {need} to hold {model.name} in {wf.label} "
                          f"(batch {batch}, context {context}), got {chips!r}")
     n = need if chips is None else chips
+    tp, pp = lpu_mapping(model, n, chip.mxm_width)
+    kv_split = min(tp, model.kv_heads)
     scale = tile_scaling(chip, meas, wf.bits_per_weight(model.hidden))
-    rate = scale["chip_bytes_per_s"]
-    matrices = sum(c for name, _, _, c in linear_shapes(model) if name != "embed")
-    latency = matrices * meas.latency_cycles / chip.clock_hz                     # fixed GEMV latencies, in series
+    rate = scale["chip_bytes_per_s"] * feed_scale
+    kv_proj = _kv_projection_bytes(model, wf)
+    per_chip_bytes = (streamed - kv_proj) / tp + kv_proj / kv_split + kv / kv_split
+    matrices = sum(c for name, _, _, c in linear_shapes(model) if name not in STORED_ONLY)
+    latency = matrices * meas.latency_cycles / chip.clock_hz                     # tile GEMV latencies, in series
+    t_stream = per_chip_bytes / rate + latency
+    ops = chip.int8_ops_per_s if wf.is_integer else chip.fp16_flops_per_s
     macs = streamed_parameters(model) * batch
+    t_compute = 2 * macs / tp / ops
     act_bytes = 2 * model.hidden * batch                                         # FP16 activations
-    link = chip.c2c_link_bytes_per_s
-    if placement == "tp":
-        t_stream = (streamed + kv) / n / rate + latency
-        t_compute = 2 * macs / (chip.int8_ops_per_s * n)
-        syncs = 2 * model.layers
-        t_comm = syncs * (chip.hops_per_allreduce * chip.c2c_hop_latency_s + act_bytes / (chip.c2c_links * link))
-        comm_bits = syncs * act_bytes * 8 * n
-    else:
-        t_stream = (streamed + kv) / rate + latency
-        t_compute = 2 * macs / chip.int8_ops_per_s
-        t_comm = (n - 1) * (chip.c2c_hop_latency_s + act_bytes / link)
-        comm_bits = (n - 1) * act_bytes * 8
-    energy = ((streamed + kv) * 8 * chip.sram_pj_per_bit + macs * chip.mac_int8_pj
-              + comm_bits * chip.c2c_pj_per_bit) * 1e-12
-    return Decode(model.name, chip.name, wf.label, wf.bits_per_weight(model.hidden), stored, streamed, kv, n,
-                  placement, batch, context, t_stream, t_compute, t_comm, energy / batch, scale["tiles_per_chip"])
+    t_comm = (2 * model.layers * (allreduce_s(tp, chip.c2c_hop_latency_s)
+                                  + (act_bytes / (chip.c2c_links * chip.c2c_link_bytes_per_s) if tp > 1 else 0))
+              + (pp - 1) * (chip.c2c_hop_latency_s + act_bytes / chip.c2c_link_bytes_per_s))
+    comm_bits = (2 * model.layers * act_bytes * 8 * (tp - 1) + (pp - 1) * act_bytes * 8)
+    dynamic = ((streamed + kv) * 8 * chip.sram_pj_per_bit + macs * chip.mac_int8_pj
+               + comm_bits * chip.c2c_pj_per_bit) * 1e-12
+    return Decode(model.name, chip.name, wf.label, wf.bits_per_weight(model.hidden), stored, streamed, kv, n, tp, pp,
+                  batch, context, t_stream, t_compute, model.layers * layer_fixed_s, t_comm,
+                  n * chip.chip_power_w, dynamic, scale["tiles_per_chip"])
 
 
-def gpu_decode(model: ModelConfig, chip: ChipConfig, wf: WeightFormat, *, batch: int = 1) -> Decode:
-    """The HBM-bandwidth bound of batch-``batch`` decode on one GPU-like chip.
+#: How multi-GPU llama.cpp spreads a model: ``rows`` splits every matrix (tensor parallel, before Jan 2024),
+#: ``layers`` gives each GPU whole layers (run in turn).
+GPU_SPLITS = ("rows", "layers")
 
-    Weights only: at the short contexts of llama.cpp's ``tg128`` benchmark the
-    KV cache adds well under 1% of the bytes read.
+
+def gpu_decode(model: ModelConfig, chip: ChipConfig, wf: WeightFormat, *, bandwidth_fraction: float,
+               layer_fixed_s: float, sync_s: float, split: str = "rows", count: int = 1, batch: int = 1,
+               context: int = 0, kv_bytes_per_value: float = 2) -> Decode:
+    """Batch-``batch`` decode of ``model`` on ``count`` GPU-like chips.
+
+    ``bandwidth_fraction``, ``layer_fixed_s`` and ``sync_s`` are the fitted
+    constants of a software stack (:mod:`sim.calibrate`); ``split`` is how it
+    spreads the model over ``count`` GPUs (:data:`GPU_SPLITS`).
     """
     if chip.kind != "hbm":
         raise ValueError(f"gpu_decode() models HBM chips; {chip.key} is kind {chip.kind!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    stored = weight_bytes(model, wf, streamed_only=False)
+    if split not in GPU_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(GPU_SPLITS)}, got {split!r}")
+    _check_int("count", count, 1)
+    _check_int("batch", batch, 1)
+    _check_int("context", context, 0)
+    if not 0 < bandwidth_fraction:
+        raise ValueError(f"bandwidth_fraction must be > 0, got {bandwidth_fraction!r}")
+    kv = kv_bytes_per_position(model, kv_bytes_per_value) * context * batch
+    stored = weight_bytes(model, wf, streamed_only=False) + kv
     streamed = weight_bytes(model, wf)
-    if stored > chip.hbm_bytes:
-        raise ValueError(f"{model.name} in {wf.label} needs {stored / 1e9:.1f} GB, more than one "
+    if stored > count * chip.hbm_bytes:
+        raise ValueError(f"{model.name} in {wf.label} needs {stored / 1e9:.1f} GB, more than {count} x "
                          f"{chip.name}'s {chip.hbm_bytes / 1e9:.0f} GB")
-    t_stream = streamed / chip.hbm_bandwidth_bytes_per_s
-    t_compute = 2 * streamed_parameters(model) * batch / chip.int8_ops_per_s
-    return Decode(model.name, chip.name, wf.label, wf.bits_per_weight(model.hidden), stored, streamed, 0.0, 1,
-                  "single", batch, 0, t_stream, t_compute, 0.0, None, 0)
+    rate = bandwidth_fraction * chip.hbm_bandwidth_bytes_per_s
+    steps = math.ceil(math.log2(count)) if count > 1 else 0
+    if split == "rows":
+        t_stream = (streamed + kv) / count / rate
+        t_comm = model.layers * sync_s * steps
+        share = count
+    else:
+        t_stream = (streamed + kv) / rate
+        t_comm = (count - 1) * sync_s
+        share = 1
+    ops = chip.values.get("int8_ops_per_s" if wf.is_integer else "fp16_flops_per_s")
+    t_compute = 2 * streamed_parameters(model) * batch / share / ops if ops else 0.0
+    power = count * chip.tdp_w if "tdp_w" in chip.values else None
+    return Decode(model.name, chip.name, wf.label, wf.bits_per_weight(model.hidden), stored, streamed, kv, count,
+                  share, 1 if split == "rows" else count, batch, context, t_stream, t_compute,
+                  model.layers * layer_fixed_s, t_comm, power, None)
