@@ -39,6 +39,9 @@ def _group_size(text):
 def add_arguments(p):
     p.add_argument("--lanes", type=int, default=16, help="lanes L; default 16")
     p.add_argument("--bus-width", type=int, default=64, help="bus width W in bits; default 64")
+    p.add_argument("--int4-arithmetic", default="shared", choices=("own", "shared"),
+                   help="arithmetic of the INT4 baseline; default shared (one scale and zero per group, the usual "
+                        "INT4); 4+3 always uses its own grids")
     p.add_argument("--group-size", type=_group_size, default=DEFAULT_GROUP_SIZE,
                    help=f"group size along K (even), or 'none' for per column; default {DEFAULT_GROUP_SIZE}")
     p.add_argument("--k", type=int, default=DEFAULT_K, help=f"K of the GEMV; default {DEFAULT_K} (LLaMA-70B hidden)")
@@ -58,6 +61,7 @@ def run(args):
     command = "septet run" + ("" if len(sys.argv) < 3 else " " + " ".join(sys.argv[2:]))
     records, failed = [], False
     for fmt, arithmetic in FORMATS:
+        arithmetic = args.int4_arithmetic if fmt == "4+4" else arithmetic
         config = TileConfig(fmt=fmt, arithmetic=arithmetic, lanes=args.lanes, bus_width=args.bus_width,
                             group_size=args.group_size)
         tile = rtl_tile(config)

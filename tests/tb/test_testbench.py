@@ -113,7 +113,7 @@ def test_sim_json_has_the_schema_and_a_passing_run(tmp_path, capsys):
 def test_run_simulates_septet_and_int4_on_one_bus(tmp_path, capsys):
     # The bus-bound 8-lane, 32-bit tiles of test_tile.py: the builds are shared.
     status = septet_main(["run", "--lanes", "8", "--bus-width", "32", "--k", "300", "--n", "20", "--seed", "3",
-                          "--out", str(tmp_path)])
+                          "--group-size", "none", "--int4-arithmetic", "own", "--out", str(tmp_path)])
     assert status == 0
     doc = read_measurements(tmp_path / "measurements.json")
     assert [r["format"] for r in doc["runs"]] == ["4+3", "4+4"]
