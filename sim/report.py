@@ -475,9 +475,11 @@ def write_report(out_dir, model_key="llama2-70b", measurements=None, quality=Non
                          f"{d['energy_j_per_token']:.1f}" if d.get("energy_j_per_token") is not None else ""])
     for a in data["anchors"]:
         if a["hardware"] in ("groq-tsp", "h100-pcie") and a["model"] == data["model_key"]:
-            head.append([f"measured, {a['precision']}", f"{a['hardware']} x {a['count']} ({a['date']}; "
-                         f"{a['timed'].replace('_', ' ')})", a["count"], f"{a['measured']:.1f}",
-                         f"model {a['predicted']:.1f} ({a['ratio']:.2f}x, {a['role']})", ""])
+            chips = f"{a['count']}" + ("" if a["count_published"] else " (not published; model's mapping)")
+            head.append([f"measured, {a['precision']}", f"{a['hardware']} ({a['date']}; "
+                         f"{a['timed'].replace('_', ' ')})", chips, f"{a['measured']:.1f}",
+                         f"model {a['predicted']:.1f} ({a['ratio']:.2f}x, {a['role']}"
+                         + (", a named miss" if a["miss_cause"] else "") + ")", ""])
     md.append(_table(["format", "where", "chips", "tok/s", "range (or model vs measured)", "J/token"], head))
     md += ["", f"![tokens/s and chips]({plots['throughput'].name})", "",
            "## Calibration: fitted constants and the error on held-out measurements", "",

@@ -312,3 +312,31 @@ def test_report_uses_a_quality_study_when_given(tmp_path):
     assert data["quality_source"] == str(qp)
     line = next(x for x in verdict(quality=qp).splitlines() if "perplexity" in x)
     assert "12.50" in line and "11.50" in line
+
+
+def test_run_group_size_option():
+    import argparse
+
+    from septet.commands.run import _group_size
+    assert _group_size("128") == 128 and _group_size("none") is None
+    for bad in ("7", "0", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--group-size must be an even integer >= 2 or 'none'"):
+            _group_size(bad)
+
+
+def test_report_cli_takes_user_configs_and_names_bad_fields(tmp_path):
+    from septet.cli import main
+    chip = tmp_path / "my-gpu.toml"
+    chip.write_text((CONFIG_DIR / "rtx-4090.toml").read_text().replace("1008e9", "2016e9").replace(
+        'key = "rtx-4090"', 'key = "my-gpu"'))
+    model = tmp_path / "my-llm.toml"
+    model.write_text((CONFIG_DIR / "llama3-8b.toml").read_text().replace('key = "llama3-8b"', 'key = "my-llm"'))
+    assert main(["report", "--gpu", str(chip), "--model", str(model), "--out", str(tmp_path / "r")]) == 0
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    fast = next(r for r in data["gpu_rows"] if r["fmt"] == "Q4_0")
+    f = data["calibration"]["constants"]["llama.cpp-2023-12"]["bandwidth_fraction"]
+    assert fast["t_stream_s"] == pytest.approx(weight_bytes(load_model("llama3-8b"), weight_format("q4_0"))
+                                               / (f * 2016e9))    # the user's bandwidth, the fitted fraction
+    chip.write_text(chip.read_text().replace("hbm_bytes = [", "hbm_bytes = [-"))
+    assert main(["report", "--gpu", str(chip), "--out", str(tmp_path / "r2")]) == 2
+    assert not (tmp_path / "r2" / "report.md").exists()
