@@ -294,7 +294,7 @@ def _plots(fig_dir: Path, data: dict) -> dict:
                          xytext=(6, 4), textcoords="offset points", fontsize=7)
     ax[0].set_yticks(y, labels, fontsize=7)
     ax[0].invert_yaxis()
-    ax[0].set_xlim(0, max(r["tokens_per_s_high"] for r in rs) * 1.25)
+    ax[0].set_xlim(0, max(r["tokens_per_s_high"] for r in rs) * 1.6)
     gmax = [g["tokens_per_s_high"] for g in data["gpu_rows"] if "tokens_per_s" in g]
     ax[1].set_xlim(0, max(gmax + [a["measured"] for a in anchors if a["hardware"] != "groq-tsp"]) * 1.35)
     ax[2].set_xlim(0, max(r["chips"] for r in rs) * 1.15)
