@@ -137,7 +137,7 @@ def build(model_key="llama2-70b", measurements=None, chip_key="groq-tsp", gpu_ke
                             "int4_tokens_per_s": d[1].tokens_per_s, "gain": d[0].tokens_per_s / d[1].tokens_per_s - 1})
     rmse = gaussian_rmse()
     quality, quality_path = load_quality(quality)
-    anchors = [r for r in cal.rows if r["model"] == model.key or model.key == "llama2-70b" and r["model"] == "llama2-70b"]
+    anchors = [r for r in cal.rows if r["model"] == model.key]
     return {
         "model": model.name, "model_key": model.key, "chip": chip.name, "gpu": gpu.name, "gpu_group": gpu_group,
         "measurements": {"source": meas.source, "provisional": meas.provisional,
@@ -258,11 +258,12 @@ def _plots(fig_dir: Path, data: dict) -> dict:
     # tokens/s (with ranges) and chips per format, one row each (no labels to collide); measured anchors as rows
     rs = sorted(b1, key=lambda r: r["bits_per_weight"])
     gpu_by = {r["fmt"]: r for r in data["gpu_rows"]}
-    anchors = [a for a in data["anchors"] if a["hardware"] == "groq-tsp" and a["count"] == DEPLOYED_CHIPS
-               or a["hardware"] == "h100-pcie" and a["count"] == 1]
+    anchors = [a for a in data["anchors"] if a["hardware"] == "groq-tsp" or a["hardware"] == "h100-pcie"
+               and a["count"] == 1]
     labels = [f"{r['fmt']} ({r['bits_per_weight']:.2f} bpw)" for r in rs]
     short = {"groq-tsp": "Groq", "h100-pcie": "H100"}
-    labels += [f"measured: {short[a['hardware']]} x{a['count']} {a['precision']} {a['date'][:7]}"
+    labels += [f"measured: {short[a['hardware']]} x{a['count']}{'' if a['count_published'] else ' (mapped)'} "
+               f"{a['precision']} {a['date'][:7]}"
                + (" (with 1st token)" if a["timed"] == "including_first_token" else "") for a in anchors]
     y = np.arange(len(labels))
     fig, ax = plt.subplots(1, 3, figsize=(15, 0.36 * len(labels) + 2.2), sharey=True,
@@ -465,7 +466,8 @@ def write_report(out_dir, model_key="llama2-70b", measurements=None, quality=Non
     for name in ("4+3 g128", "INT4 g128"):
         r = data["pair"][name]
         for where, what in (("lpu_fewest", f"{data['chip']}, fewest chips"),
-                            ("lpu_deployed", f"{data['chip']}, {DEPLOYED_CHIPS} chips"),
+                            ("lpu_deployed", f"{data['chip']}, {DEPLOYED_CHIPS} chips (Groq's LLaMA-2-70B "
+                                             "deployment)"),
                             ("gpu", f"one {data['gpu']}, llama.cpp")):
             d = r[where]
             if "tokens_per_s" not in d:
