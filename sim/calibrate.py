@@ -191,7 +191,7 @@ def calibrate(observed=None, measurements=None) -> Calibration:
         ratio = pred / o.tokens_per_s
         rows.append({"id": o.id, "group": o.calibration, "role": o.role, "hardware": o.hardware, "count": d.chips,
                      "count_published": o.count > 0, "model": o.model, "precision": o.precision,
-                     "context": o.context, "timed": o.timed, "date": o.date, "source": o.source,
+                     "context": o.context, "timed": o.timed, "date": o.date, "source": o.source, "url": o.url,
                      "measured": o.tokens_per_s, "predicted": pred, "ratio": ratio,
                      "within": max(ratio, 1 / ratio) <= MISS_FACTOR, "miss_cause": NAMED_MISSES.get(o.id),
                      "tp": d.tp, "pp": d.pp, "t_stream_s": d.t_stream_s, "t_layer_fixed_s": d.t_layer_fixed_s,

@@ -577,6 +577,12 @@ def write_report(out_dir, model_key="llama2-70b", measurements=None, quality=Non
                           for f in q.get("formats", [])]))
     else:
         md.append(f"No quality study result at `{QUALITY_DEFAULT}`: run `septet quality --model smollm2 --json`.")
+    md += ["", "## Sources of the observations", ""]
+    series = {}
+    for r in cal["rows"]:
+        series.setdefault(r["id"].split("#")[0], r)
+    md.append(_table(["series", "date", "source", "address"],
+                     [[k, r["date"], r["source"], r["url"]] for k, r in series.items()]))
     md += ["", "## Sources of every constant", ""]
     md.append(_table(["constant", "value source"], [[k, v] for k, v in data["sources"].items()]))
     out_dir.mkdir(parents=True, exist_ok=True)
