@@ -1,7 +1,8 @@
 """The ``septet`` console command.
 
 Each subcommand lives in its own module ``septet/commands/<name>.py`` that
-defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+defines ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help
+is its entry in :data:`COMMANDS`.
 Modules are imported only when their subcommand runs, so ``septet --help``
 stays fast and a subcommand's heavy imports (Amaranth, cocotb, matplotlib)
 cost nothing elsewhere.

@@ -9,7 +9,7 @@ throughput model (``sim/``) reads it.  Schema ``septet.measurement/1``::
                "stream_bits": ..., "ideal_cycles": ..., "cycles": ..., "latency_cycles": ...,
                "bus_efficiency": ..., "mismatches": 0, "backpressure": 0.0, "seed": 0,
                "simulator": "verilator 5.48", "mode": "mem", "command": "septet sim ..."}],
-     "comparisons": [...]}        # optional: cycle ratios between runs on the same bus
+     "comparisons": [...]}        # optional: cycle ratios between runs on the same bus (comparisons())
 
 Definitions (the same in both testbench modes):
 
@@ -26,9 +26,11 @@ Definitions (the same in both testbench modes):
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["SCHEMA", "RUN_KEYS", "run_record", "measurements", "write_measurements", "read_measurements"]
+__all__ = ["SCHEMA", "RUN_KEYS", "run_record", "run_label", "comparisons", "measurements", "write_measurements",
+           "read_measurements"]
 
 SCHEMA = "septet.measurement/1"
 #: Keys of one run, in order.
@@ -60,6 +62,47 @@ def run_record(config, gemv, *, cycles: int, mismatches: int, backpressure: floa
     }
     assert tuple(record) == RUN_KEYS
     return record
+
+
+def run_label(record: dict) -> str:
+    """A run's format, arithmetic and grouping, e.g. ``"4+3 own g128"`` or ``"4+4 shared per column"``."""
+    group = "per column" if record["group_size"] is None else f"g{record['group_size']}"
+    return f"{record['format']} {record['arithmetic']} {group}"
+
+
+#: What two runs must share for their cycles to be compared: the same bus, tile and GEMV.
+COMPARED_ON = ("lanes", "bus_width", "group_size", "k", "n", "mode")
+
+
+def comparisons(runs) -> "list[dict]":
+    """Cycle ratios of every pair of runs of different formats on the same bus, tile and GEMV shape.
+
+    Runs are compared when they agree on :data:`COMPARED_ON` and differ in
+    format; each pair appears once, in the order of ``runs``.
+
+    Returns
+    -------
+    list of dict
+        Per pair: ``formats`` (the two :func:`run_label`), ``cycle_ratio``,
+        ``ideal_cycle_ratio``, ``stream_bits_ratio`` (stored bits, group headers
+        included), ``pair_bits_ratio`` (the code bits of a pair, exact, e.g.
+        ``"7/8"``) and ``deviation_from_pair_bits_ratio`` (``cycle_ratio`` over
+        the pair-bits ratio, minus 1); ratios rounded to 6 decimals.
+    """
+    runs = list(runs)
+    out = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            if a["format"] == b["format"] or any(a[key] != b[key] for key in COMPARED_ON):
+                continue
+            pair_bits = [sum(map(int, r["format"].split("+"))) for r in (a, b)]
+            ratio = a["cycles"] / b["cycles"]
+            out.append({"formats": [run_label(a), run_label(b)], "cycle_ratio": round(ratio, 6),
+                        "ideal_cycle_ratio": round(a["ideal_cycles"] / b["ideal_cycles"], 6),
+                        "stream_bits_ratio": round(a["stream_bits"] / b["stream_bits"], 6),
+                        "pair_bits_ratio": str(Fraction(*pair_bits)),
+                        "deviation_from_pair_bits_ratio": round(ratio / (pair_bits[0] / pair_bits[1]) - 1.0, 6)})
+    return out
 
 
 def measurements(runs, comparisons=None) -> dict:

@@ -53,37 +53,18 @@ def add_arguments(p):
 
 
 def run(args):
-    from tb.gemv_data import TileConfig, random_gemv
-    from tb.measurement import write_measurements
-    from tb.simulate import measure, rtl_tile
+    from septet.commands.sim import simulate_formats
+    from tb.gemv_data import TileConfig
+    from tb.measurement import comparisons, write_measurements
 
     out = Path(args.out)
     command = "septet run" + ("" if len(sys.argv) < 3 else " " + " ".join(sys.argv[2:]))
-    records, failed = [], False
-    for fmt, arithmetic in FORMATS:
-        arithmetic = args.int4_arithmetic if fmt == "4+4" else arithmetic
-        config = TileConfig(fmt=fmt, arithmetic=arithmetic, lanes=args.lanes, bus_width=args.bus_width,
-                            group_size=args.group_size)
-        tile = rtl_tile(config)
-        fmt_name = f"{fmt} {arithmetic} " + ("per column" if args.group_size is None else f"g{args.group_size}")
-        print(f"[{fmt_name}] Verilog: {tile.sources[0]} (ports and cycle constants: {tile.info})")
-        gemv = random_gemv(config, args.k, args.n, seed=args.seed, name=f"LLaMA-70B-shaped {args.k}x{args.n}")
-        print(f"[{fmt_name}] simulating K={args.k} N={args.n}: {gemv.stream_bits} stream bits, "
-              f"{gemv.ideal_cycles(config.bus_width)} bus words ...", flush=True)
-        record, result = measure(tile, gemv, out / "sim" / fmt.replace("+", "p"), mode="mem", hdl_clock=True,
-                                 seed=args.seed, command=command,
-                                 progress=lambda line: print(f"  ... {line}", file=sys.stderr, flush=True))
-        records.append(record)
-        verdict = "bit-exact" if result.passed else f"FAILED ({record['mismatches']} mismatches)"
-        failed |= not result.passed
-        print(f"[{fmt_name}] {verdict}: {record['cycles']} cycles, ideal {record['ideal_cycles']}, "
-              f"bus efficiency {record['bus_efficiency']:.5f} (simulated in {result.wall_seconds:.1f} s)")
-    a, b = records
-    names = [f"{r['format']} {r['arithmetic']} " + ("per column" if r["group_size"] is None else f"g{r['group_size']}")
-             for r in records]
-    comparison = {"formats": names, "cycle_ratio": round(a["cycles"] / b["cycles"], 6),
-                  "ideal_cycle_ratio": round(a["ideal_cycles"] / b["ideal_cycles"], 6),
-                  "stream_bits_ratio": round(a["stream_bits"] / b["stream_bits"], 6)}
+    configs = [TileConfig(fmt=fmt, arithmetic=args.int4_arithmetic if fmt == "4+4" else arithmetic,
+                          lanes=args.lanes, bus_width=args.bus_width, group_size=args.group_size)
+               for fmt, arithmetic in FORMATS]
+    records, failed = simulate_formats(configs, args.k, args.n, out / "sim", name=f"LLaMA-70B-shaped {args.k}x{args.n}",
+                                       mode="mem", hdl_clock=True, seed=args.seed, command=command)
+    (comparison,) = comparisons(records)
     path = write_measurements(out / "measurements.json", records, [comparison])
     print(f"3.5-bit / INT4 cycles on the same {args.bus_width}-bit bus: {comparison['cycle_ratio']:.5f} "
           f"(stored bits, headers included: {comparison['stream_bits_ratio']:.5f}; code bits alone 7/8 = 0.87500); "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 from septet.cli import SeptetError
@@ -61,29 +60,82 @@ def _load_weights(path):
     return W
 
 
-def _comparisons(records):
-    """Cycle ratios of every pair of formats measured on the same bus and shape."""
-    out = []
-    for i, a in enumerate(records):
-        for b in records[i + 1:]:
-            same = all(a[k] == b[k] for k in ("arithmetic", "lanes", "bus_width", "group_size", "k", "n", "mode"))
-            if not same or a["format"] == b["format"]:
-                continue
-            pa, pb = (sum(map(int, r["format"].split("+"))) for r in (a, b))
-            ratio = a["cycles"] / b["cycles"]
-            out.append({"formats": [a["format"], b["format"]], "cycle_ratio": round(ratio, 6),
-                        "pair_bits_ratio": str(Fraction(pa, pb)),
-                        "ideal_cycle_ratio": round(a["ideal_cycles"] / b["ideal_cycles"], 6),
-                        "deviation_from_pair_bits_ratio": round(ratio / (pa / pb) - 1.0, 6)})
-    return out
+def simulate_formats(configs, K, N, out, *, weights=None, name=None, mode="mem", idle=0.0, backpressure=0.0,
+                     seed=0, waves=None, hdl_clock=False, command="", summary=None):
+    """Simulate one GEMV on each tile of ``configs`` and check it against golden: the loop of ``septet sim`` and ``run``.
+
+    Each tile's Verilog is generated and built (both cached), the GEMV's data
+    drawn from ``seed`` (Gaussian weights unless ``weights`` is given), every
+    result compared bit for bit, and one line per tile printed to ``summary``
+    (progress goes to stderr).  The run directory of each tile is
+    ``out/<format>`` (``4p3`` for ``4+3``).
+
+    Parameters
+    ----------
+    configs : sequence of tb.gemv_data.TileConfig
+    K, N : int
+        Shape of the GEMV (``weights``' shape when it is given).
+    out : Path
+    weights : float array (K, N), optional
+    name : str, optional
+        What the GEMV is, for mismatch reports.
+    mode, idle, backpressure, seed, waves, hdl_clock, command
+        As :func:`tb.simulate.measure`.
+    summary : file, optional
+        Where the per-tile lines go; default stdout.
+
+    Returns
+    -------
+    records : list of dict
+        One measurement record per tile (:func:`tb.measurement.run_record`).
+    failed : list of str
+        The labels of the tiles whose results did not all match.
+    """
+    from tb.gemv_data import random_gemv
+    from tb.measurement import run_label
+    from tb.simulate import measure, rtl_tile
+
+    summary = sys.stdout if summary is None else summary
+    records, failed = [], []
+
+    def progress(line):
+        print(f"  ... {line}", file=sys.stderr, flush=True)
+
+    for config in configs:
+        if K > config.max_k:
+            raise SeptetError(f"--k must be <= --max-k {config.max_k}, got {K}")
+        label = run_label(config.as_dict())
+        print(f"{label}: generating Verilog and building (cached after the first time) ...", file=sys.stderr)
+        tile = rtl_tile(config)
+        gemv = random_gemv(config, K, N, seed=seed, weights=weights, name=name)
+        print(f"{label}: Verilog {tile.sources[0]} (ports and cycle constants: {tile.info}); simulating K={K} N={N}: "
+              f"{gemv.stream_bits} stream bits, {gemv.ideal_cycles(config.bus_width)} bus words ...",
+              file=sys.stderr, flush=True)
+        run_dir = out / config.fmt.replace("+", "p")
+        record, result = measure(tile, gemv, run_dir, mode=mode, idle=idle, backpressure=backpressure, seed=seed,
+                                 waves=waves, hdl_clock=hdl_clock, progress=progress, command=command)
+        records.append(record)
+        status = "PASS" if result.passed else "FAIL"
+        print(f"{status} {label} L={config.lanes} W={config.bus_width} K={K} N={N} ({mode}): "
+              f"{record['cycles']} cycles, ideal {record['ideal_cycles']} (stream {record['stream_bits']} bits), "
+              f"latency {record['latency_cycles']}, bus efficiency {record['bus_efficiency']:.5f}, "
+              f"{record['mismatches']} mismatches; simulated in {result.wall_seconds:.1f} s"
+              + (f", build {result.build.seconds:.1f} s" if not result.build.cached else ""), file=summary)
+        if result.waves:
+            print(f"  waves: {result.waves}", file=summary)
+        if not result.passed:
+            failed.append(label)
+            print(result.outcome.get("report", ""), file=sys.stderr)
+            print(f"  logs: {run_dir}", file=sys.stderr)
+    return records, failed
 
 
 def run(args):
     from golden.format import parse_format
     from tb import toolchain
-    from tb.gemv_data import TileConfig, random_gemv
+    from tb.gemv_data import TileConfig
+    from tb.measurement import comparisons as measurement_comparisons
     from tb.measurement import write_measurements
-    from tb.simulate import measure, rtl_tile
     from tb.stalls import validate_probability
 
     formats = [parse_format(f).name for f in args.format.split(",") if f.strip()]
@@ -109,41 +161,15 @@ def run(args):
     label = f"{'_'.join(formats)}-{args.arithmetic}-L{args.lanes}-W{args.bus_width}-K{K}-N{N}-{args.mode}"
     out = Path(args.out) if args.out else toolchain.BUILD_ROOT / "runs" / label.replace("+", "p")
     command = _command(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sim" else [])
-    records, failed = [], []
     # With --json, stdout carries only the JSON document; the summary goes to stderr.
     summary = sys.stderr if args.json else sys.stdout
-
-    def progress(line):
-        print(f"  ... {line}", file=sys.stderr, flush=True)
-
-    for fmt in formats:
-        config = TileConfig(fmt=fmt, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
-                            group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k,
-                            requant=args.requant)
-        if K > config.max_k:
-            raise SeptetError(f"--k must be <= --max-k {config.max_k}, got {K}")
-        print(f"{fmt}: generating Verilog and building (cached after the first time) ...", file=sys.stderr)
-        tile = rtl_tile(config)
-        gemv = random_gemv(config, K, N, seed=args.seed, weights=weights)
-        run_dir = out / fmt.replace("+", "p")
-        record, result = measure(tile, gemv, run_dir, mode=args.mode, idle=args.idle,
-                                 backpressure=args.backpressure, seed=args.seed, waves=waves, hdl_clock=args.hdl_clock,
-                                 progress=progress,
-                                 command=command)
-        records.append(record)
-        status = "PASS" if result.passed else "FAIL"
-        print(f"{status} {fmt} {args.arithmetic} L={args.lanes} W={args.bus_width} K={K} N={N} ({args.mode}): "
-              f"{record['cycles']} cycles, ideal {record['ideal_cycles']} (stream {record['stream_bits']} bits), "
-              f"latency {record['latency_cycles']}, bus efficiency {record['bus_efficiency']:.5f}, "
-              f"{record['mismatches']} mismatches; simulated in {result.wall_seconds:.1f} s"
-              + (f", build {result.build.seconds:.1f} s" if not result.build.cached else ""), file=summary)
-        if result.waves:
-            print(f"  waves: {result.waves}", file=summary)
-        if not result.passed:
-            failed.append(fmt)
-            print(result.outcome.get("report", ""), file=sys.stderr)
-            print(f"  logs: {run_dir}", file=sys.stderr)
-    comparisons = _comparisons(records)
+    configs = [TileConfig(fmt=fmt, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
+                          group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k,
+                          requant=args.requant) for fmt in formats]
+    records, failed = simulate_formats(configs, K, N, out, weights=weights, mode=args.mode, idle=args.idle,
+                                       backpressure=args.backpressure, seed=args.seed, waves=waves,
+                                       hdl_clock=args.hdl_clock, command=command, summary=summary)
+    comparisons = measurement_comparisons(records)
     for c in comparisons:
         print(f"cycle ratio {c['formats'][0]}/{c['formats'][1]} = {c['cycle_ratio']:.6f} "
               f"(pair bits {c['pair_bits_ratio']}, ideal {c['ideal_cycle_ratio']:.6f}; "

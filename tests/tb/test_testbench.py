@@ -14,7 +14,7 @@ from septet.cli import main as septet_main
 from tb import simulate as simulate_module
 from tb import toolchain
 from tb.gemv_data import GemvSet, TileConfig, _lanes_to_bytes, bytes_to_lanes, random_gemv
-from tb.measurement import RUN_KEYS, SCHEMA, read_measurements
+from tb.measurement import RUN_KEYS, SCHEMA, comparisons, read_measurements
 from tb.scoreboard import Scoreboard
 from tb.simulate import simulate
 
@@ -72,6 +72,21 @@ def test_result_lane_packing_round_trips_signed_values():
         packed = _lanes_to_bytes(values & ((1 << bits) - 1) if bits < 64 else values.view(np.uint64), bits)
         assert packed.shape == (5, -(-3 * bits // 8))
         assert np.array_equal(np.asarray(bytes_to_lanes(packed, 3, bits, signed=True), dtype=np.int64), values)
+
+
+def test_comparisons_pair_formats_on_the_same_bus_and_shape_only():
+    def run(fmt, arithmetic="own", bus_width=64, cycles=100, ideal=90, bits=5760):
+        return {"format": fmt, "arithmetic": arithmetic, "lanes": 16, "bus_width": bus_width, "group_size": 128,
+                "k": 256, "n": 16, "mode": "mem", "cycles": cycles, "ideal_cycles": ideal, "stream_bits": bits}
+
+    runs = [run("4+3", cycles=105, ideal=100, bits=6400), run("4+4", "shared", cycles=120, ideal=116, bits=7424),
+            run("4+4", bus_width=32), run("4+3", bus_width=32)]
+    only, on_32_bits = comparisons(runs)   # never across buses
+    assert on_32_bits["formats"] == ["4+4 own g128", "4+3 own g128"]
+    assert only["formats"] == ["4+3 own g128", "4+4 shared g128"]
+    assert only["cycle_ratio"] == round(105 / 120, 6) and only["ideal_cycle_ratio"] == round(100 / 116, 6)
+    assert only["stream_bits_ratio"] == round(6400 / 7424, 6) and only["pair_bits_ratio"] == "7/8"
+    assert only["deviation_from_pair_bits_ratio"] == round((105 / 120) / (7 / 8) - 1, 6)
 
 
 def test_sim_rejects_bad_input_in_one_line(capsys):
