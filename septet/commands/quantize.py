@@ -3,7 +3,7 @@
 import numpy as np
 
 from golden.format import FORMATS
-from golden.io import save_packed
+from golden.io import check_output_path, save_packed
 from golden.quantize import CLIP_MODES, quantize, quantize_symmetric
 from septet.cli import SeptetError
 
@@ -27,7 +27,10 @@ def add_arguments(p):
     p.add_argument("--transpose", action="store_true",
                    help="the file holds W as [N, K] (PyTorch/safetensors nn.Linear layout)")
     p.add_argument("--lanes", type=int, default=16, help="lanes of the tile the stream is packed for (default 16)")
-    p.add_argument("--out", required=True, metavar="F.npz", help="output file")
+    p.add_argument("--out", required=True, metavar="F.npz",
+                   help="output file, written at exactly this path (no extension added), atomically; "
+                        "an existing file is refused unless --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
 
 def _load_npy(path, what):
@@ -40,6 +43,7 @@ def _load_npy(path, what):
 
 
 def run(args):
+    check_output_path(args.out, force=args.force)      # fail before the work, not after it
     W = _load_npy(args.weights, "weights")
     if args.transpose:
         if W.ndim != 2:
@@ -54,7 +58,7 @@ def run(args):
         importance = _load_npy(args.importance, "importance") if args.importance else None
         qm = quantize(W, args.format, arithmetic=args.arithmetic, group_size=args.group_size,
                       clip=args.clip, perm=perm, importance=importance)
-    ps = save_packed(args.out, qm, lanes=args.lanes)
+    ps, written = save_packed(args.out, qm, lanes=args.lanes, force=args.force)
     w = W.astype(np.float64)
     nrmse = float(np.sqrt(np.mean((qm.dequantize() - w) ** 2) / max(np.mean(w ** 2), 1e-300)))
     print(f"{args.weights}: W[{qm.K}, {qm.N}] -> {qm.fmt.name} {qm.arithmetic.value} grid, "
@@ -62,5 +66,5 @@ def run(args):
     print(f"  stream {ps.nbits} bits for {ps.layout.n_blocks} block(s) of {args.lanes} lanes; "
           f"{qm.bits_per_weight:.4f} bits/weight (scales, zero points, exponents included)")
     print(f"  normalized weight RMSE {nrmse:.4%}")
-    print(f"  wrote {args.out}")
+    print(f"  wrote {written}")
     return 0
