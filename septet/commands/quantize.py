@@ -1,5 +1,7 @@
 """``septet quantize``: bring your own weights."""
 
+import pathlib
+
 import numpy as np
 
 from golden.format import FORMATS
@@ -34,12 +36,24 @@ def add_arguments(p):
 
 
 def _load_npy(path, what):
+    """One array from a user's .npy file; every failure is one line naming ``--what``."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise SeptetError(f"--{what}: file {path!r} does not exist")
+    if not p.is_file():
+        raise SeptetError(f"--{what}: {path!r} is not a regular file")
     try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SeptetError(f"--{what}: file {path!r} does not exist") from None
-    except Exception as exc:  # noqa: BLE001
-        raise SeptetError(f"--{what}: {path!r} is not a readable .npy array ({exc})") from None
+        arr = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        reason = ("it holds pickled Python objects, which septet never loads" if "pickle" in str(exc)
+                  else "it is not a NumPy .npy file")
+        raise SeptetError(f"--{what}: {path!r} is not a readable .npy array: {reason}") from None
+    except Exception:  # noqa: BLE001 - truncated header, bad magic, ...: the user's input
+        raise SeptetError(f"--{what}: {path!r} is not a readable .npy array (corrupt or truncated)") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise SeptetError(f"--{what}: {path!r} is an .npz archive; give a single-array .npy file")
+    return arr
 
 
 def run(args):

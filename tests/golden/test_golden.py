@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from golden.format import ACT_MAX, ACT_MIN, FORMATS, Arithmetic, Format, parse_arithmetic, parse_format
 from golden.oracle import gemv_int, gemv_parts, requant_params, requantize
 from golden.pack import StreamLayout, pack, unpack
-from golden.quantize import quantize, quantize_activations, quantize_symmetric, salience_permutation
+from golden.quantize import QuantizedMatrix, quantize, quantize_activations, quantize_symmetric, salience_permutation
 
 ARITHMETICS = ("own", "shared")
 
@@ -133,9 +133,26 @@ def test_accumulator_bound_is_tight():
     kmax = f.max_k_int32("own")
     assert (kmax // 2) * 128 * 255 <= 2**31 - 1 < (kmax // 2 + 1) * 128 * 255
     W = np.ones((kmax + 2, 1))
-    qm = quantize(W, f)
+    with pytest.raises(ValueError, match=f"at most {kmax} rows per group"):
+        quantize(W, f)                       # refused at quantize time, as the oracle would refuse it
+    qm = quantize(W, f, group_size=kmax)    # groups within the bound are fine
+    gemv_int(qm, np.full(kmax + 2, -128, dtype=np.int8))
+    # The oracle's own check, on a matrix built by hand past the bound.
+    over = QuantizedMatrix(f, Arithmetic.OWN, K=kmax + 2, N=1, group_size=kmax + 2,
+                           codes=np.full((kmax + 2, 1), 255, dtype=np.uint8), zeros=np.zeros((1, 2, 1), np.int64),
+                           mant=np.ones((1, 2, 1), np.int64), exp=np.zeros(1, np.int64))
     with pytest.raises(OverflowError, match="int32"):
-        gemv_int(qm, np.full(kmax + 2, -128, dtype=np.int8))
+        gemv_int(over, np.full(kmax + 2, -128, dtype=np.int8))
+
+
+@pytest.mark.parametrize("fmt, arith", [("8+8", "shared"), ("8+8", "own"), ("4+3", "shared")])
+def test_quantize_refuses_what_the_oracle_would_refuse(fmt, arith):
+    """Issue 13, defect 4: K past the int32 bound per column is refused at quantize time."""
+    kmax = parse_format(fmt).max_k_int32(arith)
+    with pytest.raises(ValueError, match=f"at most {kmax} rows per group"):
+        quantize(np.zeros((kmax + 1, 1)), fmt, arithmetic=arith)
+    with pytest.raises(ValueError, match=f"group_size={kmax + 2} exceeds"):
+        quantize(np.zeros((kmax + 3, 1)), fmt, arithmetic=arith, group_size=kmax + 2)
 
 
 def test_requantize_rounds_half_up_and_saturates():
