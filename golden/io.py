@@ -9,7 +9,7 @@ overwrite an existing file unless asked to (``force=True``, the CLI's
 given (no extension is ever appended).
 
 The packed container (``septet quantize`` writes it, ``septet gemv`` reads it)
-is specified in ``golden/FORMAT.md`` section 7; :func:`load_packed` validates a
+is specified in ``golden/FORMAT.md`` section 4.1; :func:`load_packed` validates a
 file against itself before anything uses it.
 """
 
@@ -35,7 +35,7 @@ __all__ = [
     "FILE_VERSION",
 ]
 
-#: Version of the packed .npz container (FORMAT.md section 7).
+#: Version of the packed .npz container (FORMAT.md section 4.1).
 FILE_VERSION = 2
 
 
@@ -174,7 +174,7 @@ def save_packed(path, qm: QuantizedMatrix, lanes: int = 16, *, force: bool = Fal
                 param: str = "--out"):
     """Write ``qm`` packed for a tile of ``lanes`` lanes, with its scales and dequantized weights.
 
-    The container is specified in FORMAT.md section 7.  The write is atomic
+    The container is specified in FORMAT.md section 4.1.  The write is atomic
     and refuses an existing file unless ``force``.
 
     Returns
@@ -196,7 +196,7 @@ def _dequantized32(qm: QuantizedMatrix) -> np.ndarray:
 
 
 def _packed_arrays(qm: QuantizedMatrix, ps) -> dict:
-    """The keys of the container, as written (FORMAT.md section 7)."""
+    """The keys of the container, as written (FORMAT.md section 4.1)."""
     return dict(
         version=np.int64(FILE_VERSION), stream=ps.data, nbits=np.int64(ps.nbits), format=np.str_(qm.fmt.name),
         arithmetic=np.str_(qm.arithmetic.value), lanes=np.int64(ps.lanes), K=np.int64(qm.K), N=np.int64(qm.N),
@@ -239,7 +239,7 @@ def _int_array(arr, path, key, shape):
     return arr.astype(np.int64)
 
 
-#: Every key of a version-2 container (FORMAT.md section 7); all are required.
+#: Every key of a version-2 container (FORMAT.md section 4.1); all are required.
 CONTAINER_KEYS = ("version", "stream", "nbits", "format", "arithmetic", "lanes", "K", "N", "group_size", "exp",
                   "permuted", "perm", "zeros", "mant", "scales", "dequantized", "bits_per_weight")
 

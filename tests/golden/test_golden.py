@@ -84,8 +84,21 @@ def test_dequantized_error_within_half_a_step(cfg):
     if qm.arithmetic is Arithmetic.OWN:
         bound = step / 2          # nearest level, range covered by the rounded-up scale
     else:
-        bound = step              # zero point on every other level, odd rows on every other level
+        bound = step * 2.0 ** (qm.fmt.odd_shift(qm.arithmetic) - 1)   # FORMAT.md section 5
     assert np.all(err <= bound * (1 + 1e-12) + 1e-300)
+
+
+@pytest.mark.parametrize("fmt", ["4+4", "4+3", "5+3", "8+4", "8+2", "3+2"])
+def test_shared_grid_error_bound_is_two_to_the_e_minus_o_minus_one_steps(fmt):
+    """Issue 13: the shared-grid bound is 2**(E-O-1) * s (not s): reached, never exceeded."""
+    f = parse_format(fmt)
+    d = f.odd_shift("shared")
+    W = np.random.default_rng(2).normal(size=(4096, 8))
+    qm = quantize(W, f, arithmetic="shared", group_size=64)
+    ratio = np.abs(qm.dequantize() - W) / qm.row_scales()[: qm.K]
+    bound = max(2.0 ** (d - 1), 0.5)
+    assert ratio.max() <= bound * (1 + 1e-9)
+    assert ratio.max() >= 0.9 * bound               # tight: the old "<= s" fails from E - O = 2 on
 
 
 @settings(max_examples=150, deadline=None)
