@@ -244,6 +244,19 @@ CONTAINER_KEYS = ("version", "stream", "nbits", "format", "arithmetic", "lanes",
                   "permuted", "perm", "zeros", "mant", "scales", "dequantized", "bits_per_weight")
 
 
+def _read_container(f, name) -> dict:
+    """Every key of an open container, version first (a file of another version may lack keys)."""
+    if "version" in f.files:
+        version = int(_scalar(_entry(f, name, "version"), name, "version", "iu"))
+        if version != FILE_VERSION:
+            raise PackedFileError(f"packed file {name!r} has container version {version}; this septet reads "
+                                  f"version {FILE_VERSION} (re-run 'septet quantize')")
+    missing = [k for k in CONTAINER_KEYS if k not in f.files]
+    if missing:
+        raise PackedFileError(f"packed file {name!r} lacks key(s) {missing}; write it with 'septet quantize'")
+    return {k: _entry(f, name, k) for k in CONTAINER_KEYS}
+
+
 def load_packed(path):
     """Read a file written by :func:`save_packed` and validate it against itself.
 
@@ -276,23 +289,16 @@ def load_packed(path):
         raise PackedFileError(f"packed file {name!r} does not exist")
     if not p.is_file():
         raise PackedFileError(f"packed file {name!r} is not a regular file")
-    try:
-        f = np.load(p, allow_pickle=False)
-    except Exception:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise PackedFileError(f"packed file {name!r} is not a septet .npz file (not a NumPy .npz archive)") \
-            from None
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise PackedFileError(f"packed file {name!r} is not a septet .npz file (it holds a single array)")
-    with f:
-        if "version" in f.files:
-            version = int(_scalar(_entry(f, name, "version"), name, "version", "iu"))
-            if version != FILE_VERSION:
-                raise PackedFileError(f"packed file {name!r} has container version {version}; this septet reads "
-                                      f"version {FILE_VERSION} (re-run 'septet quantize')")
-        missing = [k for k in CONTAINER_KEYS if k not in f.files]
-        if missing:
-            raise PackedFileError(f"packed file {name!r} lacks key(s) {missing}; write it with 'septet quantize'")
-        e = {k: _entry(f, name, k) for k in CONTAINER_KEYS}
+    with open(p, "rb") as fh:               # ours to close, also when NumPy gives up halfway
+        try:
+            f = np.load(fh, allow_pickle=False)
+        except Exception:  # noqa: BLE001 - any unreadable file is the user's input error
+            raise PackedFileError(f"packed file {name!r} is not a septet .npz file (not a NumPy .npz archive)") \
+                from None
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise PackedFileError(f"packed file {name!r} is not a septet .npz file (it holds a single array)")
+        with f:
+            e = _read_container(f, name)
     fmt_name = str(_scalar(e["format"], name, "format", "U"))
     arith_name = str(_scalar(e["arithmetic"], name, "arithmetic", "U"))
     try:

@@ -7,7 +7,7 @@ from golden.io import check_output_path, load_packed, save_array, save_arrays
 from golden.oracle import gemv_int, requant_params, requantize
 from golden.quantize import quantize_activations
 from septet.cli import SeptetError
-from septet.commands.quantize import _load_npy
+from septet.commands.quantize import _load_npy, naming_parameters
 
 
 def add_arguments(p):
@@ -54,7 +54,8 @@ def run(args):
         check_output_path(args.out, force=args.force)
     if args.requant_scale is not None and not (np.isfinite(args.requant_scale) and args.requant_scale > 0):
         raise SeptetError(f"--requant-scale must be a finite positive number, got {args.requant_scale}")
-    qm, _ = load_packed(args.packed)
+    with naming_parameters({"packed file": "--packed"}):
+        qm, _ = load_packed(args.packed)
     x = _load_npy(args.activations, "activations")
     a, s_a = activation_codes(x, qm.K)
     y = gemv_int(qm, a)
@@ -65,7 +66,8 @@ def run(args):
     result = y
     arrays = {"y": y, "s_a": np.float64(s_a)}
     if args.requant_scale is not None:
-        M, sh = requant_params(qm, s_a, args.requant_scale)
+        with naming_parameters({"requantization": "--requant-scale", "s_out": "--requant-scale"}):
+            M, sh = requant_params(qm, s_a, args.requant_scale)
         result = requantize(y, M, sh)
         arrays.update(out=result, M=M, shift=sh, s_out=np.float64(args.requant_scale))
         print(f"  requantized INT8 (M, shift per column; first: {int(M[0])}, {int(sh[0])}): "

@@ -1,6 +1,7 @@
 """FORMAT.md's worked example is a test vector: the document and the code must agree."""
 
 import json
+import math
 import pathlib
 import re
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 import golden
 from golden.format import parse_arithmetic, parse_format
-from golden.oracle import gemv_int
+from golden.oracle import gemv_int, requant_params
 from golden.pack import pack, unpack
 from golden.quantize import QuantizedMatrix
 from septet.cli import main
@@ -174,3 +175,32 @@ def test_model_level_bits_per_weight_in_the_doc_is_the_weighted_figure():
     assert f"g128 gives {model_bpw('4+4', 'shared'):.4f}" in text
     f = parse_format("4+3")
     assert f"{f.stored_bits_per_column(8192, 128, 'own') / 8192:.4f} at `K = 8192`" in text
+
+
+def spec_requant_params(s_a, e, s_out):
+    """Section 3, 'Choosing M and s', step by step in float64."""
+    ratio = s_a * 2.0 ** -e / s_out
+    s = min(max(math.floor(math.log2(65535 / ratio)), 1), 63)
+    M = round(ratio * 2.0**s)                     # Python's round is half to even, like rint
+    if M > 65535:
+        s -= 1
+        M = round(ratio * 2.0**s)
+    if M > 65535 or s < 1:
+        return None
+    return M, s
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1e-6, 1e3), st.integers(-128, 127), st.floats(1e-6, 1e3))
+def test_requantization_parameters_follow_the_documented_rule(s_a, e, s_out):
+    from golden.quantize import quantize
+    qm = quantize(np.ones((2, 1)), "4+3")
+    qm = QuantizedMatrix(qm.fmt, qm.arithmetic, qm.K, qm.N, qm.group_size, qm.codes, qm.zeros, qm.mant,
+                         exp=np.array([e]))
+    want = spec_requant_params(s_a, e, s_out)
+    if want is None:
+        with pytest.raises(ValueError, match="too large"):
+            requant_params(qm, s_a, s_out)
+    else:
+        M, s = requant_params(qm, s_a, s_out)
+        assert (int(M[0]), int(s[0])) == want
