@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from golden.io import OutputPathError, atomic_write, load_packed, save_array
+from golden.io import load_packed
 from septet.cli import main
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,6 +104,7 @@ def test_quantize_output_loads_and_gemv_npz_stores_the_requant_parameters(files,
 
 
 def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    from golden.io import atomic_write
     target = tmp_path / "t.npy"
     target.write_bytes(b"good")
 
@@ -121,6 +122,7 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
 
 
 def test_atomic_write_returns_the_path_and_refuses_to_overwrite(tmp_path):
+    from golden.io import OutputPathError, save_array
     p = save_array(tmp_path / "x", np.arange(3))
     assert p == tmp_path / "x" and np.array_equal(np.load(p), np.arange(3))
     with pytest.raises(OutputPathError, match="already exists"):

@@ -192,3 +192,39 @@ def test_quantize_on_odd_arguments_errs_cleanly_or_writes_a_correct_file(tmp_pat
         if out.startswith("existing"):
             assert target.read_bytes() == b"precious"
         assert zipfile.is_zipfile(target) is False if target.is_file() else True
+
+
+@SETTINGS
+@given(x=hnp.arrays(dtype=st.sampled_from([np.int8, np.int16, np.uint8, np.int64, np.float32, np.float64, np.bool_,
+                                           np.complex64, np.dtype("<U2")]),
+                    shape=st.one_of(st.just((7,)), hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=8)),
+                    elements=None),
+       requant=st.one_of(st.none(), st.floats(1e-3, 1e3), st.floats(allow_nan=True, allow_infinity=True)),
+       out=st.sampled_from(["y.npy", "y.npz", "y.npz", "nodir/y.npy", "."]))
+def test_gemv_on_odd_activations_and_scales_errs_cleanly_or_answers_correctly(tmp_path_factory, capsys, x, requant,
+                                                                             out):
+    tmp = tmp_path_factory.mktemp("fa")
+    cfg = {"fmt": "4+3", "arith": "own", "K": 7, "N": 3, "G": None, "lanes": 2, "perm": False, "seed": 1}
+    qm, _ = _make(cfg, tmp)
+    np.save(tmp / "x.npy", x)
+    argv = ["gemv", "--packed", str(tmp / "good.npz"), "--activations", str(tmp / "x.npy"), "--out", str(tmp / out)]
+    if requant is not None:
+        argv += [f"--requant-scale={requant!r}"]
+    before = sorted(p.name for p in tmp.rglob("*"))
+    capsys.readouterr()
+    rc = main(argv)
+    _, err = capsys.readouterr()
+    event(f"gemv args exit {rc}")
+    if rc == 0:
+        from golden.quantize import quantize_activations
+        a = x.astype(np.int8) if x.dtype.kind in "iu" else quantize_activations(x)[0]
+        y = gemv_int(qm, a)
+        if out.endswith(".npz"):
+            with np.load(tmp / out) as f:
+                np.testing.assert_array_equal(f["y"], y)
+        elif requant is None:
+            np.testing.assert_array_equal(np.load(tmp / out), y)
+    else:
+        assert rc == 2
+        _clean_error(err, "gemv")
+        assert sorted(p.name for p in tmp.rglob("*")) == before
