@@ -179,14 +179,14 @@ def save_packed(path, qm: QuantizedMatrix, lanes: int = 16, *, force: bool = Fal
 
     Returns
     -------
-    (PackedStream, pathlib.Path)
-        The stream written and the path written.
+    PackedStream
+        The stream written; the file is at exactly ``path``.
     """
     from golden.pack import pack
 
     ps = pack(qm, lanes)
-    path = save_arrays(path, _packed_arrays(qm, ps), force=force, param=param)
-    return ps, path
+    save_arrays(path, _packed_arrays(qm, ps), force=force, param=param)
+    return ps
 
 
 def _dequantized32(qm: QuantizedMatrix) -> np.ndarray:

@@ -94,7 +94,7 @@ def run(args):
         else:
             qm = quantize(W, args.format, arithmetic=args.arithmetic, group_size=args.group_size,
                           clip=args.clip, perm=perm, importance=importance)
-    ps, written = save_packed(args.out, qm, lanes=args.lanes, force=args.force)
+    ps = save_packed(args.out, qm, lanes=args.lanes, force=args.force)
     w = W.astype(np.float64)
     nrmse = float(np.sqrt(np.mean((qm.dequantize() - w) ** 2) / max(np.mean(w ** 2), 1e-300)))
     print(f"{args.weights}: W[{qm.K}, {qm.N}] -> {qm.fmt.name} {qm.arithmetic.value} grid, "
@@ -102,5 +102,5 @@ def run(args):
     print(f"  stream {ps.nbits} bits for {ps.layout.n_blocks} block(s) of {args.lanes} lanes; "
           f"{qm.bits_per_weight:.4f} bits/weight (scales, zero points, exponents included)")
     print(f"  normalized weight RMSE {nrmse:.4%}")
-    print(f"  wrote {written}")
+    print(f"  wrote {args.out}")             # atomic_write writes exactly this path
     return 0

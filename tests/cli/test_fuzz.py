@@ -20,7 +20,9 @@ from septet.cli import main
 
 pytestmark = pytest.mark.timeout(180)
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _settings(n):
+    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
 
 configs = st.fixed_dictionaries({
     "fmt": st.sampled_from(["4+3", "4+4", "3+3", "8+8"]),
@@ -106,7 +108,7 @@ def _clean_error(err, command):
     assert "Traceback" not in err
 
 
-@SETTINGS
+@_settings(100)
 @given(cfg=configs, mutation=mutations, float_acts=st.booleans())
 def test_gemv_on_a_malformed_file_errs_cleanly_or_answers_correctly(tmp_path_factory, capsys, cfg, mutation,
                                                                     float_acts):
@@ -142,7 +144,7 @@ weights = st.one_of(
                shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6), elements=None))
 
 
-@SETTINGS
+@_settings(80)
 @given(W=weights,
        fmt=st.one_of(st.sampled_from(["4+3", "4+4", "8+8", "3+3", "int4"]),
                      st.sampled_from(["3+4", "9+9", "1+1", "x", "4+3+2", ""])),
@@ -194,7 +196,7 @@ def test_quantize_on_odd_arguments_errs_cleanly_or_writes_a_correct_file(tmp_pat
         assert zipfile.is_zipfile(target) is False if target.is_file() else True
 
 
-@SETTINGS
+@_settings(80)
 @given(x=hnp.arrays(dtype=st.sampled_from([np.int8, np.int16, np.uint8, np.int64, np.float32, np.float64, np.bool_,
                                            np.complex64, np.dtype("<U2")]),
                     shape=st.one_of(st.just((7,)), hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=8)),
