@@ -192,7 +192,7 @@ def save_packed(path, qm: QuantizedMatrix, lanes: int = 16, *, force: bool = Fal
 def _dequantized32(qm: QuantizedMatrix) -> np.ndarray:
     """The represented weights as float32 (round to nearest; beyond float32's range: +-inf)."""
     with np.errstate(over="ignore"):
-        return qm.dequantize().astype(np.float32)
+        return qm.dequantize(dtype=np.float32)        # float64 per column chunk, cast: no (K, N) float64 copy
 
 
 def _packed_arrays(qm: QuantizedMatrix, ps) -> dict:
