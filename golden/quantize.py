@@ -179,6 +179,15 @@ def _check_group_size(group_size, K_pad: int) -> int:
     return int(min(group_size, K_pad))
 
 
+def _check_int32_bound(fmt: Format, arithmetic: Arithmetic, G: int, K: int) -> None:
+    """Refuse a group longer than the int32 slot accumulator holds (FORMAT.md section 3): the oracle would."""
+    kmax = fmt.max_k_int32(arithmetic)
+    if G > kmax:
+        what = f"K={K} (one group per column)" if G >= K else f"group_size={G}"
+        raise ValueError(f"{what} exceeds the int32 accumulator bound of format {fmt.name} with "
+                         f"arithmetic={arithmetic.value!r}: at most {kmax} rows per group; choose group_size <= {kmax}")
+
+
 def _check_perm(perm, K: int) -> "np.ndarray | None":
     if perm is None:
         return None
@@ -293,6 +302,7 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
     K, N = W.shape
     K_pad = K + (K % 2)
     G = _check_group_size(group_size, K_pad)
+    _check_int32_bound(fmt, arithmetic, G, K)
     perm = _check_perm(perm, K)
     if importance is not None:
         importance = np.asarray(importance, dtype=np.float64)

@@ -58,12 +58,26 @@ def main(argv: "list[str] | None" = None) -> int:
     try:
         return int(module.run(args) or 0)
     except SeptetError as exc:
-        print(f"septet {name}: error: {exc}", file=sys.stderr)
+        print(f"septet {name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OverflowError) as exc:
         # Validation errors from golden/rtl/sim name the parameter and its allowed range.
-        print(f"septet {name}: error: {exc}", file=sys.stderr)
+        print(f"septet {name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"septet {name}: error: not enough memory for this input (check the shapes and --lanes)",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The environment refused a file operation (permissions, I/O error): say which, in one line.
+        where = f": {exc.filename!r}" if exc.filename else ""
+        print(f"septet {name}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a message is never allowed to spill a second line)."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """``septet quantize``: bring your own weights."""
 
+import contextlib
+import pathlib
+
 import numpy as np
 
 from golden.format import FORMATS
-from golden.io import save_packed
+from golden.io import check_output_path, save_packed
 from golden.quantize import CLIP_MODES, quantize, quantize_symmetric
 from septet.cli import SeptetError
 
@@ -27,34 +30,71 @@ def add_arguments(p):
     p.add_argument("--transpose", action="store_true",
                    help="the file holds W as [N, K] (PyTorch/safetensors nn.Linear layout)")
     p.add_argument("--lanes", type=int, default=16, help="lanes of the tile the stream is packed for (default 16)")
-    p.add_argument("--out", required=True, metavar="F.npz", help="output file")
+    p.add_argument("--out", required=True, metavar="F.npz",
+                   help="output file, written at exactly this path (no extension added), atomically; "
+                        "an existing file is refused unless --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
 
 def _load_npy(path, what):
+    """One array from a user's .npy file; every failure is one line naming ``--what``."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise SeptetError(f"--{what}: file {path!r} does not exist")
+    if not p.is_file():
+        raise SeptetError(f"--{what}: {path!r} is not a regular file")
+    with open(p, "rb") as fh:                # ours to close, also when NumPy gives up halfway
+        try:
+            arr = np.load(fh, allow_pickle=False)
+        except ValueError as exc:
+            reason = ("it holds pickled Python objects, which septet never loads" if "pickle" in str(exc)
+                      else "it is not a NumPy .npy file")
+            raise SeptetError(f"--{what}: {path!r} is not a readable .npy array: {reason}") from None
+        except Exception:  # noqa: BLE001 - truncated header, bad magic, ...: the user's input
+            raise SeptetError(f"--{what}: {path!r} is not a readable .npy array (corrupt or truncated)") from None
+        if not isinstance(arr, np.ndarray):
+            arr.close()
+            raise SeptetError(f"--{what}: {path!r} is an .npz archive; give a single-array .npy file")
+    return arr
+
+
+#: Leading words of golden's validation messages -> the option they come from.
+QUANTIZE_PARAMETERS = {"W ": "--weights", "K=": "--weights", "weight scales": "--weights", "group_size": "--group-size",
+                       "perm ": "--perm", "importance": "--importance", "format": "--format", "even_bits": "--format",
+                       "odd_bits": "--format", "arithmetic": "--arithmetic", "clip": "--clip"}
+
+
+@contextlib.contextmanager
+def naming_parameters(names: dict):
+    """Re-raise golden's ValueError/TypeError as one line that starts with the option it concerns."""
     try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SeptetError(f"--{what}: file {path!r} does not exist") from None
-    except Exception as exc:  # noqa: BLE001
-        raise SeptetError(f"--{what}: {path!r} is not a readable .npy array ({exc})") from None
+        yield
+    except (ValueError, TypeError) as exc:
+        msg = " ".join(str(exc).split())
+        flag = next((f for prefix, f in names.items() if msg.startswith(prefix)), None)
+        raise SeptetError(f"{flag}: {msg}" if flag else msg) from None
 
 
 def run(args):
+    check_output_path(args.out, force=args.force)      # fail before the work, not after it
     W = _load_npy(args.weights, "weights")
     if args.transpose:
         if W.ndim != 2:
             raise SeptetError(f"--weights must be 2-D, got shape {W.shape}")
         W = W.T
     perm = _load_npy(args.perm, "perm") if args.perm else None
-    if args.symmetric:
-        if args.arithmetic != "own" or args.clip != "none":
-            raise SeptetError("--symmetric takes neither --arithmetic shared nor --clip")
-        qm = quantize_symmetric(W, args.format, group_size=args.group_size, perm=perm)
-    else:
-        importance = _load_npy(args.importance, "importance") if args.importance else None
-        qm = quantize(W, args.format, arithmetic=args.arithmetic, group_size=args.group_size,
-                      clip=args.clip, perm=perm, importance=importance)
-    ps = save_packed(args.out, qm, lanes=args.lanes)
+    if args.symmetric and (args.arithmetic != "own" or args.clip != "none"):
+        raise SeptetError("--symmetric takes neither --arithmetic shared nor --clip")
+    if not isinstance(args.lanes, int) or args.lanes < 1:
+        raise SeptetError(f"--lanes must be an integer >= 1, got {args.lanes}")
+    importance = _load_npy(args.importance, "importance") if args.importance else None
+    with naming_parameters(QUANTIZE_PARAMETERS):
+        if args.symmetric:
+            qm = quantize_symmetric(W, args.format, group_size=args.group_size, perm=perm)
+        else:
+            qm = quantize(W, args.format, arithmetic=args.arithmetic, group_size=args.group_size,
+                          clip=args.clip, perm=perm, importance=importance)
+    ps = save_packed(args.out, qm, lanes=args.lanes, force=args.force)
     w = W.astype(np.float64)
     nrmse = float(np.sqrt(np.mean((qm.dequantize() - w) ** 2) / max(np.mean(w ** 2), 1e-300)))
     print(f"{args.weights}: W[{qm.K}, {qm.N}] -> {qm.fmt.name} {qm.arithmetic.value} grid, "
@@ -62,5 +102,5 @@ def run(args):
     print(f"  stream {ps.nbits} bits for {ps.layout.n_blocks} block(s) of {args.lanes} lanes; "
           f"{qm.bits_per_weight:.4f} bits/weight (scales, zero points, exponents included)")
     print(f"  normalized weight RMSE {nrmse:.4%}")
-    print(f"  wrote {args.out}")
+    print(f"  wrote {args.out}")             # atomic_write writes exactly this path
     return 0

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from golden.format import ACT_MAX, ACT_MIN, FORMATS, Arithmetic, Format, parse_arithmetic, parse_format
 from golden.oracle import gemv_int, gemv_parts, requant_params, requantize
 from golden.pack import StreamLayout, pack, unpack
-from golden.quantize import quantize, quantize_activations, quantize_symmetric, salience_permutation
+from golden.quantize import QuantizedMatrix, quantize, quantize_activations, quantize_symmetric, salience_permutation
 
 ARITHMETICS = ("own", "shared")
 
@@ -84,8 +84,21 @@ def test_dequantized_error_within_half_a_step(cfg):
     if qm.arithmetic is Arithmetic.OWN:
         bound = step / 2          # nearest level, range covered by the rounded-up scale
     else:
-        bound = step              # zero point on every other level, odd rows on every other level
+        bound = step * 2.0 ** (qm.fmt.odd_shift(qm.arithmetic) - 1)   # FORMAT.md section 5
     assert np.all(err <= bound * (1 + 1e-12) + 1e-300)
+
+
+@pytest.mark.parametrize("fmt", ["4+4", "4+3", "5+3", "8+4", "8+2", "3+2"])
+def test_shared_grid_error_bound_is_two_to_the_e_minus_o_minus_one_steps(fmt):
+    """Issue 13: the shared-grid bound is 2**(E-O-1) * s (not s): reached, never exceeded."""
+    f = parse_format(fmt)
+    d = f.odd_shift("shared")
+    W = np.random.default_rng(2).normal(size=(4096, 8))
+    qm = quantize(W, f, arithmetic="shared", group_size=64)
+    ratio = np.abs(qm.dequantize() - W) / qm.row_scales()[: qm.K]
+    bound = max(2.0 ** (d - 1), 0.5)
+    assert ratio.max() <= bound * (1 + 1e-9)
+    assert ratio.max() >= 0.9 * bound               # tight: the old "<= s" fails from E - O = 2 on
 
 
 @settings(max_examples=150, deadline=None)
@@ -133,9 +146,26 @@ def test_accumulator_bound_is_tight():
     kmax = f.max_k_int32("own")
     assert (kmax // 2) * 128 * 255 <= 2**31 - 1 < (kmax // 2 + 1) * 128 * 255
     W = np.ones((kmax + 2, 1))
-    qm = quantize(W, f)
+    with pytest.raises(ValueError, match=f"at most {kmax} rows per group"):
+        quantize(W, f)                       # refused at quantize time, as the oracle would refuse it
+    qm = quantize(W, f, group_size=kmax)    # groups within the bound are fine
+    gemv_int(qm, np.full(kmax + 2, -128, dtype=np.int8))
+    # The oracle's own check, on a matrix built by hand past the bound.
+    over = QuantizedMatrix(f, Arithmetic.OWN, K=kmax + 2, N=1, group_size=kmax + 2,
+                           codes=np.full((kmax + 2, 1), 255, dtype=np.uint8), zeros=np.zeros((1, 2, 1), np.int64),
+                           mant=np.ones((1, 2, 1), np.int64), exp=np.zeros(1, np.int64))
     with pytest.raises(OverflowError, match="int32"):
-        gemv_int(qm, np.full(kmax + 2, -128, dtype=np.int8))
+        gemv_int(over, np.full(kmax + 2, -128, dtype=np.int8))
+
+
+@pytest.mark.parametrize("fmt, arith", [("8+8", "shared"), ("8+8", "own"), ("4+3", "shared")])
+def test_quantize_refuses_what_the_oracle_would_refuse(fmt, arith):
+    """Issue 13, defect 4: K past the int32 bound per column is refused at quantize time."""
+    kmax = parse_format(fmt).max_k_int32(arith)
+    with pytest.raises(ValueError, match=f"at most {kmax} rows per group"):
+        quantize(np.zeros((kmax + 1, 1)), fmt, arithmetic=arith)
+    with pytest.raises(ValueError, match=f"group_size={kmax + 2} exceeds"):
+        quantize(np.zeros((kmax + 3, 1)), fmt, arithmetic=arith, group_size=kmax + 2)
 
 
 def test_requantize_rounds_half_up_and_saturates():
