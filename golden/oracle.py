@@ -19,7 +19,8 @@ from golden.format import (
 )
 from golden.quantize import QuantizedMatrix
 
-__all__ = ["gemv_int", "gemv_parts", "requant_params", "requantize", "check_activations", "wide_bits_needed"]
+__all__ = ["gemv_int", "gemv_parts", "requant_params", "requantize", "check_activations", "row_activations",
+           "wide_bits_needed"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _OUT_MIN, _OUT_MAX = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
@@ -38,8 +39,11 @@ def check_activations(a, K: int) -> np.ndarray:
     return a
 
 
-def _row_activations(qm: QuantizedMatrix, a) -> np.ndarray:
-    """Activations in the row order of ``qm`` (perm applied), zero-padded to K_pad."""
+def row_activations(qm: QuantizedMatrix, a) -> np.ndarray:
+    """Activations in the row order of ``qm`` (perm applied), zero-padded to K_pad (int64).
+
+    The order the tile reads them in: pair ``i`` of a block is rows ``2i`` and ``2i + 1``.
+    """
     a = check_activations(a, qm.K)
     out = np.zeros(qm.K_pad, dtype=np.int64)
     out[: qm.K] = a[qm.perm] if qm.perm is not None else a
@@ -58,7 +62,7 @@ def gemv_parts(qm: QuantizedMatrix, a):
     corr : int64 (n_groups, n_slots, N)
         ``acc - z * sa``.
     """
-    ar = _row_activations(qm, a)
+    ar = row_activations(qm, a)
     q = qm.grid_codes()
     G, ng = qm.group_size, qm.n_groups
     rows = ng * G

@@ -1,7 +1,8 @@
 """Amaranth-simulator support for the block tests: stream drivers and whole-GEMV runs of the tile.
 
-The GEMV helpers build their stimulus and expectations from golden (quantize, pack,
-oracle), so a tile test compares the RTL with the golden model, never with itself.
+The GEMV helpers take their stimulus and expectations from golden (:mod:`golden.vectors`)
+and only turn them into stream payloads, so a tile test compares the RTL with the golden
+model, never with itself.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import random
 import numpy as np
 from amaranth.sim import Simulator
 
-from golden.oracle import gemv_int, requant_params, requantize
-from golden.pack import pack
-from golden.quantize import quantize
+from golden.oracle import row_activations
+from golden.vectors import DEFAULT_SATURATE, random_vectors
 
 __all__ = ["send", "receive", "act_beats", "make_job", "run_jobs", "check", "cycles_one_gemv"]
 
@@ -54,49 +54,39 @@ async def receive(ctx, port, count: int, *, rng: "random.Random | None" = None, 
 
 def act_beats(qm, a):
     """Activation pairs of one column block in the tile's row order, ``last`` on the final pair."""
-    rows = np.zeros(qm.K_pad, dtype=np.int64)
-    rows[: qm.K] = a[qm.perm] if qm.perm is not None else a
+    rows = row_activations(qm, a)
     n = qm.K_pad // 2
     return [{"even": int(rows[2 * i]), "odd": int(rows[2 * i + 1]), "last": int(i == n - 1)} for i in range(n)]
 
 
-def make_job(p, rng: np.random.Generator, *, K: int, N: int, out_range: float = 100.0):
-    """A random GEMV for the tile ``p`` and its golden expectation.
+def make_job(p, rng: np.random.Generator, *, K: int, N: int, saturate: float = DEFAULT_SATURATE):
+    """A random GEMV for the tile ``p`` and its golden expectation, as stream payloads.
 
-    Weights are Gaussian with a random scale per column, quantized by golden with the tile's
-    format, arithmetic and group size; activations are random INT8 over the full range.  With
-    requantization the output scale maps ``max |y * 2**-exp|`` to ``out_range`` (above 127: saturation).
+    The vectors are :func:`golden.vectors.random_vectors`' (Gaussian weights with a random
+    scale per column, INT8 activations over the full range; with requantization the output
+    scale saturates about a fraction ``saturate`` of the results).
 
     Returns a dict: ``words`` (bus-word payloads), ``acts`` (activation-pair payloads for every
     block), ``params`` (requantization beats), ``expected`` (int64, ``(blocks, lanes)``),
     ``blocks`` and ``nbits``.
     """
-    W = rng.standard_normal((K, N)) * rng.uniform(0.1, 2.0, size=N)
-    qm = quantize(W, p.fmt, arithmetic=p.arithmetic.value, group_size=p.group_size)
-    a = rng.integers(-128, 128, size=K).astype(np.int8)
-    y = gemv_int(qm, a)
-    ps = pack(qm, lanes=p.lanes)
-    words = [{"data": w, "last": int(n == len(ps.words(p.bus_width)) - 1)}
-             for n, w in enumerate(ps.words(p.bus_width))]
+    v = random_vectors(rng, p.fmt, K, N, lanes=p.lanes, arithmetic=p.arithmetic.value, group_size=p.group_size,
+                       column_scales=(0.1, 2.0), requant=p.requant, saturate=saturate)
+    ps = v.packed
+    bus_words = ps.words(p.bus_width)
+    words = [{"data": w, "last": int(n == len(bus_words) - 1)} for n, w in enumerate(bus_words)]
     blocks = ps.layout.n_blocks
-    acts = act_beats(qm, a) * blocks
+    acts = act_beats(v.qm, v.a) * blocks
     prm = []
     if p.requant:
-        real = np.abs(y * np.exp2(-qm.exp.astype(np.float64)))        # the result's real value (s_a = 1)
-        M, sh = requant_params(qm, 1.0, float(real.max() or 1.0) / out_range)
-        expected = requantize(y, M, sh).astype(np.int64)
         Mp = np.zeros(ps.layout.N_pad, dtype=np.int64)
         Sp = np.ones(ps.layout.N_pad, dtype=np.int64)
-        Mp[:N], Sp[:N] = M, sh
+        Mp[:N], Sp[:N] = v.requant
         for b in range(blocks):
             lanes = slice(b * p.lanes, (b + 1) * p.lanes)
             prm.append([{"mult": int(mm), "shift": int(ss)} for mm, ss in zip(Mp[lanes], Sp[lanes])])
-    else:
-        expected = y
     exp_pad = np.zeros(ps.layout.N_pad, dtype=np.int64)
-    exp_pad[:N] = expected
-    if p.requant:
-        exp_pad[N:] = 0
+    exp_pad[:N] = v.expected
     return {"words": words, "acts": acts, "params": prm, "expected": exp_pad.reshape(blocks, p.lanes),
             "blocks": blocks, "nbits": ps.nbits}
 

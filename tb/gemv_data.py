@@ -1,6 +1,7 @@
 """The data of the GEMVs a simulation runs: bus beats in, expected results out.
 
-Everything is derived from golden (quantizer, packer, oracle): a
+Everything is derived from golden (:mod:`golden.vectors`: quantizer, packer,
+oracle, requantization parameters); this module only converts it to bus bytes.  A
 :class:`Gemv` holds the exact AXI-Stream payloads of one GEMV on a tile
 (FORMAT.md section 4 and the tile contract in ``rtl/TILE.md``) and the
 oracle's result per column.  A :class:`GemvSet` is what one simulation runs,
@@ -21,30 +22,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from golden.format import (
-    ACT_BITS,
-    ACT_MAX,
-    ACT_MIN,
-    OUT_BITS,
-    REQUANT_MULT_BITS,
-    REQUANT_SHIFT_BITS,
-    parse_arithmetic,
-    parse_format,
-)
-from golden.oracle import gemv_int, requant_params, requantize
-from golden.pack import pack
-from golden.quantize import QuantizedMatrix, quantize
-from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K
+from golden.format import ACT_BITS, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS
+from golden.quantize import QuantizedMatrix
+from golden.vectors import DEFAULT_SATURATE, GemvVectors, gemv_vectors, random_vectors
+from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K, TileParams
 
 __all__ = [
     "TileConfig",
+    "port_widths",
     "Gemv",
     "GemvSet",
     "make_gemv",
+    "gemv_from_vectors",
     "random_gemv",
     "bytes_per_beat",
     "bytes_to_lanes",
@@ -63,10 +57,13 @@ def bytes_per_beat(bits: int) -> int:
 
 @dataclass(frozen=True)
 class TileConfig:
-    """The build-time parameters of a tile, as the testbench needs them.
+    """The tile's build parameters as the testbench carries them: a thin view of :class:`rtl.params.TileParams`.
 
-    Mirrors the RTL's build parameters (``rtl`` validates them); ``result_bits``
-    is the lane result width on ``m_axis_result``.
+    The fields are plain strings, integers and booleans (they travel as JSON to the
+    cocotb process and into measurement records); validation and every derived width
+    are ``TileParams``' (:attr:`params`), never repeated here.  The testbench checks the
+    port widths it derives (:func:`port_widths`) against the RTL's generated JSON and
+    against the built model's ports.
     """
 
     fmt: str = "4+3"
@@ -79,22 +76,22 @@ class TileConfig:
     requant: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "fmt", parse_format(self.fmt).name)
-        object.__setattr__(self, "arithmetic", parse_arithmetic(self.arithmetic).value)
-        for name, low in (("lanes", 1), ("bus_width", 1), ("acc_width", 2), ("max_k", 2)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.group_size is not None and (not isinstance(self.group_size, int) or self.group_size < 2
-                                            or self.group_size % 2):
-            raise ValueError(f"group_size must be an even integer >= 2 or None, got {self.group_size!r}")
+        params = TileParams(**self.rtl_params())          # validates, with the RTL's messages
+        object.__setattr__(self, "fmt", params.fmt.name)
+        object.__setattr__(self, "arithmetic", params.arithmetic.value)
+
+    @cached_property
+    def params(self) -> TileParams:
+        """The one parameter object (validated widths, latencies)."""
+        return TileParams(**self.rtl_params())
 
     @property
     def result_bits(self) -> int:
-        return OUT_BITS if self.requant else self.acc_width
+        """Width of one lane's result on ``m_axis_result`` (``TileParams.out_bits``)."""
+        return self.params.out_bits
 
     def rtl_params(self) -> dict:
-        """Keyword arguments of the RTL's ``generate_verilog``."""
+        """Keyword arguments of ``TileParams`` and of the RTL's ``generate_verilog``."""
         return {"fmt": self.fmt, "arithmetic": self.arithmetic, "lanes": self.lanes,
                 "bus_width": self.bus_width, "group_size": self.group_size, "acc_width": self.acc_width,
                 "max_k": self.max_k, "requant": self.requant}
@@ -109,6 +106,15 @@ class TileConfig:
         return cls(fmt=d["format"], arithmetic=d["arithmetic"], lanes=d["lanes"], bus_width=d["bus_width"],
                    group_size=d["group_size"], acc_width=d["acc_width"], max_k=d["max_k"],
                    requant=d["requant"])
+
+
+def port_widths(config: TileConfig) -> dict:
+    """The tdata width of each stream port by the tile contract (rtl/TILE.md), in bits before byte padding."""
+    widths = {"s_axis_weights__tdata": config.bus_width, "s_axis_act__tdata": ACT_BEAT_BITS,
+              "m_axis_result__tdata": config.lanes * config.result_bits}
+    if config.requant:
+        widths["s_axis_params__tdata"] = config.lanes * PARAM_LANE_BITS
+    return widths
 
 
 def _words_to_bytes(words, bits: int) -> np.ndarray:
@@ -201,7 +207,8 @@ class Gemv:
         return -(-self.stream_bits // bus_width)
 
 
-def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv", requant=None) -> Gemv:
+def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv", requant=None,
+              packed=None, y=None) -> Gemv:
     """Bus payloads and oracle results of ``qm @ a`` on a tile built with ``config``.
 
     Parameters
@@ -214,6 +221,10 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
     name : str
     requant : (M, shift) arrays of shape (N,), optional
         Requantization parameters (required when ``config.requant``).
+    packed : PackedStream, optional
+        ``golden.pack.pack(qm, lanes=config.lanes)`` when the caller already has it (one matrix, many GEMVs).
+    y : int64 array (N,), optional
+        ``golden.oracle.gemv_int(qm, a)`` when the caller already computed it exactly (skips the oracle).
     """
     if qm.fmt.name != config.fmt or qm.arithmetic.value != config.arithmetic:
         raise ValueError(f"matrix is {qm.fmt.name}/{qm.arithmetic.value}, tile is {config.fmt}/{config.arithmetic}")
@@ -222,25 +233,26 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
         raise ValueError(f"matrix group_size {qm.group_size} does not match the tile's {config.group_size}")
     if qm.K > config.max_k:
         raise ValueError(f"K must be <= the tile's max_k {config.max_k}, got {qm.K}")
-    a = np.asarray(a)
-    y = gemv_int(qm, a)
-    L = config.lanes
-    ps = pack(qm, lanes=L)
+    if config.requant and requant is None:
+        raise ValueError("requant=(M, shift) is required on a requantizing tile")
+    vectors = gemv_vectors(qm, a, lanes=config.lanes, requant=requant if config.requant else False,
+                           packed=packed, y=y)
+    return gemv_from_vectors(vectors, config, name=name)
+
+
+def gemv_from_vectors(v: GemvVectors, config: TileConfig, *, name: str = "gemv") -> Gemv:
+    """The bus payloads of golden's vectors ``v`` on a tile built with ``config``."""
+    qm, ps, L = v.qm, v.packed, config.lanes
     n_blocks = ps.layout.n_blocks
-    rows = np.zeros(qm.K_pad, dtype=np.int64)
-    rows[:qm.K] = a[qm.perm] if qm.perm is not None else a
-    act = (rows.astype(np.int8).view(np.uint8)).reshape(-1, 2)
+    act = v.rows.astype(np.int8).view(np.uint8).reshape(-1, 2)
     params = None
     if config.requant:
-        if requant is None:
-            raise ValueError("requant=(M, shift) is required on a requantizing tile")
-        M, shift = (np.asarray(v, dtype=np.int64) for v in requant)
-        y = requantize(y, M, shift).astype(np.int64)
+        M, shift = v.requant
         lane_values = np.zeros(n_blocks * L, dtype=np.int64)
         lane_values[:qm.N] = M | (shift << REQUANT_MULT_BITS)
         params = _lanes_to_bytes(lane_values.reshape(n_blocks, L), PARAM_LANE_BITS)
     expected = np.zeros(n_blocks * L, dtype=np.int64)
-    expected[:qm.N] = y
+    expected[:qm.N] = v.expected
     wide = int(np.abs(expected).max(initial=0))
     if not config.requant and wide >= 1 << (config.acc_width - 1):
         raise ValueError(f"result magnitude {wide} does not fit acc_width {config.acc_width}")
@@ -250,8 +262,11 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
 
 
 def random_gemv(config: TileConfig, K: int, N: int, *, seed: int = 0, name: "str | None" = None,
-                weights=None, activations=None, clip: str = "none") -> Gemv:
+                weights=None, activations=None, clip: str = "none", saturate: float = DEFAULT_SATURATE) -> Gemv:
     """A GEMV of Gaussian (or given) weights and uniform INT8 activations, quantized for ``config``.
+
+    The vectors are :func:`golden.vectors.random_vectors`' (its rules, including the output
+    scale of a requantizing tile), drawn from ``numpy.random.default_rng(seed)``.
 
     Parameters
     ----------
@@ -264,24 +279,14 @@ def random_gemv(config: TileConfig, K: int, N: int, *, seed: int = 0, name: "str
         Default: uniform over the full INT8 range ``[ACT_MIN, ACT_MAX]``.
     clip : str
         Passed to the quantizer.
+    saturate : float
+        Requantizing tiles: about this fraction of results saturate (:func:`golden.vectors.output_scale`).
     """
-    rng = np.random.default_rng(seed)
-    if weights is None:
-        if not isinstance(K, int) or K < 1 or not isinstance(N, int) or N < 1:
-            raise ValueError(f"K and N must be integers >= 1, got K={K!r}, N={N!r}")
-        weights = rng.standard_normal((K, N))
-    weights = np.asarray(weights, dtype=np.float64)
-    K, N = weights.shape
-    if activations is None:
-        activations = rng.integers(ACT_MIN, ACT_MAX + 1, size=K).astype(np.int8)
-    qm = quantize(weights, config.fmt, arithmetic=config.arithmetic, group_size=config.group_size, clip=clip)
-    requant = None
-    if config.requant:
-        # An output scale that spreads the results over the INT8 range, saturating a few.
-        y = gemv_int(qm, activations) * np.exp2(-qm.exp.astype(np.float64))
-        s_out = max(float(np.percentile(np.abs(y), 90)), 1e-30) / ACT_MAX
-        requant = requant_params(qm, 1.0, s_out)
-    return make_gemv(qm, activations, config, name=name or f"random K={K} N={N} seed={seed}", requant=requant)
+    v = random_vectors(np.random.default_rng(seed), config.fmt, K, N, lanes=config.lanes,
+                       arithmetic=config.arithmetic, group_size=config.group_size, weights=weights,
+                       activations=activations, clip=clip, requant=config.requant, saturate=saturate)
+    K, N = v.qm.K, v.qm.N
+    return gemv_from_vectors(v, config, name=name or f"random K={K} N={N} seed={seed}")
 
 
 class GemvSet:

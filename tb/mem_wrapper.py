@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tb.gemv_data import ACT_BEAT_BITS, PARAM_LANE_BITS, GemvSet, TileConfig, bytes_per_beat
+from tb.gemv_data import GemvSet, TileConfig, bytes_per_beat, port_widths
 
 __all__ = ["HALF_PERIOD_NS", "MEM_BUILD_ARGS", "write_wrapper", "write_inputs", "stall_threshold", "read_results", "FILES", "LFSR_BITS"]
 
@@ -243,13 +243,7 @@ def write_wrapper(directory, tile, *, hdl_clock: bool = False) -> Path:
     passes through cocotb; otherwise cocotb drives the ``clk`` input.
     """
     config: TileConfig = tile.config
-    widths = {
-        "s_axis_weights__tdata": _padded(config.bus_width),
-        "s_axis_act__tdata": _padded(ACT_BEAT_BITS),
-        "m_axis_result__tdata": _padded(config.lanes * config.result_bits),
-    }
-    if config.requant:
-        widths["s_axis_params__tdata"] = _padded(config.lanes * PARAM_LANE_BITS)
+    widths = {name: _padded(bits) for name, bits in port_widths(config).items()}
     for name, bits in widths.items():
         published = tile.port_map.get(name)
         if published is not None and published["padded_width"] != bits:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tb import toolchain
-from tb.gemv_data import GemvSet, TileConfig
+from tb.gemv_data import GemvSet, TileConfig, port_widths
 from tb.outcome import read_outcome, read_progress
 
 __all__ = ["Tile", "SimResult", "rtl_tile", "simulate", "measure", "MODES"]
@@ -76,6 +76,16 @@ def _port_widths(meta: dict) -> dict:
             for port in meta["ports"]}
 
 
+def _checked_port_widths(config: TileConfig, meta: dict) -> dict:
+    """The RTL's port map, checked against the widths the testbench derives from the tile contract."""
+    published = _port_widths(meta)
+    for name, bits in port_widths(config).items():
+        got = published.get(name, {}).get("width")
+        if got != bits:
+            raise ValueError(f"port {name} is {got} bits in the RTL's port map, the testbench expects {bits}")
+    return published
+
+
 def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
     """Generate (or reuse) the tile's Verilog from ``rtl`` for ``config``.
 
@@ -95,7 +105,7 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
         paths = json.loads(done.read_text())
     meta = json.loads(Path(paths["json"]).read_text())
     latency = meta.get("cycles", {}).get("fixed_latency")
-    return Tile(config=config, sources=(Path(paths["verilog"]),), port_map=_port_widths(meta),
+    return Tile(config=config, sources=(Path(paths["verilog"]),), port_map=_checked_port_widths(config, meta),
                 description=f"rtl ({Path(paths['verilog']).name})", fixed_latency=latency,
                 info=Path(paths["json"]))
 

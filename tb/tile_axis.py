@@ -28,7 +28,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from tb.gemv_data import ACT_BEAT_BITS, PARAM_LANE_BITS, GemvSet, bytes_per_beat
+from tb.gemv_data import GemvSet, bytes_per_beat, port_widths
 from tb.outcome import ProgressWriter, write_outcome
 from tb.scoreboard import Scoreboard
 from tb.stalls import pause_generator
@@ -50,11 +50,7 @@ def _frame(beats: np.ndarray, beat_bytes: int) -> AxiStreamFrame:
 
 def check_port_widths(dut, config) -> None:
     """Fail with the port's name if a tdata width differs from the contract (whole bytes of the real width)."""
-    widths = {"s_axis_weights__tdata": config.bus_width, "s_axis_act__tdata": ACT_BEAT_BITS,
-              "m_axis_result__tdata": config.lanes * config.result_bits}
-    if config.requant:
-        widths["s_axis_params__tdata"] = config.lanes * PARAM_LANE_BITS
-    for name, bits in widths.items():
+    for name, bits in port_widths(config).items():
         got = len(getattr(dut, name))
         assert got == 8 * bytes_per_beat(bits), f"{name} is {got} bits, the contract says {8 * bytes_per_beat(bits)}"
 

@@ -74,6 +74,23 @@ def test_result_lane_packing_round_trips_signed_values():
         assert np.array_equal(np.asarray(bytes_to_lanes(packed, 3, bits, signed=True), dtype=np.int64), values)
 
 
+def test_tile_config_is_validated_by_the_rtl_parameters_and_port_widths_are_checked_against_the_json():
+    from rtl.params import TileParams
+    from tb.gemv_data import port_widths
+    from tb.simulate import _checked_port_widths
+
+    config = TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8, requant=True)
+    assert config.params == TileParams(**config.rtl_params()) and config.result_bits == config.params.out_bits == 8
+    with pytest.raises(ValueError, match=r"max_k must be an integer in \[2, "):
+        TileConfig(fmt="8+8", max_k=1 << 20)                      # past the int32 bound TileParams enforces
+    meta = {"ports": [{"name": name, "width": bits} for name, bits in port_widths(config).items()]}
+    assert _checked_port_widths(config, meta)["m_axis_result__tdata"]["width"] == 4 * 8
+    meta["ports"][2]["width"] += 1
+    with pytest.raises(ValueError, match="port m_axis_result__tdata is 33 bits in the RTL's port map, "
+                                         "the testbench expects 32"):
+        _checked_port_widths(config, meta)
+
+
 def test_comparisons_pair_formats_on_the_same_bus_and_shape_only():
     def run(fmt, arithmetic="own", bus_width=64, cycles=100, ideal=90, bits=5760):
         return {"format": fmt, "arithmetic": arithmetic, "lanes": 16, "bus_width": bus_width, "group_size": 128,
