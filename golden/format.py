@@ -33,6 +33,9 @@ __all__ = [
     "REQUANT_SHIFT_MIN",
     "REQUANT_SHIFT_MAX",
     "OUT_BITS",
+    "OUT_MIN",
+    "OUT_MAX",
+    "byte_count",
     "MIN_SLOT_BITS",
     "MAX_SLOT_BITS",
     "parse_format",
@@ -56,10 +59,17 @@ REQUANT_SHIFT_MIN = 1
 REQUANT_SHIFT_MAX = (1 << REQUANT_SHIFT_BITS) - 1
 #: Requantized outputs are signed INT8.
 OUT_BITS = 8
+OUT_MIN = -(1 << (OUT_BITS - 1))
+OUT_MAX = (1 << (OUT_BITS - 1)) - 1
 #: Supported slot widths.
 MIN_SLOT_BITS = 2
 MAX_SLOT_BITS = 8
 
+
+
+def byte_count(bits: int) -> int:
+    """Whole bytes that hold ``bits`` bits: ``ceil(bits / 8)`` (a stream's bytes, a padded bus beat)."""
+    return -(-bits // 8)
 
 class Arithmetic(enum.Enum):
     """How the two slots of a pair are dequantized.

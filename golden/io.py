@@ -280,7 +280,7 @@ def load_packed(path):
     PackedFileError
         One line saying what is wrong; nothing in the file is used.
     """
-    from golden.format import EXPONENT_MAX, EXPONENT_MIN, parse_arithmetic, parse_format
+    from golden.format import EXPONENT_MAX, EXPONENT_MIN, byte_count, parse_arithmetic, parse_format
     from golden.pack import PackedStream, StreamLayout, pack, unpack
 
     name = str(path)
@@ -325,9 +325,9 @@ def load_packed(path):
     if stream.dtype != np.uint8 or stream.ndim != 1:
         raise PackedFileError(f"packed file {name!r}: stream must be a 1-D uint8 array, got dtype {stream.dtype} "
                               f"shape {stream.shape}")
-    if stream.size != -(-nbits // 8):
+    if stream.size != byte_count(nbits):
         raise PackedFileError(f"packed file {name!r}: stream holds {stream.size} bytes, its layout needs "
-                              f"{-(-nbits // 8)} (nbits {nbits})")
+                              f"{byte_count(nbits)} (nbits {nbits})")
     exp = _int_array(e["exp"], name, "exp", (N,))
     if exp.min() < EXPONENT_MIN or exp.max() > EXPONENT_MAX:
         raise PackedFileError(f"packed file {name!r}: exponents must lie in [{EXPONENT_MIN}, {EXPONENT_MAX}], got "

@@ -12,18 +12,17 @@ import numpy as np
 from golden.format import (
     ACT_MAX,
     ACT_MIN,
-    OUT_BITS,
+    OUT_MAX,
+    OUT_MIN,
     REQUANT_MULT_BITS,
     REQUANT_SHIFT_MAX,
     REQUANT_SHIFT_MIN,
 )
 from golden.quantize import QuantizedMatrix
 
-__all__ = ["gemv_int", "gemv_parts", "requant_params", "requantize", "check_activations", "row_activations",
-           "wide_bits_needed"]
+__all__ = ["gemv_int", "gemv_parts", "requant_params", "requantize", "check_activations", "row_activations"]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-_OUT_MIN, _OUT_MAX = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
 
 
 def check_activations(a, K: int) -> np.ndarray:
@@ -98,13 +97,6 @@ def gemv_int(qm: QuantizedMatrix, a) -> np.ndarray:
     return (qm.mant * corr).sum(axis=(0, 1))
 
 
-def wide_bits_needed(y) -> int:
-    """Two's-complement width that holds every value of ``y``."""
-    y = np.asarray(y, dtype=np.int64)
-    lo, hi = int(y.min(initial=0)), int(y.max(initial=0))
-    return max(lo.bit_length() if lo >= 0 else (-lo - 1).bit_length(), hi.bit_length()) + 1
-
-
 def requant_params(qm: QuantizedMatrix, s_a: float, s_out: float):
     """Per-column fixed-point multiplier and shift that map ``y`` to INT8 outputs of scale ``s_out``.
 
@@ -145,6 +137,6 @@ def requantize(y, M, shift) -> np.ndarray:
         raise ValueError(f"M must lie in [0, {(1 << REQUANT_MULT_BITS) - 1}]")
     if shift.size and (shift.min() < REQUANT_SHIFT_MIN or shift.max() > REQUANT_SHIFT_MAX):
         raise ValueError(f"shift must lie in [{REQUANT_SHIFT_MIN}, {REQUANT_SHIFT_MAX}]")
-    out = [min(max((int(v) * int(m) + (1 << (int(s) - 1))) >> int(s), _OUT_MIN), _OUT_MAX)
+    out = [min(max((int(v) * int(m) + (1 << (int(s) - 1))) >> int(s), OUT_MIN), OUT_MAX)
            for v, m, s in zip(y.ravel(), M.ravel(), shift.ravel())]
     return np.array(out, dtype=np.int8).reshape(y.shape)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.format import SCALE_BITS, Arithmetic, Format, parse_arithmetic, parse_format
+from golden.format import SCALE_BITS, Arithmetic, Format, byte_count, parse_arithmetic, parse_format
 from golden.quantize import QuantizedMatrix
 
 __all__ = ["PackedStream", "StreamLayout", "pack", "unpack"]
@@ -104,25 +104,6 @@ class StreamLayout:
         if not isinstance(bus_width, (int, np.integer)) or bus_width < 1:
             raise ValueError(f"bus_width must be an integer >= 1, got {bus_width!r}")
         return -(-self.nbits // bus_width)
-
-    def header_fields(self):
-        """Offsets within a block and widths of every header field.
-
-        Returns ``(offset, width, group, lane, slot, is_mant)``, each of shape
-        ``(n_groups, lanes, n_slots, 2)``.
-        """
-        slot_bits = np.array(self.fmt.group_slots(self.arithmetic))
-        n_slots = slot_bits.size
-        g = np.arange(self.n_groups)[:, None, None, None]
-        lane = np.arange(self.lanes)[None, :, None, None]
-        t = np.arange(n_slots)[None, None, :, None]
-        f = np.arange(2)[None, None, None, :]
-        slot_start = np.concatenate([[0], np.cumsum(slot_bits + SCALE_BITS)[:-1]])
-        offset = (g * (self.header_bits + self.group_pairs * self.beat_bits)
-                  + lane * self.header_lane_bits + slot_start[t] + f * slot_bits[t])
-        width = np.where(f == 1, SCALE_BITS, slot_bits[t])
-        shape = (self.n_groups, self.lanes, n_slots, 2)
-        return tuple(np.broadcast_to(x, shape) for x in (offset, width, g, lane, t, f))
 
     def pair_offsets(self) -> np.ndarray:
         """Offset within a block of pair ``i`` of lane ``l``, shape (pairs, lanes)."""
@@ -251,7 +232,7 @@ def pack(qm: QuantizedMatrix, lanes: int = 16) -> PackedStream:
         raise TypeError(f"qm must be a QuantizedMatrix, got {type(qm).__name__}")
     layout = StreamLayout(qm.fmt, qm.arithmetic, lanes, qm.K, qm.N, qm.group_size)
     E, L = qm.fmt.even_bits, layout.lanes
-    buf = np.zeros(-(-layout.nbits // 8), dtype=np.uint8)
+    buf = np.zeros(byte_count(layout.nbits), dtype=np.uint8)
     fields = _header_bit_fields(layout)
     hdr = np.stack([qm.zeros, qm.mant], axis=-1)                       # (ng, ns, N, 2)
     fast = _byte_aligned(layout)
@@ -314,7 +295,7 @@ def unpack(ps: PackedStream) -> QuantizedMatrix:
         nb = b1 - b0
         start = b0 * layout.block_bits // 8
         nbits = nb * layout.block_bits
-        raw = ps.data[start:start + -(-nbits // 8)]
+        raw = ps.data[start:start + byte_count(nbits)]
         pos = 0
         beats, heads = [], []
         if fast:

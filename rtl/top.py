@@ -19,7 +19,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.format import REQUANT_MULT_BITS, REQUANT_SHIFT_BITS
+from golden.format import REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, byte_count
 from rtl.layouts import ACT_PAIR_BITS, requant_layout
 from rtl.params import TileParams
 from rtl.tile import SeptetTile
@@ -32,7 +32,7 @@ TOP_NAME = "septet_tile"
 
 def padded(width: int) -> int:
     """An AXI-Stream tdata width: ``width`` rounded up to whole bytes (cocotbext-axi is byte-based)."""
-    return -(-width // 8) * 8
+    return 8 * byte_count(width)
 
 
 def axis_signature(data_width: int) -> wiring.Signature:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.format import ACT_BITS, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS
+from golden.format import ACT_BITS, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, byte_count
 from golden.quantize import QuantizedMatrix
 from golden.vectors import DEFAULT_SATURATE, GemvVectors, gemv_vectors, random_vectors
 from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K, TileParams
@@ -52,7 +52,7 @@ ACT_BEAT_BITS = 2 * ACT_BITS
 
 def bytes_per_beat(bits: int) -> int:
     """Bytes of a beat of ``bits`` bits once padded to whole bytes (the Verilog top's tdata width / 8)."""
-    return -(-bits // 8)
+    return byte_count(bits)
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,7 @@ _PARAMS_SOURCE = """\
 
 
 def _padded(bits: int) -> int:
-    return bytes_per_beat(bits) * 8
+    return 8 * bytes_per_beat(bits)
 
 
 #: Half a clock period in the wrapper's own clock (timescale 1ns/1ps: a 10 ns clock).

@@ -63,7 +63,6 @@ class Scoreboard:
         self.report_limit = report_limit
         self.mismatches: list[Mismatch] = []
         self.mismatch_count = 0
-        self.unexpected_beats = 0
         self._gemv = 0
         self._block = 0
         self.beats_checked = 0
@@ -76,11 +75,6 @@ class Scoreboard:
     def done(self) -> bool:
         """All expected beats have been seen."""
         return self._gemv >= len(self.gemvs)
-
-    @property
-    def position(self) -> "tuple[int, int]":
-        """(GEMV, block) of the next expected beat."""
-        return self._gemv, self._block
 
     def _record(self, mismatch: Mismatch) -> None:
         self.mismatch_count += 1
@@ -107,7 +101,6 @@ class Scoreboard:
     def _check_one(self, got, last: bool) -> None:
         self.beats_checked += 1
         if self.done:
-            self.unexpected_beats += 1
             self._record(Mismatch(len(self.gemvs), "-", 0, 0, 0, "no more beats", "an extra beat", "beat"))
             return
         g = self.gemvs[self._gemv]

@@ -45,8 +45,6 @@ class Tile:
     config : TileConfig
     sources : tuple of Path
         Verilog files (the top module is ``septet_tile``).
-    build_args : tuple of str
-        Extra Verilator arguments (e.g. ``-G`` parameters).
     port_map : dict
         Port name -> ``{"width": real bits, "padded_width": bits in the Verilog}``.
     description : str
@@ -59,7 +57,6 @@ class Tile:
 
     config: TileConfig
     sources: tuple
-    build_args: tuple = ()
     port_map: dict = field(default_factory=dict)
     description: str = "rtl"
     fixed_latency: "int | None" = None
@@ -149,17 +146,16 @@ def build_tile(tile: Tile, mode: str, *, waves: "str | None" = None, hdl_clock: 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "axis":
-        return toolchain.build(tile.sources, "septet_tile", build_args=tile.build_args, waves=waves,
-                               verbose=verbose)
+        return toolchain.build(tile.sources, "septet_tile", waves=waves, verbose=verbose)
     from tb.mem_wrapper import MEM_BUILD_ARGS, write_wrapper
 
     key = hashlib.sha256(b"".join(Path(s).read_bytes() for s in tile.sources)
-                         + json.dumps(tile.config.as_dict()).encode() + repr(tile.build_args).encode()).hexdigest()
+                         + json.dumps(tile.config.as_dict()).encode()).hexdigest()
     wrapper_dir = toolchain.BUILD_ROOT / "wrappers" / key[:16]
     with toolchain.locked(wrapper_dir.parent / f".{wrapper_dir.name}.lock"):
         wrapper = write_wrapper(wrapper_dir, tile, hdl_clock=hdl_clock)
     extra = MEM_BUILD_ARGS if hdl_clock else ()
-    return toolchain.build([*tile.sources, wrapper], "septet_mem_tb", build_args=(*tile.build_args, *extra),
+    return toolchain.build([*tile.sources, wrapper], "septet_mem_tb", build_args=extra,
                            waves=waves, verbose=verbose)
 
 
