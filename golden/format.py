@@ -107,7 +107,7 @@ class Format:
         for name in ("even_bits", "odd_bits"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not MIN_SLOT_BITS <= v <= MAX_SLOT_BITS:
-                raise ValueError(
+                raise (TypeError if not isinstance(v, int) or isinstance(v, bool) else ValueError)(
                     f"{name} must be an integer in [{MIN_SLOT_BITS}, {MAX_SLOT_BITS}], got {v!r}")
 
     @property
@@ -177,7 +177,7 @@ class Format:
         ``group_size=None`` is per column (one group).  FORMAT.md section 4.
         """
         if not isinstance(K, int) or K < 1:
-            raise ValueError(f"K must be an integer >= 1, got {K!r}")
+            raise (TypeError if not isinstance(K, int) else ValueError)(f"K must be an integer >= 1, got {K!r}")
         k_pad = K + (K % 2)
         groups = 1 if group_size is None else -(-k_pad // group_size)
         return k_pad // 2 * self.pair_bits + groups * self.group_header_bits_per_column(arithmetic) + EXPONENT_BITS

@@ -48,7 +48,7 @@ class StreamLayout:
 
     def __post_init__(self):
         if not isinstance(self.lanes, (int, np.integer)) or self.lanes < 1:
-            raise ValueError(f"lanes must be an integer >= 1, got {self.lanes!r}")
+            raise (TypeError if not isinstance(self.lanes, (int, np.integer)) else ValueError)(f"lanes must be an integer >= 1, got {self.lanes!r}")
 
     @property
     def K_pad(self) -> int:
@@ -102,7 +102,7 @@ class StreamLayout:
     def bus_words(self, bus_width: int) -> int:
         """Bus words that carry the stream: ``ceil(nbits / bus_width)``."""
         if not isinstance(bus_width, (int, np.integer)) or bus_width < 1:
-            raise ValueError(f"bus_width must be an integer >= 1, got {bus_width!r}")
+            raise (TypeError if not isinstance(bus_width, (int, np.integer)) else ValueError)(f"bus_width must be an integer >= 1, got {bus_width!r}")
         return -(-self.nbits // bus_width)
 
     def pair_offsets(self) -> np.ndarray:

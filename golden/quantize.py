@@ -173,9 +173,9 @@ def _check_weights(W) -> np.ndarray:
 def _check_group_size(group_size, K_pad: int) -> int:
     if group_size is None:
         return K_pad
-    if (not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool)
-            or group_size < 2 or group_size % 2):
-        raise ValueError(f"group_size must be an even integer >= 2 (or None for per column), got {group_size!r}")
+    wrong_type = not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool)
+    if wrong_type or group_size < 2 or group_size % 2:
+        raise (TypeError if wrong_type else ValueError)(f"group_size must be an even integer >= 2 (or None for per column), got {group_size!r}")
     return int(min(group_size, K_pad))
 
 

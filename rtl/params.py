@@ -35,8 +35,11 @@ _STAGES_TO_RESULT = 3
 
 
 def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    """``value`` if it is an integer in ``[low, high]``: ``TypeError`` for another type, ``ValueError`` out of range."""
+    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer {bound}, got {value!r}")
+    if value < low or (high is not None and value > high):
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return value
 
@@ -95,7 +98,7 @@ class TileParams:
         k_limit = fmt.max_k_int32(arithmetic)
         _check_int("max_k", max_k, 2, k_limit)
         if not isinstance(requant, bool):
-            raise ValueError(f"requant must be True or False, got {requant!r}")
+            raise TypeError(f"requant must be True or False, got {requant!r}")
         object.__setattr__(self, "fmt", fmt)
         object.__setattr__(self, "arithmetic", arithmetic)
         object.__setattr__(self, "lanes", lanes)
@@ -105,7 +108,8 @@ class TileParams:
         object.__setattr__(self, "requant", requant)
         need = self.min_acc_width
         if not isinstance(acc_width, int) or isinstance(acc_width, bool) or not need <= acc_width <= 64:
-            raise ValueError(f"acc_width must be an integer in [{need}, 64] ({need} bits hold every result "
+            error = TypeError if not isinstance(acc_width, int) or isinstance(acc_width, bool) else ValueError
+            raise error(f"acc_width must be an integer in [{need}, 64] ({need} bits hold every result "
                              f"of format {fmt.name} up to max_k={max_k}), got {acc_width!r}")
         object.__setattr__(self, "acc_width", acc_width)
 

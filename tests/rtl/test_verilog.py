@@ -76,10 +76,21 @@ def test_septet_verilog_command(tmp_path, capsys):
     (dict(arithmetic="both"), "arithmetic must be one of"),
     (dict(max_k=FORMATS["8+8"].max_k_int32(Arithmetic.OWN) + 2, fmt="8+8"), "max_k must be an integer in"),
     (dict(acc_width=40), r"acc_width must be an integer in \[\d+, 64\]"),
-    (dict(requant=1), "requant must be True or False"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        TileParams(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(requant=1), "requant must be True or False"),
+    (dict(lanes="4"), "lanes must be an integer >= 1, got '4'"),
+    (dict(bus_width=True), "bus_width must be an integer >= 1"),
+    (dict(fmt=(4.0, 3)), "even_bits must be an integer in"),
+    (dict(acc_width=48.0), r"acc_width must be an integer in \[\d+, 64\]"),
+])
+def test_parameters_of_the_wrong_type_raise_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         TileParams(**kwargs)
 
 
