@@ -25,7 +25,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 from tb.gemv_data import GemvSet, bytes_per_beat, port_widths
@@ -91,6 +91,71 @@ class CycleCounter:
                 self.progress.update(self.cycle, f"GEMVs done {len(self.ends)}")
 
 
+class TB:
+    """The tile under cocotbext-axi, in the style of cocotbext-axi's own testbenches.
+
+    One place sets up the clock, the sources and the sink, the idle and backpressure
+    generators, and the reset; the test only sends GEMVs and awaits their results.
+
+    Parameters
+    ----------
+    dut
+        The ``septet_tile`` top.
+    config : tb.gemv_data.TileConfig
+    """
+
+    def __init__(self, dut, config):
+        self.dut = dut
+        self.config = config
+        check_port_widths(dut, config)
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        self.weights = AxiStreamSource(_bus(dut, "s_axis_weights"), dut.clk, dut.rst)
+        self.act = AxiStreamSource(_bus(dut, "s_axis_act"), dut.clk, dut.rst)
+        self.params = AxiStreamSource(_bus(dut, "s_axis_params"), dut.clk, dut.rst) if config.requant else None
+        self.result = AxiStreamSink(_bus(dut, "m_axis_result"), dut.clk, dut.rst)
+        self.sources = [s for s in (self.weights, self.act, self.params) if s is not None]
+        for port in (*self.sources, self.result):
+            port.log.setLevel("WARNING")
+
+    def set_idle_generator(self, idle: float, rng: random.Random) -> None:
+        """Each input holds back its next beat with probability ``idle`` per cycle (own seed per input)."""
+        if idle:
+            for source in self.sources:
+                source.set_pause_generator(pause_generator(idle, rng.randrange(1 << 30)))
+
+    def set_backpressure_generator(self, backpressure: float, rng: random.Random) -> None:
+        """The result sink is not ready with probability ``backpressure`` per cycle."""
+        if backpressure:
+            self.result.set_pause_generator(pause_generator(backpressure, rng.randrange(1 << 30)))
+
+    async def reset(self) -> None:
+        """Synchronous reset for :data:`RESET_CYCLES`: the tile, and every queued beat, back to idle."""
+        self.dut.rst.value = 1
+        for source in self.sources:
+            source.clear()
+        await ClockCycles(self.dut.clk, RESET_CYCLES)
+        self.result.clear()
+        self.dut.rst.value = 0
+
+    def send(self, gemv) -> None:
+        """Queue one GEMV's weight words, its activations (once per column block) and its parameters."""
+        self.weights.send_nowait(_frame(gemv.weights, self.weights.byte_lanes))
+        block_act = _frame(gemv.act, self.act.byte_lanes)
+        for b in range(gemv.n_blocks):
+            self.act.send_nowait(block_act)
+            if self.params is not None:
+                self.params.send_nowait(_frame(gemv.params[b:b + 1], self.params.byte_lanes))
+
+    async def recv(self, timeout_cycles: int) -> "AxiStreamFrame | None":
+        """The next GEMV's result frame, or ``None`` when none completes within ``timeout_cycles`` cycles."""
+        if timeout_cycles <= 0:
+            return None
+        try:
+            return await with_timeout(self.result.recv(), timeout_cycles * CLOCK_NS, "ns")
+        except SimTimeoutError:
+            return None
+
+
 @cocotb.test()
 async def gemvs_match_golden(dut):
     """Every result beat of every GEMV equals golden, in order, under idle cycles and backpressure."""
@@ -102,49 +167,21 @@ async def gemvs_match_golden(dut):
     backpressure = float(opts.get("backpressure", 0.0))
     reset_at = opts.get("reset_at")
 
-    check_port_widths(dut, config)
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    weights = AxiStreamSource(_bus(dut, "s_axis_weights"), dut.clk, dut.rst)
-    act = AxiStreamSource(_bus(dut, "s_axis_act"), dut.clk, dut.rst)
-    params = AxiStreamSource(_bus(dut, "s_axis_params"), dut.clk, dut.rst) if config.requant else None
-    result = AxiStreamSink(_bus(dut, "m_axis_result"), dut.clk, dut.rst)
-    sources = [s for s in (weights, act, params) if s is not None]
-    for source in sources:
-        source.log.setLevel("WARNING")
-        if idle:
-            source.set_pause_generator(pause_generator(idle, rng.randrange(1 << 30)))
-    result.log.setLevel("WARNING")
-    if backpressure:
-        result.set_pause_generator(pause_generator(backpressure, rng.randrange(1 << 30)))
-
+    tb = TB(dut, config)
+    tb.set_idle_generator(idle, rng)
+    tb.set_backpressure_generator(backpressure, rng)
     ideal = sum(g.ideal_cycles(config.bus_width) for g in gemv_set.gemvs)
     progress = ProgressWriter(directory, int(ideal / max(1e-3, (1 - idle) * (1 - backpressure))))
     counter = CycleCounter(dut, progress)
-
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, RESET_CYCLES)
-    dut.rst.value = 0
+    await tb.reset()
     cocotb.start_soon(counter.run())
-
-    def send(gemv):
-        weights.send_nowait(_frame(gemv.weights, weights.byte_lanes))
-        block_act = _frame(gemv.act, act.byte_lanes)
-        for b in range(gemv.n_blocks):
-            act.send_nowait(block_act)
-            if params is not None:
-                params.send_nowait(_frame(gemv.params[b:b + 1], params.byte_lanes))
 
     gemvs = list(gemv_set.gemvs)
     if reset_at is not None:
         # GEMV 0 is interrupted by a reset: its partial results are discarded, the rest must be exact.
-        send(gemvs[0])
+        tb.send(gemvs[0])
         await ClockCycles(dut.clk, int(reset_at))
-        dut.rst.value = 1
-        for source in sources:
-            source.clear()
-        await ClockCycles(dut.clk, RESET_CYCLES)
-        result.clear()
-        dut.rst.value = 0
+        await tb.reset()
         await RisingEdge(dut.clk)
         counter.restart()
         gemvs = gemvs[1:]
@@ -152,15 +189,13 @@ async def gemvs_match_golden(dut):
     scoreboard = Scoreboard(gemvs, config.lanes, config.result_bits)
     start = time.perf_counter()
     for gemv in gemvs:
-        send(gemv)
+        tb.send(gemv)
     timeout = int(opts.get("timeout_cycles", 0)) or 50 * ideal + 10_000
     limit = counter.cycle + timeout
     for gemv in gemvs:
-        while result.empty() and counter.cycle < limit:
-            await ClockCycles(dut.clk, 64)
-        if result.empty():
+        frame = await tb.recv(limit - counter.cycle)
+        if frame is None:
             break
-        frame = await result.recv()
         scoreboard.check_frame(bytes(frame.tdata))
     await ClockCycles(dut.clk, 2)
     cycles = [e - s + 1 for s, e in zip(counter.starts, counter.ends)]

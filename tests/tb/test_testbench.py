@@ -44,6 +44,13 @@ def _beats(config, gemv):
     return _lanes_to_bytes(np.asarray(gemv.expected) & ((1 << config.result_bits) - 1), config.result_bits)
 
 
+def test_axis_testbench_fails_with_a_timeout_rather_than_hanging(tmp_path):
+    # 20 cycles cannot carry two GEMVs: the awaited result frame times out and the run fails, naming the limit.
+    gemvs = _two_gemvs(MOCK)
+    with pytest.raises(toolchain.SimulationFailed, match="timeout after 20 cycles"):
+        simulate(mock_tile(MOCK), GemvSet(MOCK, gemvs, {"timeout_cycles": 20}), tmp_path, mode="axis")
+
+
 def test_scoreboard_accepts_exact_beats_and_reports_each_kind_of_error():
     config = MOCK
     gemvs = _two_gemvs(config)
