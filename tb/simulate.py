@@ -10,7 +10,7 @@ Two modes run the same checks:
 
 * ``"axis"``: cocotbext-axi drives every beat from Python (:mod:`tb.tile_axis`), with
   random idle cycles and backpressure per beat;
-* ``"mem"``: a generated SystemVerilog wrapper (:mod:`tb.mem_wrapper`) streams the
+* ``"mem"``: a SystemVerilog top (``tb/septet_mem_tb.sv``, set up by :mod:`tb.mem_wrapper`) streams the
   beats from files with LFSR stalls and writes the results to a file; Python only
   waits for ``done`` and then checks (:mod:`tb.tile_mem`).  Orders of magnitude
   faster: the mode for full-size layers.
@@ -138,7 +138,7 @@ class SimResult:
 
 def build_tile(tile: Tile, mode: str, *, waves: "str | None" = None, hdl_clock: bool = False,
                verbose: bool = False) -> "toolchain.Build":
-    """Build the tile for ``mode`` (``"mem"`` wraps it in the generated memory-model top).
+    """Build the tile for ``mode`` (``"mem"`` wraps it in the memory-model top ``tb/septet_mem_tb.sv``).
 
     ``hdl_clock`` (mem mode only): the wrapper makes its own clock, about 1.4x faster per cycle
     but a slower build (Verilator's timing support); worth it for multi-million-cycle runs.
@@ -147,15 +147,10 @@ def build_tile(tile: Tile, mode: str, *, waves: "str | None" = None, hdl_clock: 
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "axis":
         return toolchain.build(tile.sources, "septet_tile", waves=waves, verbose=verbose)
-    from tb.mem_wrapper import MEM_BUILD_ARGS, write_wrapper
+    from tb.mem_wrapper import MEM_TB, MEM_TB_WAIVERS, wrapper_build_args
 
-    key = hashlib.sha256(b"".join(Path(s).read_bytes() for s in tile.sources)
-                         + json.dumps(tile.config.as_dict()).encode()).hexdigest()
-    wrapper_dir = toolchain.BUILD_ROOT / "wrappers" / key[:16]
-    with toolchain.locked(wrapper_dir.parent / f".{wrapper_dir.name}.lock"):
-        wrapper = write_wrapper(wrapper_dir, tile, hdl_clock=hdl_clock)
-    extra = MEM_BUILD_ARGS if hdl_clock else ()
-    return toolchain.build([*tile.sources, wrapper], "septet_mem_tb", build_args=extra,
+    return toolchain.build([*tile.sources, MEM_TB_WAIVERS, MEM_TB], "septet_mem_tb",
+                           build_args=wrapper_build_args(tile, hdl_clock=hdl_clock),
                            waves=waves, verbose=verbose)
 
 

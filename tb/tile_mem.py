@@ -1,6 +1,6 @@
 """cocotb testbench of the septet tile in memory mode (the fast mode, see :mod:`tb.mem_wrapper`).
 
-The generated top ``septet_mem_tb`` streams the GEMVs from files into the
+The top ``septet_mem_tb`` (``tb/septet_mem_tb.sv``) streams the GEMVs from files into the
 tile and writes every result beat to a file.  Python starts the clock (or,
 with the ``hdl_clock`` option, the wrapper makes its own), sleeps until
 ``done`` (waking about every 64 k cycles to report progress), then checks
