@@ -45,6 +45,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -77,6 +78,8 @@ __all__ = [
     "project_step",
     "scaling",
     "load_results",
+    "check_out_dir",
+    "write_json_atomic",
 ]
 
 #: Projection short names (the CLI's) and the linear layer names of :func:`sim.model.linear_shapes`.
@@ -273,14 +276,23 @@ def _gguf_tensor_name(reader_names, spec: GemvSpec) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1)
+def _gguf_reader(path: str):
+    """The GGUF reader of ``path`` (memory-mapped; parsing the metadata is slow, so once per process)."""
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise ValueError(f"--weights: {path!r} is not a readable GGUF file ({exc})") from None
+
+
 @functools.lru_cache(maxsize=2)
 def _gguf_matrix(path: str, tensor: str) -> np.ndarray:
-    """``W[K, N]`` (float32) of a GGUF tensor stored ``[out, in]`` (the last one or two cached per process)."""
-    from gguf import GGUFReader
+    """``W[K, N]`` (float32) of a GGUF tensor stored ``[out, in]`` (the last two cached per process)."""
     from gguf.quants import dequantize
 
-    reader = GGUFReader(path)
-    for t in reader.tensors:
+    for t in _gguf_reader(path).tensors:
         if t.name == tensor:
             w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
             return np.ascontiguousarray(w.reshape(-1, w.shape[-1]).T)
@@ -289,15 +301,10 @@ def _gguf_matrix(path: str, tensor: str) -> np.ndarray:
 
 def plan_gguf(path, *, layers=None, projections=None) -> "tuple[list[GemvSpec], int]":
     """The GEMVs of one decode step of the LLaMA-architecture model in GGUF file ``path``, and its layer count."""
-    from gguf import GGUFReader
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--weights: file {str(path)!r} does not exist")
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise ValueError(f"--weights: {str(path)!r} is not a readable GGUF file ({exc})") from None
+    reader = _gguf_reader(str(path))
     shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}   # GGUF order: (in, out)
     n_layers = 1 + max((int(n.split(".")[1]) for n in shapes if n.startswith("blk.")), default=-1)
     if n_layers == 0:
@@ -314,7 +321,10 @@ def plan_gguf(path, *, layers=None, projections=None) -> "tuple[list[GemvSpec], 
     for layer in layers:
         for p in projections:
             if p != "lm_head":
-                K, N = shapes[_GGUF_TENSORS[p].format(layer)][:2]
+                name = _GGUF_TENSORS[p].format(layer)
+                if name not in shapes:
+                    raise ValueError(f"--weights: {path.name} has no tensor {name}")
+                K, N = shapes[name][:2]
                 specs.append(GemvSpec(layer, p, K, N))
     if "lm_head" in projections:
         K, N = shapes[_gguf_tensor_name(shapes, GemvSpec(None, "lm_head", 0, 0))][:2]
@@ -402,10 +412,30 @@ def _worker_name() -> str:
 def _task_weights(settings: FarmSettings, spec: GemvSpec, start: int, stop: int) -> np.ndarray:
     if settings.weights is None:
         return panel_weights(settings.seed, spec, start, stop)
-    from gguf import GGUFReader
-
-    names = {t.name for t in GGUFReader(settings.weights).tensors}
+    names = {t.name for t in _gguf_reader(settings.weights).tensors}
     return _gguf_matrix(settings.weights, _gguf_tensor_name(names, spec))[:, start:stop]
+
+
+#: Dask event topic of the workers' live progress (cycles simulated so far in a running task).
+PROGRESS_TOPIC = "septet-verify-progress"
+_CYCLE_RE = re.compile(r"cycle (\d+)")
+
+
+def _live_progress(task_id: str):
+    """A progress callback for :func:`tb.simulate.simulate` that publishes the running task's cycle count."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except ValueError:   # not on a Dask worker
+        return None
+
+    def publish(line: str) -> None:
+        match = _CYCLE_RE.search(line)
+        if match:
+            worker.log_event(PROGRESS_TOPIC, {"task": task_id, "cycles": int(match.group(1))})
+
+    return publish
 
 
 def run_task(task: Task, settings: FarmSettings) -> dict:
@@ -434,7 +464,7 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     test_dir = root / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     options = {"seed": settings.seed, "idle": settings.idle, "backpressure": settings.backpressure}
     result = simulate(tile, GemvSet(config, gemvs, options), test_dir, mode="mem", hdl_clock=settings.hdl_clock,
-                      check=False)
+                      check=False, progress=_live_progress(task.task_id))
     outcome = result.outcome
     starts, ends = outcome.get("starts") or [], outcome.get("ends") or []
     complete = len(starts) == len(ends) == len(gemvs)
@@ -468,7 +498,7 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
 # The client side
 
 
-def _write_json_atomic(path: Path, document) -> None:
+def write_json_atomic(path: Path, document) -> None:
     """Write ``document`` to a temporary name beside ``path``, flush it to disk, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -531,6 +561,18 @@ def _fmt_seconds(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def check_out_dir(out, settings: FarmSettings) -> None:
+    """Raise ``ValueError`` when ``out`` holds a run made with other settings (results are never mixed)."""
+    run_path = Path(out) / RUN_FILE
+    if run_path.is_file():
+        previous = json.loads(run_path.read_text())
+        if previous.get("fingerprint") != settings.fingerprint():
+            theirs, ours = previous.get("identity") or {}, settings.identity()
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise ValueError(f"--out {out} holds a run with other settings (differing: {', '.join(differ)}); "
+                             f"choose another --out or remove it")
+
+
 def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout: "float | None" = None,
            on_result=None) -> dict:
     """Run ``tasks`` on ``client``'s cluster; write each record to ``out/results`` as it arrives.
@@ -553,15 +595,11 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
         Called with each new record once it is on disk.
     """
     out = Path(out)
+    check_out_dir(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = settings.fingerprint()
     run_path = out / RUN_FILE
-    if run_path.is_file():
-        previous = json.loads(run_path.read_text())
-        if previous.get("fingerprint") != fingerprint:
-            raise ValueError(f"--out {out} holds a run with other settings ({previous.get('identity')}); "
-                             f"choose another --out or remove it")
-    _write_json_atomic(run_path, {"fingerprint": fingerprint, "identity": settings.identity(),
+    write_json_atomic(run_path, {"fingerprint": fingerprint, "identity": settings.identity(),
                                   "tasks": [t.task_id for t in tasks]})
     ids = [t.task_id for t in tasks]
     if len(set(ids)) != len(ids):
@@ -583,6 +621,8 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
         compiled = [b for b in builds if b["compiled"]]
         say(f"tile ready on {len(workers)} worker(s)" + (f" (compiled in {compiled[0]['build_seconds']:.0f} s)"
                                                          if compiled else " (cached build)"))
+        live: dict = {}
+        client.subscribe_topic(PROGRESS_TOPIC, lambda event: live.__setitem__(event[1]["task"], event[1]["cycles"]))
         start = time.perf_counter()
         by_key = {}
         for task in pending:
@@ -604,23 +644,25 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                 record["attempts"] = _attempts(settings.attempts, task.task_id)
                 if task.task_id in new:
                     raise RuntimeError(f"task {task.task_id} reported twice")   # cannot happen: one key, one result
-                _write_json_atomic(out / RESULTS_DIR / f"{task.task_id}.json", record)
+                write_json_atomic(out / RESULTS_DIR / f"{task.task_id}.json", record)
                 new[task.task_id] = record
                 if on_result is not None:
                     on_result(record)
                 cycles_done += record["cycles"]
                 estimate_done += task.estimated_cycles
+                live.pop(task.task_id, None)
             now = time.perf_counter()
             if finished or now - last_line >= 10.0:
                 last_line = now
                 elapsed = now - start
-                rate = cycles_done / elapsed if elapsed > 0 else 0.0
-                eta = (total_estimate - estimate_done) / rate if rate > 0 else float("inf")
+                running = sum(live.get(by_key[f.key][1].task_id, 0) for f in remaining)
+                rate = (cycles_done + running) / elapsed if elapsed > 0 else 0.0
+                eta = (total_estimate - estimate_done - running) / rate if rate > 0 else float("inf")
                 gemvs_total = len({t.gemv.name for t in tasks})
                 gemvs_done = _gemvs_complete(tasks, {**done, **new})
                 bad = sum(1 for r in new.values() if not r["passed"])
                 say(f"GEMVs {gemvs_done}/{gemvs_total}, tasks {len(done) + len(new)}/{len(tasks)}, "
-                    f"{cycles_done / 1e6:.1f} M cycles in {_fmt_seconds(elapsed)} = {rate / 1e6:.2f} M cycles/s "
+                    f"{(cycles_done + running) / 1e6:.1f} M cycles in {_fmt_seconds(elapsed)} = {rate / 1e6:.2f} M cycles/s "
                     f"verified, ETA {_fmt_seconds(eta)}" + (f", {bad} FAILED" if bad else ""))
             if deadline is not None and now >= deadline and remaining:
                 for f in remaining:
@@ -628,13 +670,14 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                 names = sorted(by_key[f.key][1].task_id for f in remaining)
                 raise TimeoutError(f"verify: {len(remaining)} task(s) unfinished after {timeout} s: "
                                    f"{', '.join(names[:8])}")
+        client.unsubscribe_topic(PROGRESS_TOPIC)
     wall = time.perf_counter() - start
     records = {**done, **new}
     summary = summarize([records[t.task_id] for t in tasks if t.task_id in records], settings,
                         run={"wall_seconds": round(wall, 3), "tasks_run": len(new), "tasks_resumed": len(done),
                              "workers": len(_worker_addresses(client)),
                              "load_average": [round(x, 2) for x in os.getloadavg()]})
-    _write_json_atomic(out / SUMMARY_FILE, summary)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
 
 
