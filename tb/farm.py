@@ -529,7 +529,7 @@ def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
@@ -618,6 +618,7 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
         preparations = [client.submit(prepare_worker, settings, workers=[w], allow_other_workers=True, pure=False,
                                       key=f"prepare-{fingerprint}-{i}") for i, w in enumerate(workers)]
         builds = client.gather(preparations)
+        del preparations   # release them: a lost worker must not make the scheduler recompute them
         compiled = [b for b in builds if b["compiled"]]
         say(f"tile ready on {len(workers)} worker(s)" + (f" (compiled in {compiled[0]['build_seconds']:.0f} s)"
                                                          if compiled else " (cached build)"))

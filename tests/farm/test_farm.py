@@ -146,7 +146,7 @@ def _kill_a_running_worker(attempts: Path, results: Path, killed: dict, stop: th
 @pytest.mark.timeout(420)
 def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     model = load_model(TINY)
-    specs = farm.plan_step(model, layers=[1], projections=["q", "k", "v", "o", "down"])
+    specs = farm.plan_step(model, layers=[1], projections=["q", "k", "v"])
     tasks = farm.split_tasks(specs, SMALL_TILE, task_cycles=20_000)
     out = tmp_path / "out"
     settings = farm.FarmSettings(config=SMALL_TILE, seed=5, attempts=str(out / "attempts"),
@@ -155,7 +155,7 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     killed, stop = {}, threading.Event()
     reported = []
     try:
-        farm.verify(client, tasks[:1], settings, out, timeout=300)   # warm: the tile is built before the kill
+        # verify() has every worker build (or load) the tile before any task starts: the kill hits a task.
         killer = threading.Thread(target=_kill_a_running_worker,
                                   args=(out / "attempts", out / "results", killed, stop))
         killer.start()
@@ -170,7 +170,7 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     assert killed, "no worker was killed: the test did not test anything"
     ids = [t.task_id for t in tasks]
     # Every GEMV reports, once: one record per task, in the output directory and through the callback.
-    assert sorted(r["task"] for r in reported) == sorted(ids[1:])
+    assert sorted(r["task"] for r in reported) == sorted(ids)
     assert sorted(p.stem for p in (out / "results").glob("*.json")) == sorted(ids)
     assert summary["passed"] and summary["total"]["mismatches"] == 0
     assert summary["total"]["gemvs"] == len(specs) and summary["total"]["incomplete_gemvs"] == 0
@@ -183,7 +183,7 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     record = json.loads(victim.read_text())
     victim.write_text(json.dumps({**record, "passed": False}))
     def argv(seed):
-        return ["verify", "--model", str(TINY), "--layers", "1", "--projections", "q,k,v,o,down", "--lanes", "8",
+        return ["verify", "--model", str(TINY), "--layers", "1", "--projections", "q,k,v", "--lanes", "8",
                 "--bus-width", "32", "--group-size", "none", "--seed", str(seed), "--task-cycles", "20000",
                 "--workers", "1", "--out", str(out), "--scratch", str(tmp_path / "scratch"), "--timeout", "300"]
 
