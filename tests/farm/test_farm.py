@@ -137,7 +137,10 @@ def _kill_a_running_worker(attempts: Path, results: Path, killed: dict, stop: th
         for marker in sorted(attempts.glob("*")) if attempts.is_dir() else []:
             task_id, pid, _ = marker.name.rsplit(".", 2)
             if not (results / f"{task_id}.json").exists():
-                os.kill(int(pid), signal.SIGKILL)
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:     # that worker is gone already
+                    continue
                 killed.update(task=task_id, pid=int(pid))
                 return
         time.sleep(0.02)
