@@ -595,15 +595,13 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
         Called with each new record once it is on disk.
     """
     out = Path(out)
-    check_out_dir(out, settings)
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = settings.fingerprint()
-    run_path = out / RUN_FILE
-    write_json_atomic(run_path, {"fingerprint": fingerprint, "identity": settings.identity(),
-                                  "tasks": [t.task_id for t in tasks]})
     ids = [t.task_id for t in tasks]
     if len(set(ids)) != len(ids):
         raise ValueError("two tasks have the same id (a GEMV appears twice in the plan)")
+    check_out_dir(out, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = settings.fingerprint()
+    write_json_atomic(out / RUN_FILE, {"fingerprint": fingerprint, "identity": settings.identity(), "tasks": ids})
     done = {k: v for k, v in load_results(out, fingerprint).items() if k in set(ids) and v.get("passed")}
     pending = [t for t in tasks if t.task_id not in done]
     say = progress or (lambda line: None)
