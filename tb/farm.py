@@ -836,4 +836,12 @@ def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progres
     for r in runs:
         r["speedup"] = round(base["wall_seconds"] / r["wall_seconds"], 4)
         r["efficiency"] = round(base["wall_seconds"] * base["workers"] / (r["workers"] * r["wall_seconds"]), 4)
-    return {"runs": runs, "cpus": os.cpu_count()}
+    return {"runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup()}
+
+
+def _autogroup() -> "bool | None":
+    """Linux autogroup on: under contention all processes of one session share one session's CPU share."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None

@@ -201,6 +201,12 @@ def run(args):
                   f"efficiency {r['efficiency']:.3f}, {r['mismatches']} mismatches, load average "
                   f"{r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f} on {result['cpus']} CPUs",
                   file=summary_stream)
+        busiest = max(max(r["load_average_before"][0], r["load_average_after"][0]) for r in result["runs"])
+        if busiest > result["cpus"]:
+            print(f"note: load average up to {busiest:.1f} on {result['cpus']} CPUs: the workers competed with other "
+                  f"jobs" + (" and, with Linux autogroup on, all of them shared this session's one CPU share"
+                             if result["sched_autogroup"] else "")
+                  + "; rerun on a quiet machine for the scaling of the farm itself", file=summary_stream)
         from tb.farm import write_json_atomic
 
         write_json_atomic(out / "scaling" / "scaling.json", result)
