@@ -768,6 +768,7 @@ def summarize(records, settings: FarmSettings, *, run: "dict | None" = None) -> 
                   "simulated_cycles_per_second": round(total["cycles"] / total["sim_seconds"]) if total["sim_seconds"] else 0,
                   "verified_cycles_per_core_second": round(total["cycles"] / total["task_seconds"]) if total["task_seconds"] else 0,
                   "retried_tasks": sum(1 for r in records if (r.get("attempts") or 1) > 1)})
+    total["task_time_model"] = task_time_model(records)
     if run:
         total.update(run)
         # Aggregate rate of this invocation (all workers together); only meaningful when nothing was resumed.
@@ -778,32 +779,57 @@ def summarize(records, settings: FarmSettings, *, run: "dict | None" = None) -> 
             "total": total, "per_projection": per_projection, "per_gemv": per_gemv}
 
 
+def task_time_model(records) -> "dict | None":
+    """Seconds of a task on one core: ``overhead + golden_per_weight * weights + sim_per_cycle * cycles``.
+
+    The three constants are measured on ``records`` (passing tasks): the simulator's time per
+    cycle, golden's time per weight, and the mean of the rest of each task (input files,
+    simulator start, result check).  ``max_relative_error`` is the model's worst error on
+    those same tasks (an in-sample figure: the model is only as good as the tasks it saw).
+    """
+    rs = [r for r in records if r["passed"] and r["cycles"] > 0]
+    if not rs:
+        return None
+    weights = [r["K"] * (r["columns"][1] - r["columns"][0]) for r in rs]
+    sim_per_cycle = sum(r["sim_seconds"] for r in rs) / sum(r["cycles"] for r in rs)
+    golden_per_weight = sum(r["golden_seconds"] for r in rs) / sum(weights)
+    overhead = statistics.fmean(max(0.0, r["task_seconds"] - r["sim_seconds"] - r["golden_seconds"]) for r in rs)
+    errors = [abs(overhead + golden_per_weight * w + sim_per_cycle * r["cycles"] - r["task_seconds"])
+              / r["task_seconds"] for r, w in zip(rs, weights) if r["task_seconds"] > 0]
+    return {"overhead_seconds_per_task": round(overhead, 3), "golden_seconds_per_weight": golden_per_weight,
+            "sim_seconds_per_cycle": sim_per_cycle, "tasks": len(rs),
+            "max_relative_error": round(max(errors), 4) if errors else None}
+
+
 def project_step(step_specs, name: str, settings: FarmSettings, summary: dict, cores=(1, 64, 1024)) -> dict:
     """Projected wall time to verify a whole decode step (GEMVs ``step_specs`` of model ``name``) on ``cores`` cores.
 
-    From measured figures: each task's time is its estimated cycles divided by the measured
-    verified cycles per core-second (golden and every overhead included) scaled by the measured
-    cycles/ideal ratio.  Assumptions (stated in the result): the per-core rate measured here holds
-    on every core, tasks are spread perfectly (no scheduler overhead), so the wall time on ``c``
-    cores is ``max(total core-seconds / c, longest task)``.
+    Each task of the step (split as this run splits) costs the measured :func:`task_time_model`
+    time, its cycles being golden's ideal cycles times the measured cycles/ideal ratio.
+    Assumptions (stated in the result): every core runs at the rate measured here, and tasks
+    are spread perfectly with no scheduler overhead, so the wall time on ``c`` cores is
+    ``max(total core-seconds / c, longest task)``.
     """
-    rate = summary["total"]["verified_cycles_per_core_second"]
-    ratio = (summary["total"]["cycles"] / summary["total"]["ideal_cycles"]) if summary["total"]["ideal_cycles"] else 1.0
+    model = summary["total"].get("task_time_model")
+    total = summary["total"]
+    ratio = total["cycles"] / total["ideal_cycles"] if total["ideal_cycles"] else 1.0
     tasks = split_tasks(step_specs, settings.config, settings.task_cycles)
-    cycles = sum(t.estimated_cycles for t in tasks) * ratio
-    longest = max(t.estimated_cycles for t in tasks) * ratio
     out = {"model": name, "gemvs": len(step_specs), "tasks": len(tasks),
-           "weights": sum(s.weights for s in step_specs), "cycles": int(cycles),
-           "verified_cycles_per_core_second": rate,
-           "assumptions": "measured per-core rate on every core; perfect spreading of tasks, no scheduler "
-                          "overhead; cycles = golden's stream bits / W x the measured cycles/ideal ratio",
+           "weights": sum(s.weights for s in step_specs),
+           "cycles": int(sum(t.estimated_cycles for t in tasks) * ratio), "task_time_model": model,
+           "assumptions": "every core at the per-task rates measured in this run (on this machine, at its load); "
+                          "tasks spread perfectly, no scheduler overhead; cycles = golden's stream bits / W "
+                          "x the measured cycles/ideal ratio",
            "wall_seconds": {}}
-    if rate:
-        core_seconds = cycles / rate
+    if model:
+        seconds = [model["overhead_seconds_per_task"]
+                   + model["golden_seconds_per_weight"] * t.gemv.K * (t.columns[1] - t.columns[0])
+                   + model["sim_seconds_per_cycle"] * t.estimated_cycles * ratio for t in tasks]
+        core_seconds = sum(seconds)
         out["core_hours"] = round(core_seconds / 3600, 3)
-        out["longest_task_seconds"] = round(longest / rate, 1)
+        out["longest_task_seconds"] = round(max(seconds), 1)
         for c in cores:
-            out["wall_seconds"][str(c)] = round(max(core_seconds / c, longest / rate), 1)
+            out["wall_seconds"][str(c)] = round(max(core_seconds / c, max(seconds)), 1)
     return out
 
 

@@ -117,9 +117,15 @@ def _print_summary(summary, projection, out, stream):
              if t.get("run_cycles_per_second") else ""), file=stream)
     if projection and projection.get("wall_seconds"):
         walls = ", ".join(f"{c} core(s) {_human(s)}" for c, s in projection["wall_seconds"].items())
-        print(f"projected, whole {projection['model']} decode step ({projection['gemvs']} GEMVs, "
-              f"{projection['weights'] / 1e9:.2f} G weights, {projection['cycles'] / 1e9:.2f} G cycles, "
-              f"{projection['core_hours']:.2f} core-hours): {walls} (assumes {projection['assumptions']})",
+        m = projection["task_time_model"]
+        print(f"task time model (measured, {m['tasks']} tasks): {m['overhead_seconds_per_task']:.1f} s + "
+              f"{m['golden_seconds_per_weight'] * 1e9:.1f} s per G weights (golden) + "
+              f"{m['sim_seconds_per_cycle'] * 1e6:.2f} s per M cycles (simulator); worst error on these tasks "
+              f"{100 * m['max_relative_error']:.0f}%", file=stream)
+        print(f"projected, whole {projection['model']} decode step ({projection['gemvs']} GEMVs in "
+              f"{projection['tasks']} tasks, {projection['weights'] / 1e9:.2f} G weights, "
+              f"{projection['cycles'] / 1e9:.2f} G cycles, {projection['core_hours']:.2f} core-hours): {walls}, "
+              f"the longest task {_human(projection['longest_task_seconds'])} (assumes {projection['assumptions']})",
               file=stream)
     print(f"results: {out}", file=stream)
 

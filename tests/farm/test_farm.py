@@ -19,6 +19,9 @@ from sim.model import linear_shapes
 from tb import farm
 from tb.gemv_data import TileConfig, make_gemv
 
+#: Every test here has a time limit (the cluster test sets its own, longer one).
+pytestmark = pytest.mark.timeout(120)
+
 HERE = Path(__file__).resolve().parent
 TINY = HERE / "tiny-llama.toml"
 #: The 8-lane, 32-bit-bus tile of tests/tb/test_tile.py (SEPTET_W32), also in memory mode with the HDL clock:
@@ -196,3 +199,28 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     assert json.loads(victim.read_text())["passed"]
     # Other settings in the same directory are refused, not mixed.
     assert main(argv(6)) == 2
+
+
+def test_task_time_model_and_step_projection():
+    """The projection's per-task model recovers known constants; the wall time is bounded by the longest task."""
+    def record(K, cols, cycles):
+        sim, golden = 2e-6 * cycles, 5e-8 * K * cols
+        return {"passed": True, "K": K, "columns": [0, cols], "cycles": cycles, "sim_seconds": sim,
+                "golden_seconds": golden, "task_seconds": 1.5 + sim + golden}
+
+    records = [record(8192, 1024, 500_000), record(8192, 4096, 2_000_000), record(28672, 288, 490_000)]
+    model = farm.task_time_model(records)
+    assert model["overhead_seconds_per_task"] == pytest.approx(1.5)
+    assert model["golden_seconds_per_weight"] == pytest.approx(5e-8)
+    assert model["sim_seconds_per_cycle"] == pytest.approx(2e-6)
+    assert model["max_relative_error"] == pytest.approx(0, abs=1e-9)
+    config = TileConfig(fmt="4+3", lanes=16, bus_width=64, group_size=128)
+    settings = farm.FarmSettings(config=config)
+    step = farm.plan_step(load_model("llama2-70b"))
+    summary = {"total": {"cycles": 101, "ideal_cycles": 100, "task_time_model": model}}
+    projection = farm.project_step(step, "LLaMA-2-70B", settings, summary, cores=(1, 64, 1_000_000))
+    walls = projection["wall_seconds"]
+    assert walls["1"] == pytest.approx(projection["core_hours"] * 3600, rel=1e-3)
+    assert walls["1"] / walls["64"] == pytest.approx(64, rel=1e-3)
+    assert walls["1000000"] == projection["longest_task_seconds"]     # more cores than tasks: the longest task
+    assert 4.0e9 < projection["cycles"] < 4.2e9 and projection["gemvs"] == 561
