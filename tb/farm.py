@@ -405,6 +405,14 @@ def prepare_worker(settings: FarmSettings) -> dict:
         return {"worker": _worker_name(), **_TILES[key][1]}
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the simulator): what a task costs a core."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -445,6 +453,7 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     from golden.quantize import quantize
 
     started = time.perf_counter()
+    cpu_start = _cpu_seconds()
     if settings.attempts:
         marker = Path(settings.attempts) / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -483,7 +492,8 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
         "mismatches": int(mismatches), "beats_checked": int(outcome.get("beats_checked") or 0),
         "beats_expected": beats_expected, "passed": passed,
         "golden_seconds": round(golden_seconds, 3), "sim_seconds": float(outcome.get("sim_seconds") or 0.0),
-        "task_seconds": round(time.perf_counter() - started, 3), "worker": _worker_name(),
+        "task_seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(_cpu_seconds() - cpu_start, 3),
+        "worker": _worker_name(),
         "fingerprint": settings.fingerprint(),
     }
     if passed and not settings.keep:
@@ -733,7 +743,8 @@ def _aggregate(records, bus_width: int) -> dict:
             "failed_tasks": sum(1 for r in records if not r["passed"]),
             "sim_seconds": round(sum(r["sim_seconds"] for r in records), 3),
             "golden_seconds": round(sum(r["golden_seconds"] for r in records), 3),
-            "task_seconds": round(sum(r["task_seconds"] for r in records), 3)}
+            "task_seconds": round(sum(r["task_seconds"] for r in records), 3),
+            "cpu_seconds": round(sum(r.get("cpu_seconds") or 0.0 for r in records), 3)}
 
 
 def summarize(records, settings: FarmSettings, *, run: "dict | None" = None) -> dict:
@@ -854,7 +865,9 @@ def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progres
         finally:
             client.close()
             cluster.close()
+        cpu = [load_results(directory, settings.fingerprint())[t.task_id].get("cpu_seconds") or 0.0 for t in tasks]
         runs.append({"workers": n, "wall_seconds": summary["total"]["wall_seconds"],
+                     "cpu_seconds": round(sum(cpu), 3), "free_cores_makespan_seconds": round(_greedy_makespan(cpu, n), 3),
                      "cycles": summary["total"]["cycles"], "mismatches": summary["total"]["mismatches"],
                      "passed": summary["passed"], "load_average_before": [round(x, 2) for x in load_before],
                      "load_average_after": [round(x, 2) for x in os.getloadavg()]})
@@ -862,7 +875,23 @@ def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progres
     for r in runs:
         r["speedup"] = round(base["wall_seconds"] / r["wall_seconds"], 4)
         r["efficiency"] = round(base["wall_seconds"] * base["workers"] / (r["workers"] * r["wall_seconds"]), 4)
+        # Load-robust view: CPU per run (does a worker more cost CPU?) and the efficiency the measured per-task
+        # CPU times would give on free cores, scheduled longest first as the farm submits them.
+        r["cpu_ratio"] = round(r["cpu_seconds"] / base["cpu_seconds"], 4) if base["cpu_seconds"] else None
+        base_time = base["free_cores_makespan_seconds"] * base["workers"]
+        r["estimated_efficiency_on_free_cores"] = round(
+            base_time / (r["workers"] * r["free_cores_makespan_seconds"]), 4) if r["free_cores_makespan_seconds"] else None
     return {"runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup()}
+
+
+def _greedy_makespan(seconds, workers: int) -> float:
+    """Finish time of ``seconds`` (in submission order) on ``workers`` free cores, each task to the first free one."""
+    import heapq
+
+    free = [0.0] * workers
+    for t in seconds:
+        heapq.heappush(free, heapq.heappop(free) + t)
+    return max(free)
 
 
 def _autogroup() -> "bool | None":

@@ -204,7 +204,9 @@ def run(args):
         result = scaling(tasks, settings, out / "scaling", counts, progress=progress)
         for r in result["runs"]:
             print(f"{r['workers']} worker(s): wall {r['wall_seconds']:.1f} s, speedup {r['speedup']:.3f}, "
-                  f"efficiency {r['efficiency']:.3f}, {r['mismatches']} mismatches, load average "
+                  f"efficiency {r['efficiency']:.3f}; CPU {r['cpu_seconds']:.1f} s ({r['cpu_ratio']:.3f} of the first "
+                  f"run's), efficiency of these task CPU times on free cores {r['estimated_efficiency_on_free_cores']:.3f}; "
+                  f"{r['mismatches']} mismatches, load average "
                   f"{r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f} on {result['cpus']} CPUs",
                   file=summary_stream)
         busiest = max(max(r["load_average_before"][0], r["load_average_after"][0]) for r in result["runs"])

@@ -184,6 +184,7 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     for record in reported:
         assert record["beats_checked"] == record["beats_expected"] > 0
         assert record["cycles"] > record["ideal_cycles"] > 0
+        assert record["cpu_seconds"] > 0
     # Resume through the CLI: a task whose record says it failed runs again, the others are skipped.
     victim = out / "results" / f"{ids[-1]}.json"
     record = json.loads(victim.read_text())
@@ -224,3 +225,5 @@ def test_task_time_model_and_step_projection():
     assert walls["1"] / walls["64"] == pytest.approx(64, rel=1e-3)
     assert walls["1000000"] == projection["longest_task_seconds"]     # more cores than tasks: the longest task
     assert 4.0e9 < projection["cycles"] < 4.2e9 and projection["gemvs"] == 561
+    # The scaling report's free-core estimate schedules tasks in submission order, each to the first free core.
+    assert farm._greedy_makespan([5, 4, 3, 3, 1], 2) == 8 and farm._greedy_makespan([5, 4, 3, 3, 1], 1) == 16
