@@ -76,6 +76,8 @@ __all__ = [
     "verify",
     "summarize",
     "project_step",
+    "task_time_model",
+    "cpu_time_model",
     "scaling",
     "load_results",
     "check_out_dir",
@@ -780,6 +782,7 @@ def summarize(records, settings: FarmSettings, *, run: "dict | None" = None) -> 
                   "verified_cycles_per_core_second": round(total["cycles"] / total["task_seconds"]) if total["task_seconds"] else 0,
                   "retried_tasks": sum(1 for r in records if (r.get("attempts") or 1) > 1)})
     total["task_time_model"] = task_time_model(records)
+    total["cpu_time_model"] = cpu_time_model(records)
     if run:
         total.update(run)
         # Aggregate rate of this invocation (all workers together); only meaningful when nothing was resumed.
@@ -812,6 +815,25 @@ def task_time_model(records) -> "dict | None":
             "max_relative_error": round(max(errors), 4) if errors else None}
 
 
+def cpu_time_model(records) -> "dict | None":
+    """CPU seconds of a task (worker process and its simulator): ``a + b * cycles``, least squares on ``records``.
+
+    Less sensitive to a loaded machine than wall time (a task's CPU time does not include the
+    time it waited for a core); ``max_relative_error`` is the fit's worst error on those tasks.
+    """
+    rs = [r for r in records if r["passed"] and r["cycles"] > 0 and r.get("cpu_seconds")]
+    if len(rs) < 2 or len({r["cycles"] for r in rs}) < 2:
+        return None
+    cycles = np.array([r["cycles"] for r in rs], dtype=np.float64)
+    cpu = np.array([r["cpu_seconds"] for r in rs], dtype=np.float64)
+    (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(cycles), cycles], axis=1), cpu, rcond=None)
+    a = max(float(a), 0.0)
+    b = float(b)
+    errors = np.abs(a + b * cycles - cpu) / cpu
+    return {"cpu_seconds_per_task": round(a, 3), "cpu_seconds_per_cycle": b, "tasks": len(rs),
+            "max_relative_error": round(float(errors.max()), 4)}
+
+
 def project_step(step_specs, name: str, settings: FarmSettings, summary: dict, cores=(1, 64, 1024)) -> dict:
     """Projected wall time to verify a whole decode step (GEMVs ``step_specs`` of model ``name``) on ``cores`` cores.
 
@@ -841,6 +863,16 @@ def project_step(step_specs, name: str, settings: FarmSettings, summary: dict, c
         out["longest_task_seconds"] = round(max(seconds), 1)
         for c in cores:
             out["wall_seconds"][str(c)] = round(max(core_seconds / c, max(seconds)), 1)
+    cpu_model = total.get("cpu_time_model")
+    out["cpu_time_model"] = cpu_model
+    out["free_cores_wall_seconds"] = {}
+    if cpu_model:
+        seconds = [cpu_model["cpu_seconds_per_task"] + cpu_model["cpu_seconds_per_cycle"] * t.estimated_cycles * ratio
+                   for t in tasks]
+        out["free_cores_core_hours"] = round(sum(seconds) / 3600, 3)
+        out["free_cores_longest_task_seconds"] = round(max(seconds), 1)
+        for c in cores:
+            out["free_cores_wall_seconds"][str(c)] = round(max(sum(seconds) / c, max(seconds)), 1)
     return out
 
 

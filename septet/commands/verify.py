@@ -127,6 +127,13 @@ def _print_summary(summary, projection, out, stream):
               f"{projection['cycles'] / 1e9:.2f} G cycles, {projection['core_hours']:.2f} core-hours): {walls}, "
               f"the longest task {_human(projection['longest_task_seconds'])} (assumes {projection['assumptions']})",
               file=stream)
+    if projection and projection.get("free_cores_wall_seconds"):
+        m = projection["cpu_time_model"]
+        walls = ", ".join(f"{c} core(s) {_human(s)}" for c, s in projection["free_cores_wall_seconds"].items())
+        print(f"on free cores, from CPU time ({m['cpu_seconds_per_task']:.1f} s per task + "
+              f"{m['cpu_seconds_per_cycle'] * 1e6:.2f} s per M cycles, fitted on {m['tasks']} tasks, worst error "
+              f"{100 * m['max_relative_error']:.0f}%): {projection['free_cores_core_hours']:.2f} core-hours, {walls}",
+              file=stream)
     print(f"results: {out}", file=stream)
 
 

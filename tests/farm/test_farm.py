@@ -227,3 +227,12 @@ def test_task_time_model_and_step_projection():
     assert 4.0e9 < projection["cycles"] < 4.2e9 and projection["gemvs"] == 561
     # The scaling report's free-core estimate schedules tasks in submission order, each to the first free core.
     assert farm._greedy_makespan([5, 4, 3, 3, 1], 2) == 8 and farm._greedy_makespan([5, 4, 3, 3, 1], 1) == 16
+
+
+def test_cpu_time_model_fits_a_line():
+    records = [{"passed": True, "cycles": c, "cpu_seconds": 2.0 + 5e-6 * c} for c in (500_000, 1_000_000, 4_000_000)]
+    model = farm.cpu_time_model(records)
+    assert model["cpu_seconds_per_task"] == pytest.approx(2.0)
+    assert model["cpu_seconds_per_cycle"] == pytest.approx(5e-6)
+    assert model["max_relative_error"] == pytest.approx(0, abs=1e-9)
+    assert farm.cpu_time_model(records[:1]) is None      # one size cannot separate the two terms
