@@ -179,6 +179,8 @@ def plan_step(model, *, layers=None, projections=None) -> "list[GemvSpec]":
     """
     from sim.model import linear_shapes
 
+    if getattr(model, "experts_active", 1) != 1:
+        raise ValueError(f"{model.name} is a mixture of experts: septet verify plans dense models only")
     layers = range(model.layers) if layers is None else list(layers)
     projections = list(PROJECTIONS) if projections is None else list(projections)
     for layer in layers:
