@@ -55,7 +55,7 @@ BUILD_ROOT = PROJECT_ROOT / "build" / "sim"
 _STAMP = "septet_build.json"
 #: Verilator options every build gets: Amaranth's Verilog trips style lints that are not errors.
 _BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                    "-Wno-DECLFILENAME", "--x-assign", "fast", "--x-initial", "fast")
+                    "-Wno-DECLFILENAME", "--x-assign", "fast", "--x-initial", "fast", "--assert")
 
 
 #: See :func:`build`: the make variable the packaged Verilator's configuration lacks.
