@@ -81,6 +81,38 @@ def test_late_params_beat_holds_the_block(K, N):
     check([job], got)
 
 
+def test_params_beat_waits_while_the_output_queue_is_full():
+    """The sink takes nothing for a long while, so every credit is used while the params beats wait, ready.
+
+    Each params beat must go with its own block: one taken while its block waits for a credit is lost.
+    """
+    p = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4, requant=True)
+    job = make_job(p, np.random.default_rng(31), K=4, N=2 * (p.output_queue_depth + 4))
+    dut = SeptetTile(params=p)
+    got = []
+
+    async def weights(ctx):
+        await send(ctx, dut.weights, job["words"])
+
+    async def acts(ctx):
+        await send(ctx, dut.act, job["acts"])
+
+    async def params(ctx):
+        await send(ctx, dut.params_in, job["params"])
+
+    async def results(ctx):
+        await ctx.tick().repeat(40 * job["blocks"])          # long enough to use every credit
+        got.append(_beats(p, await receive(ctx, dut.result, job["blocks"])))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in (weights, acts, params):
+        sim.add_testbench(bench, background=True)
+    sim.add_testbench(results)
+    run_simulation(sim, cycles=40 * job["blocks"] + jobs_cycle_budget([job]), what="stalled sink run")
+    check([job], got)
+
+
 # -- a final block of exactly one bus word -----------------------------------------------------------
 
 
