@@ -10,6 +10,9 @@ from formal.run import PROOFS, make_harness
 
 QUICK = [p for p in PROOFS if p.quick_depth]
 
+# The first YoWASP run on a machine compiles Yosys' WebAssembly (minutes on a loaded 2-core machine).
+pytestmark = pytest.mark.timeout(900)
+
 
 def test_formal_tools_are_installed():
     assert tools_available() == []
