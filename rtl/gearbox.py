@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Assert, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -105,6 +105,12 @@ class Gearbox(wiring.Component):
                         m.d.comb += [after_take.eq(buf >> width), remain.eq(count - width)]
         with m.Else():
             m.d.comb += [after_take.eq(buf), remain.eq(count)]
+
+        # Invariants: the buffer never holds more than its capacity, and a word is taken only when it fits.
+        m.d.sync += [
+            Assert(count <= C, "gearbox: more bits held than its capacity"),
+            Assert(~(self.i.valid & self.i.ready) | (remain + W <= C), "gearbox: a word taken that does not fit"),
+        ]
 
         with m.If(take & self.flush):
             m.d.sync += [buf.eq(0), count.eq(0), got_last.eq(0)]

@@ -7,6 +7,7 @@ model, never with itself.
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -15,7 +16,45 @@ from amaranth.sim import Simulator
 from golden.oracle import row_activations
 from golden.vectors import DEFAULT_SATURATE, random_vectors
 
-__all__ = ["send", "receive", "act_beats", "make_job", "run_jobs", "check", "cycles_one_gemv"]
+__all__ = ["send", "receive", "act_beats", "make_job", "run_jobs", "check", "cycles_one_gemv",
+           "SimulationDeadlock", "run_simulation", "jobs_cycle_budget"]
+
+
+class SimulationDeadlock(AssertionError):
+    """A simulation's testbenches did not finish within their cycle budget (a hang turned into a failure)."""
+
+
+def run_simulation(sim: Simulator, *, cycles: int, what: str = "simulation") -> None:
+    """``sim.run()`` with a cycle budget: past ``cycles`` clock cycles it fails, naming the test.
+
+    A deadlocked design (a stream that never becomes valid or ready) otherwise keeps an
+    Amaranth simulation running for ever.  The budget is a watchdog testbench in the
+    background on the ``sync`` clock (the simulation must have one).
+    """
+    if not isinstance(cycles, int) or cycles < 1:
+        raise ValueError(f"cycles must be an integer >= 1, got {cycles!r}")
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0]
+
+    async def watchdog(ctx):
+        for _ in range(cycles):     # (not tick().repeat(): left pending at the end it warns when collected)
+            await ctx.tick()
+        raise SimulationDeadlock(f"{what} did not finish within {cycles} cycles (a deadlock?)"
+                                 + (f" in {test}" if test else ""))
+
+    sim.add_testbench(watchdog, background=True)
+    sim.run()
+
+
+def jobs_cycle_budget(jobs, *, idle: float = 0.0, stall: float = 0.0, slack: int = 8) -> int:
+    """A generous cycle budget for running ``jobs`` (``make_job`` dicts) with random gaps and stalls.
+
+    Every transfer of every stream, stretched by the expected gaps, times ``slack``, plus a
+    fixed allowance for the pipeline: a working tile needs a small fraction of it.
+    """
+    transfers = sum(len(job["words"]) + len(job["acts"]) + len(job.get("params", ())) + job["blocks"]
+                    for job in jobs)
+    stretch = 1.0 / (1.0 - max(idle, stall, 0.0))
+    return int(slack * stretch * transfers) + 200
 
 
 async def send(ctx, port, payloads, *, rng: "random.Random | None" = None, idle: float = 0.0):
@@ -118,12 +157,12 @@ def run_jobs(p, jobs, *, seed=0, idle=0.0, stall=0.0):
             beats = await receive(ctx, dut.result, job["blocks"], rng=rng, stall=stall)
             got.append([([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in beats])
 
-    _simulate(dut, p, weights, acts, params, results)
+    _simulate(dut, p, weights, acts, params, results, cycles=jobs_cycle_budget(jobs, idle=idle, stall=stall))
     return got
 
 
-def _simulate(dut, p, weights, acts, params, results):
-    """Run the tile with the input feeders in the background until ``results`` returns."""
+def _simulate(dut, p, weights, acts, params, results, *, cycles: int):
+    """Run the tile with the input feeders in the background until ``results`` returns (within ``cycles``)."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(weights, background=True)
@@ -131,7 +170,7 @@ def _simulate(dut, p, weights, acts, params, results):
     if p.requant:
         sim.add_testbench(params, background=True)
     sim.add_testbench(results)
-    sim.run()
+    run_simulation(sim, cycles=cycles, what="tile GEMV run")
 
 
 def check(jobs, got):
@@ -183,5 +222,5 @@ def cycles_one_gemv(p, job):
                 beats.append(([int(payload.data[lane]) for lane in range(p.lanes)], int(payload.last)))
         marks["last"] = cycle
 
-    _simulate(dut, p, weights, acts, params, results)
+    _simulate(dut, p, weights, acts, params, results, cycles=jobs_cycle_budget([job]))
     return marks["last"] - marks["first"] + 1, beats

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Assert, Module, Mux, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
+from rtl.checks import stream_rules
 from rtl.correct import GroupScaler
 from rtl.gearbox import Gearbox
 from rtl.lanes import MacLanes
@@ -144,5 +145,17 @@ class SeptetTile(wiring.Component):
                 m.d.comb += self.params_in.ready.eq(gear.o.valid & self.act.valid & block_end & has_credit)
             with m.If(fire & group_end):
                 m.d.sync += in_header.eq(1)
+
+        # Invariants (checked in simulation, proved in formal/): the credits never let a result meet a full queue.
+        m.d.sync += [
+            Assert(~queue.w_en | queue.w_rdy, "a block result was written into the full output queue"),
+            Assert(in_flight <= p.output_queue_depth, "more blocks in flight than the output queue holds"),
+            Assert(queue.level <= in_flight, "a queued result holds no credit"),
+        ]
+        for name, port, driven_here in (("weights", self.weights, False), ("act", self.act, False),
+                                        ("result", self.result, True)):
+            stream_rules(m, port, name, driven_here=driven_here)
+        if p.requant:
+            stream_rules(m, self.params_in, "params_in", driven_here=False)
         return m
 

@@ -21,6 +21,7 @@ COMMANDS = (
     ("quality", "quality study: every format's bits per weight, weight error and perplexity"),
     ("verilog", "generate the tile's Verilog top and its parameter/port-map JSON"),
     ("sim", "simulate the tile under Verilator against the golden oracle and record its cycles"),
+    ("verify", "verify every GEMV of a decode step (e.g. LLaMA-2-70B) through the tile on a Dask cluster"),
     ("report", "scale measured tile cycles to LLaMA-70B decode, audit the seed, write the report"),
     ("run", "the main job: Verilog, simulate 3.5-bit and INT4, check, scale to 70B, verdict"),
 )

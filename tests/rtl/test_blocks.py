@@ -25,7 +25,7 @@ from rtl.decode import PairDecode
 from rtl.lanes import MacLanes
 from rtl.params import TileParams
 from rtl.requant import Requantizer
-from rtl.simutil import act_beats
+from rtl.simutil import act_beats, run_simulation
 
 
 def _comb_run(dut, bench):
@@ -77,7 +77,7 @@ def _run_scaler(p, groups):
     sim.add_clock(1e-6)
     sim.add_testbench(feed)
     sim.add_testbench(collect, background=True)
-    sim.run()
+    run_simulation(sim, cycles=len(groups) + 100, what="GroupScaler run")
     return out
 
 
@@ -155,7 +155,7 @@ def test_requantization_extremes_match_golden():
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
-    sim.run()
+    run_simulation(sim, cycles=2 * len(cases) + 100, what="Requantizer run")
     y, M, s = (np.array([c[i] for c in cases], dtype=np.int64) for i in range(3))
     assert got == requantize(y, M, s).tolist()
 
@@ -206,5 +206,5 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
     sim.add_clock(1e-6)
     sim.add_testbench(feed)
     sim.add_testbench(collect, background=True)
-    sim.run()
+    run_simulation(sim, cycles=4 * (qm.K_pad // 2 + qm.n_groups) + 100, what="MacLanes run")
     assert got == [(acc[g].tolist(), sa[g].tolist()) for g in range(qm.n_groups)]

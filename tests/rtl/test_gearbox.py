@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from golden.format import FORMATS, Arithmetic
 from rtl.gearbox import Gearbox
 from rtl.params import TileParams
-from rtl.simutil import receive, send
+from rtl.simutil import receive, run_simulation, send
 
 
 def _words(bits: int, nbits: int, width: int):
@@ -51,7 +51,9 @@ def _run_streams(W, widths, streams, *, rng, idle, stall):
     sim.add_clock(1e-6)
     sim.add_testbench(producer, background=True)
     sim.add_testbench(consumer)
-    sim.run()
+    # Every word and record, stretched by the gaps and stalls, with a wide margin.
+    transfers = sum(-(-nbits // W) + len(kinds) for _bits, nbits, kinds in streams)
+    run_simulation(sim, cycles=int(8 * transfers / (1 - max(idle, stall))) + 100, what="gearbox run")
     return seen
 
 
@@ -125,7 +127,7 @@ def test_bus_never_idle_when_bus_bound(W, header, beat, group):
     sim.add_clock(1e-6)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.run()
+    run_simulation(sim, cycles=4 * (len(words) + len(kinds)) + 100, what="gearbox run")
     assert idle_cycles == []
 
 

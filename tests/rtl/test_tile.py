@@ -11,7 +11,8 @@ from golden.oracle import gemv_int
 from golden.pack import pack
 from golden.quantize import QuantizedMatrix
 from rtl.params import TileParams
-from rtl.simutil import act_beats, check, cycles_one_gemv, make_job, receive, run_jobs, send
+from rtl.simutil import (act_beats, check, cycles_one_gemv, jobs_cycle_budget, make_job, receive, run_jobs,
+                          run_simulation, send)
 from rtl.tile import SeptetTile
 
 _CONFIGS = [
@@ -116,7 +117,7 @@ def test_reset_mid_gemv_returns_to_idle():
     sim.add_testbench(bench)
     sim.add_testbench(weights, background=True)
     sim.add_testbench(acts, background=True)
-    sim.run()
+    run_simulation(sim, cycles=jobs_cycle_budget([first, second]), what="tile reset run")
     assert first["blocks"] == 3          # the reset really fell inside the first GEMV
     check([second], got)
 

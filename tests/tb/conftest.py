@@ -54,3 +54,14 @@ def tile_of():
         return cache[config]
 
     return get
+
+
+#: Time limit of a Verilator test: it may compile one or more models first (a few minutes each on a loaded
+#: 2-core machine, measured up to 230 s for two builds); the default (pyproject.toml) is for everything else.
+VERILATOR_TEST_TIMEOUT = 900
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("timeout") is None and Path(str(item.fspath)).parent == HERE:
+            item.add_marker(pytest.mark.timeout(VERILATOR_TEST_TIMEOUT))

@@ -1,0 +1,155 @@
+"""The mutant catalogue: realistic one-line bugs of ``rtl/``, each a (file, anchor, replacement) rule.
+
+A rule names its file, a regular expression (``anchor``) that must match exactly once in that
+file, and the replacement of the match (``re`` syntax, so ``\\g<1>`` reuses a group).  Anchors are
+written against lines of behaviour (a comparison, an operand, a reset value), not line numbers;
+after a rewrite of a block an anchor that no longer matches makes the mutant STALE (reported
+loudly, never counted as killed) so the catalogue can be refreshed.
+
+``tests`` is the targeted subset a mutant runs against (fast first, stopping at the first
+failure); ``equivalent`` gives the reason when a mutant cannot change any observable behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Mutant", "CATALOGUE", "TEST_SETS"]
+
+#: Targeted test subsets (pytest node ids / paths): the Amaranth-simulator tests of the block and the
+#: tile (a few tens of seconds each); the Verilator and formal tests are left out for speed.
+TEST_SETS = {
+    "gearbox": ("tests/rtl/test_gearbox.py", "tests/rtl/test_corner_cases.py",
+                "tests/rtl/test_tile.py", "tests/rtl/test_invariants.py"),
+    "decode": ("tests/rtl/test_blocks.py", "tests/rtl/test_tile.py"),
+    "lanes": ("tests/rtl/test_blocks.py", "tests/rtl/test_corner_cases.py", "tests/rtl/test_tile.py"),
+    "correct": ("tests/rtl/test_blocks.py", "tests/rtl/test_corner_cases.py", "tests/rtl/test_tile.py"),
+    "requant": ("tests/rtl/test_blocks.py", "tests/rtl/test_corner_cases.py", "tests/rtl/test_tile.py"),
+    "tile": ("tests/rtl/test_corner_cases.py", "tests/rtl/test_tile.py", "tests/rtl/test_invariants.py"),
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One one-line bug: ``anchor`` (a regex matching once in ``file``) replaced by ``replacement``."""
+
+    name: str
+    file: str
+    anchor: str
+    replacement: str
+    description: str
+    tests: str
+    equivalent: "str | None" = None
+
+
+def _m(name, file, anchor, replacement, description, tests, equivalent=None):
+    return Mutant(name, file, anchor, replacement, description, tests, equivalent)
+
+
+G, D, L, C, R, T = "rtl/gearbox.py", "rtl/decode.py", "rtl/lanes.py", "rtl/correct.py", "rtl/requant.py", "rtl/tile.py"
+
+CATALOGUE = [
+    # -- gearbox ----------------------------------------------------------------------------------
+    _m("gearbox-ready-threshold", G, r"count <= C - W\)", "count <= C - W + 1)",
+       "input ready one bit too late: a word can overflow the buffer (issue 11 survivor)", "gearbox"),
+    _m("gearbox-ending-le", G, r"count < size \+ W\)", "count <= size + W)",
+       "end of GEMV seen when exactly W bits remain (issue 11 survivor)", "gearbox"),
+    _m("gearbox-valid-strict", G, r"self\.o\.valid\.eq\(count >= size\)", "self.o.valid.eq(count > size)",
+       "a record is offered only once one bit more than it is held", "gearbox"),
+    _m("gearbox-append-at-count", G, r"self\.i\.payload\.data << remain", "self.i.payload.data << count",
+       "a word is appended above the bits held before this cycle's take", "gearbox"),
+    _m("gearbox-count-short", G, r"count\.eq\(remain \+ W\)", "count.eq(remain + W - 1)",
+       "one bit of every word is forgotten", "gearbox"),
+    _m("gearbox-flush-keeps-last", G, r"count\.eq\(0\), got_last\.eq\(0\)", "count.eq(0), got_last.eq(got_last)",
+       "the flush does not clear the end-of-stream mark: the next GEMV is refused", "gearbox"),
+    _m("gearbox-ready-after-last", G, r"~got_last & \(count <= C - W\)", "(count <= C - W)",
+       "words of the next stream are taken before the flush", "gearbox"),
+    _m("gearbox-remain-no-take", G, r"remain\.eq\(count - width\)", "remain.eq(count)",
+       "a taken record's bits are still counted", "gearbox"),
+    _m("gearbox-never-last", G, r"got_last\.eq\(self\.i\.payload\.last\)", "got_last.eq(0)",
+       "the last word is never noticed: no GEMV ever ends (a hang, caught by the cycle budget)", "gearbox"),
+    _m("gearbox-flush-without-take", G, r"with m\.If\(take & self\.flush\):", "with m.If(self.flush):",
+       "the flush discards the buffer even when no record is taken", "gearbox"),
+    # -- decode -----------------------------------------------------------------------------------
+    _m("decode-odd-unshifted", D, r"self\.odd\.eq\(self\.pair\.odd << self\.odd_shift\)",
+       "self.odd.eq(self.pair.odd)", "shared grid: the odd code is not put on the even grid", "decode"),
+    _m("decode-even-from-odd", D, r"self\.even\.eq\(self\.pair\.even\)", "self.even.eq(self.pair.odd)",
+       "the even code is read from the odd field", "decode"),
+    # -- lanes ------------------------------------------------------------------------------------
+    _m("lanes-odd-act", L, r"odd = op\.act\.odd \* decode\.odd", "odd = op.act.even * decode.odd",
+       "the odd row is multiplied by the even activation", "lanes"),
+    _m("lanes-sa-no-restart", L, r"sa\[t\]\.eq\(Mux\(op\.group_end, 0, total\)\)", "sa[t].eq(total)",
+       "the activation sums run on across groups", "lanes"),
+    _m("lanes-acc-restart-one", L, r"acc\[lane\]\[t\]\.eq\(Mux\(op\.group_end, 0, total\)\)",
+       "acc[lane][t].eq(Mux(op.group_end, 1, total))", "a group's sum starts at 1", "lanes"),
+    _m("lanes-valid-on-block", L, r"self\.o\.valid\.eq\(beat_fire & op\.group_end\)",
+       "self.o.valid.eq(beat_fire & op.block_end)", "only a block's last group reaches the scaler", "lanes"),
+    _m("lanes-shared-sa-minus", L, r"\[op\.act\.even \+ op\.act\.odd\]", "[op.act.even - op.act.odd]",
+       "shared grid: the odd activations are subtracted from the activation sum", "lanes"),
+    _m("lanes-block-end-from-group", L, r"self\.o\.payload\.block_end\.eq\(op\.block_end\)",
+       "self.o.payload.block_end.eq(op.group_end)", "every group is taken for the end of a block", "lanes"),
+    _m("lanes-header-latch-unqualified", L, r"with m\.If\(self\.i\.valid & op\.header\):", "with m.If(op.header):",
+       "the header register follows the record while not valid", "lanes",
+       equivalent="in the tile, op.header is 1 only while the sequencer waits for a header, and the "
+                   "register keeps the last value it follows, which is the valid header taken; no beat "
+                   "can use it before that header's transfer"),
+    # -- correction and group scaling -------------------------------------------------------------
+    _m("correct-sign", C, r"g\.acc\[lane\]\[t\] - slot\.zero \* g\.sa\[t\]", "g.acc[lane][t] + slot.zero * g.sa[t]",
+       "zero-point correction with the wrong sign (issue 11's stale-Verilog example)", "correct"),
+    _m("correct-mant-from-zero", C, r"mant\[lane\]\[t\]\.eq\(slot\.mant\)", "mant[lane][t].eq(slot.zero)",
+       "the zero point is used as the group scale", "correct"),
+    _m("correct-no-restart", C, r"m\.d\.sync \+= \[wide\[lane\]\.eq\(0\), ", "m.d.sync += [wide[lane].eq(total), ",
+       "the wide accumulator is not restarted at a block end", "correct"),
+    _m("correct-acc-narrow", C, r"Signal\(signed\(p\.acc_width\), name=f\"wide_l",
+       "Signal(signed(p.acc_width - 1), name=f\"wide_l",
+       "the wide accumulator one bit narrower (issue 11 survivor)", "correct"),
+    _m("correct-valid-every-group", C, r"self\.o\.valid\.eq\(corr_valid & corr_block_end\)",
+       "self.o.valid.eq(corr_valid)", "a result leaves after every group", "correct"),
+    _m("correct-last-from-block-end", C, r"corr_last\.eq\(g\.last\)", "corr_last.eq(g.block_end)",
+       "every block result is marked last", "correct"),
+    _m("correct-corr-narrow", C, r"Signal\(signed\(SLOT_ACC_BITS\), name=f\"corr_l",
+       "Signal(signed(SLOT_ACC_BITS - 1), name=f\"corr_l", "the corrected sum one bit narrower than int32",
+       "correct"),
+    # -- requantization ---------------------------------------------------------------------------
+    _m("requant-rounding-quarter", R, r"<< shift\) >> 1", "<< shift) >> 2",
+       "the rounding term is 2^(s-2) instead of 2^(s-1)", "requant"),
+    _m("requant-clamp-ge", R, r"Mux\(shifted > _OUT_MAX, _OUT_MAX", "Mux(shifted >= _OUT_MAX, _OUT_MAX",
+       "saturation at the maximum also for the maximum itself", "requant",
+       equivalent="when shifted == 127 both versions give 127"),
+    _m("requant-clamp-min-to-max", R, r"Mux\(shifted < _OUT_MIN, _OUT_MIN, shifted\)",
+       "Mux(shifted < _OUT_MIN, _OUT_MAX, shifted)", "negative saturation gives +127", "requant"),
+    _m("requant-max-126", R, r"\(1 << \(OUT_BITS - 1\)\) - 1$", "(1 << (OUT_BITS - 1)) - 2",
+       "positive saturation at 126", "requant"),
+    _m("requant-no-last", R, r"self\.o\.payload\.last\.eq\(self\.i\.payload\.last\)", "self.o.payload.last.eq(0)",
+       "requantized results never carry last (a hang, caught by the cycle budget)", "requant"),
+    _m("requant-shift-one-less", R, r"\+ rounding\) >> shift", "+ rounding) >> (shift - 1)",
+       "the arithmetic shift one bit short", "requant"),
+    # -- sequencer, credits, reset ----------------------------------------------------------------
+    _m("tile-params-not-awaited", T, r"closing_ok = has_credit & \(self\.params_in\.valid if p\.requant else 1\)",
+       "closing_ok = has_credit", "a block closes without waiting for its params beat (issue 11 survivor)", "tile"),
+    _m("tile-pair-counter-reset-less", T, r"pair_in_group = Signal\(range\(p\.group_pairs\)\)",
+       "pair_in_group = Signal(range(p.group_pairs), reset_less=True)",
+       "the pair-in-group counter survives a reset (issue 11 survivor)", "tile"),
+    _m("tile-group-early", T, r"pair_in_group == p\.group_pairs - 1\)", "pair_in_group == p.group_pairs - 2)",
+       "a group closes one pair early", "tile"),
+    _m("tile-credit-le", T, r"has_credit = in_flight < p\.output_queue_depth",
+       "has_credit = in_flight <= p.output_queue_depth", "one block more than the queue holds may be issued",
+       "tile"),
+    _m("tile-credit-never-returned", T, r"in_flight\.eq\(in_flight \+ block_issued - result_taken\)",
+       "in_flight.eq(in_flight + block_issued)", "credits are never returned (a hang after a few blocks)", "tile"),
+    _m("tile-credits-reset-less", T, r"in_flight = Signal\(range\(p\.output_queue_depth \+ 1\)\)",
+       "in_flight = Signal(range(p.output_queue_depth + 1), reset_less=True)",
+       "credits of results dropped by a reset are never returned", "tile"),
+    _m("tile-last-every-block", T, r"op\.last\.eq\(ending\)", "op.last.eq(block_end)",
+       "every block result carries tlast", "tile"),
+    _m("tile-no-flush", T, r"gear\.flush\.eq\(ending\)", "gear.flush.eq(0)",
+       "the final word's zero fill is not discarded", "tile"),
+    _m("tile-header-without-fire", T, r"with m\.If\(fire & group_end\):", "with m.If(group_end):",
+       "the sequencer goes to HEADER when a group's last beat is offered, not taken", "tile"),
+    _m("tile-params-ready-without-credit", T, r"block_end & has_credit\)$", "block_end)",
+       "the params beat is taken while its block waits for a credit", "tile"),
+    _m("tile-act-ready-without-beat", T, r"self\.act\.ready\.eq\(gear\.o\.valid & may_go\)",
+       "self.act.ready.eq(may_go)", "an activation pair is taken without its beat", "tile"),
+    _m("tile-first-record-beat", T, r"in_header = Signal\(init=1\)", "in_header = Signal(init=0)",
+       "after reset the first record is read as a beat", "tile"),
+]

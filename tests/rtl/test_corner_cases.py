@@ -1,0 +1,334 @@
+# amaranth: UnusedElaboratable=no
+"""Corner cases that realistic one-line bugs slipped through (issue 11), written from behaviour.
+
+Each test drives the tile (or the gearbox) through its ports only and compares with golden:
+
+* a requantization parameter beat that arrives late, its payload garbage while it is not valid;
+* a final column block of exactly one bus word (``W`` = block bits), so the zero fill is empty;
+* a reset that falls inside a group, at every phase of it;
+* a consumer stalled for long bursts, so the gearbox fills to its capacity;
+* extreme sums over many groups at ``max_k`` with the narrowest accumulator the parameters allow;
+* the fixed latency against the stage list of ``rtl/TILE.md``, not against ``rtl/params.py``.
+"""
+
+import math
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.hdl import ResetInserter, Signal
+from amaranth.sim import Simulator
+
+from golden.format import ACT_MIN, Arithmetic, parse_format
+from golden.oracle import gemv_int
+from golden.pack import pack
+from golden.quantize import QuantizedMatrix
+from rtl.gearbox import Gearbox
+from rtl.params import TileParams
+from rtl.simutil import (act_beats, check, cycles_one_gemv, jobs_cycle_budget, make_job, receive, run_jobs,
+                         run_simulation, send)
+from rtl.tile import SeptetTile
+
+TILE_MD = Path(__file__).resolve().parents[2] / "rtl" / "TILE.md"
+
+
+def _beats(p, payloads):
+    return [([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in payloads]
+
+
+# -- late requantization parameters ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("K,N", [(2, 4), (10, 5)])
+def test_late_params_beat_holds_the_block(K, N):
+    """The params beat comes long after the block's last beat is ready; until then its payload is noise.
+
+    A block may close only with its params beat valid: with K = 2 the last beat is ready at once.
+    """
+    p = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4, requant=True)
+    rng = np.random.default_rng(K * 100 + N)
+    job = make_job(p, rng, K=K, N=N)
+    dut = SeptetTile(params=p)
+    noise = random.Random(K)
+    got = []
+
+    async def weights(ctx):
+        await send(ctx, dut.weights, job["words"])
+
+    async def acts(ctx):
+        await send(ctx, dut.act, job["acts"])
+
+    async def params(ctx):
+        for beat in job["params"]:
+            # Not valid for a long while; a source may show anything on the payload meanwhile.
+            for _ in range(25):
+                ctx.set(dut.params_in.payload, [{"mult": noise.getrandbits(16), "shift": noise.randint(1, 63)}
+                                                for _ in range(p.lanes)])
+                await ctx.tick()
+            await send(ctx, dut.params_in, [beat])
+
+    async def results(ctx):
+        got.append(_beats(p, await receive(ctx, dut.result, job["blocks"])))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in (weights, acts, params):
+        sim.add_testbench(bench, background=True)
+    sim.add_testbench(results)
+    run_simulation(sim, cycles=40 * job["blocks"] + jobs_cycle_budget([job]), what="late params run")
+    check([job], got)
+
+
+def test_params_beat_waits_while_the_output_queue_is_full():
+    """The sink takes nothing for a long while, so every credit is used while the params beats wait, ready.
+
+    Each params beat must go with its own block: one taken while its block waits for a credit is lost.
+    """
+    p = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4, requant=True)
+    job = make_job(p, np.random.default_rng(31), K=4, N=2 * (p.output_queue_depth + 4))
+    dut = SeptetTile(params=p)
+    got = []
+
+    async def weights(ctx):
+        await send(ctx, dut.weights, job["words"])
+
+    async def acts(ctx):
+        await send(ctx, dut.act, job["acts"])
+
+    async def params(ctx):
+        await send(ctx, dut.params_in, job["params"])
+
+    async def results(ctx):
+        await ctx.tick().repeat(40 * job["blocks"])          # long enough to use every credit
+        got.append(_beats(p, await receive(ctx, dut.result, job["blocks"])))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in (weights, acts, params):
+        sim.add_testbench(bench, background=True)
+    sim.add_testbench(results)
+    run_simulation(sim, cycles=40 * job["blocks"] + jobs_cycle_budget([job]), what="stalled sink run")
+    check([job], got)
+
+
+# -- a final block of exactly one bus word -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("N", [2, 4, 7])
+def test_block_of_exactly_one_bus_word(N):
+    """4+3, 2 lanes, per column, K = 2: a block is 2*39 + 2*7 = 92 bits; with W = 92 each block is one word.
+
+    The next block then sits whole in the gearbox when a block ends: that is not the zero fill of the
+    last word (there is none), so the GEMV must not end early.
+    """
+    fmt = parse_format("4+3")
+    block_bits = 2 * fmt.group_header_bits_per_column(Arithmetic.OWN) + 2 * fmt.pair_bits
+    assert block_bits == 92
+    p = TileParams(fmt="4+3", lanes=2, bus_width=block_bits, group_size=None)
+    jobs = [make_job(p, np.random.default_rng(N + s), K=2, N=N) for s in range(2)]
+    assert all(job["nbits"] == job["blocks"] * p.bus_width for job in jobs)
+    check(jobs, run_jobs(p, jobs, seed=N))
+    check(jobs, run_jobs(p, jobs, seed=N, idle=0.3, stall=0.3))
+
+
+# -- reset inside a group ----------------------------------------------------------------------------
+
+
+def _run_with_reset(p, first, second, reset_after: int, *, sink_idle: bool = False):
+    """Feed ``first``, reset ``reset_after`` cycles after its first result, then run ``second``.
+
+    With ``sink_idle`` no result of ``first`` is taken: the reset comes ``reset_after`` cycles
+    after the start, with the output queue as full as the tile made it.
+    """
+    rst = Signal()
+    dut = SeptetTile(params=p)
+    got = []
+
+    async def feed(ctx, port, abandoned, items):
+        reset_seen = False
+        for item in abandoned:
+            ctx.set(port.payload, item)
+            ctx.set(port.valid, 1)
+            while True:
+                _clk, _rst, ready, reset_seen = await ctx.tick().sample(port.ready, rst)
+                if ready or reset_seen:
+                    break
+            if reset_seen:
+                break
+        ctx.set(port.valid, 0)
+        if not reset_seen:
+            await ctx.tick().until(rst)
+        await send(ctx, port, items)
+
+    async def bench(ctx):
+        if not sink_idle:
+            await receive(ctx, dut.result, 1)
+        await ctx.tick().repeat(reset_after)
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        got.append(_beats(p, await receive(ctx, dut.result, second["blocks"])))
+
+    async def weights(ctx):
+        await feed(ctx, dut.weights, first["words"], second["words"])
+
+    async def acts(ctx):
+        await feed(ctx, dut.act, first["acts"], second["acts"])
+
+    sim = Simulator(ResetInserter(rst)(dut))
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(weights, background=True)
+    sim.add_testbench(acts, background=True)
+    run_simulation(sim, cycles=jobs_cycle_budget([first, second]), what="reset run")
+    return got
+
+
+def test_reset_at_every_phase_of_a_group():
+    """Groups of 5 pairs; resets 1..11 cycles after the first result land on every pair of a group.
+
+    The GEMV after the reset must start with a header and close its groups at the right pairs.
+    """
+    p = TileParams(fmt="4+3", lanes=2, bus_width=64, group_size=10)
+    rng = np.random.default_rng(11)
+    first, second = make_job(p, rng, K=60, N=6), make_job(p, rng, K=28, N=4)
+    for reset_after in range(1, 12):
+        check([second], _run_with_reset(p, first, second, reset_after))
+
+
+def test_reset_with_the_output_queue_full():
+    """The sink takes nothing until the queue is full and the tile stalls; after a reset every credit is back.
+
+    The next GEMV has more blocks than the queue holds, so it needs every credit (a credit kept by
+    the reset would stall it for ever: the cycle budget turns that into a failure).
+    """
+    p = TileParams(fmt="4+3", lanes=2, bus_width=32, group_size=4)
+    rng = np.random.default_rng(12)
+    blocks = p.output_queue_depth + 3
+    first, second = make_job(p, rng, K=6, N=2 * blocks), make_job(p, rng, K=8, N=2 * blocks)
+    check([second], _run_with_reset(p, first, second, 30 * blocks, sink_idle=True))
+
+
+# -- a consumer stalled long enough to fill the gearbox --------------------------------------------
+
+
+@pytest.mark.parametrize("W,header,beat", [(7, 78, 14), (13, 40, 16), (64, 624, 112), (5, 39, 7), (33, 20, 9)])
+def test_gearbox_full_under_long_stalls(W, header, beat):
+    """The consumer stops for bursts of up to 3 capacities' worth of cycles: the buffer fills, no bit is lost."""
+    rng = random.Random(W * 7 + header)
+    dut = Gearbox(in_width=W, record_widths=(header, beat))
+    kinds = []
+    while sum((header, beat)[k] for k in kinds) < 6 * dut.capacity:
+        kinds.append(0)
+        kinds.extend([1] * rng.randint(1, 5))
+    nbits = sum((header, beat)[k] for k in kinds)
+    bits = rng.getrandbits(nbits)
+    n_words = -(-nbits // W)
+    words = [{"data": (bits >> (w * W)) & ((1 << W) - 1), "last": int(w == n_words - 1)} for w in range(n_words)]
+    seen = []
+    stall_cycles = 0
+
+    async def producer(ctx):
+        await send(ctx, dut.i, words, rng=rng, idle=0.1)
+
+    async def consumer(ctx):
+        nonlocal stall_cycles
+        for n, kind in enumerate(kinds):
+            ctx.set(dut.select, kind)
+            ctx.set(dut.flush, n == len(kinds) - 1)
+            if rng.random() < 0.3:
+                burst = rng.randint(1, 3 * -(-dut.capacity // W))
+                stall_cycles += burst
+                ctx.set(dut.o.ready, 0)
+                await ctx.tick().repeat(burst)
+            seen.extend(await receive(ctx, dut.o, 1))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
+    run_simulation(sim, cycles=4 * (n_words + len(kinds)) + 2 * stall_cycles + 10_000, what="gearbox stall run")
+    expected, pos = [], 0
+    for kind in kinds:
+        width = (header, beat)[kind]
+        expected.append((bits >> pos) & ((1 << width) - 1))
+        pos += width
+    assert [int(x) for x in seen] == expected
+
+
+# -- extreme sums over many groups -------------------------------------------------------------------
+
+
+def _extreme_job(p, K):
+    """Every product at its extreme and the largest mantissa in every group: ``|y|`` at the format's bound.
+
+    Column 0: every code at its maximum, zero points 0; column 1: codes 0, zero points at their
+    maximum; activations all ``ACT_MIN``.  Column 0's ``y`` is the most negative, column 1's the
+    most positive the format can produce.
+    """
+    fmt, arith = p.fmt, p.arithmetic
+    slots = fmt.group_slots(arith)
+    n_groups = -(-K // p.group_size)
+    codes = np.zeros((K, 2), dtype=np.uint8)
+    codes[0::2, 0] = (1 << fmt.even_bits) - 1
+    codes[1::2, 0] = (1 << fmt.odd_bits) - 1
+    zeros = np.zeros((n_groups, len(slots), 2), dtype=np.int64)
+    zeros[:, :, 1] = [(1 << b) - 1 for b in slots]
+    if arith is Arithmetic.SHARED:
+        zeros[:, 0, 1] -= zeros[:, 0, 1] % (1 << fmt.odd_shift(arith))
+    mant = np.full((n_groups, len(slots), 2), (1 << 16) - 1, dtype=np.int64)
+    qm = QuantizedMatrix(fmt, arith, K, 2, p.group_size, codes, zeros, mant, np.zeros(2, dtype=np.int64))
+    a = np.full(K, ACT_MIN, dtype=np.int8)
+    y = gemv_int(qm, a)
+    words = pack(qm, lanes=p.lanes).words(p.bus_width)
+    job = {"words": [{"data": w, "last": int(i == len(words) - 1)} for i, w in enumerate(words)],
+           "acts": act_beats(qm, a), "params": [], "expected": y.reshape(1, p.lanes), "blocks": 1}
+    return job, y
+
+
+@pytest.mark.parametrize("fmt,arithmetic,max_k,group_size", [
+    ("8+8", "own", 96, 8), ("4+4", "own", 120, 4), ("4+3", "own", 120, 8), ("4+4", "shared", 64, 2)])
+def test_extreme_sums_over_many_groups_at_max_k(fmt, arithmetic, max_k, group_size):
+    """K = max_k in many groups, with the narrowest accumulator ``TileParams`` accepts for that max_k.
+
+    The running sum of the groups before the last already needs every bit of that accumulator
+    (checked here), so a narrower register anywhere on the path wraps.
+    """
+    width = TileParams(fmt=fmt, arithmetic=arithmetic, lanes=2, max_k=max_k, acc_width=64).min_acc_width
+    p = TileParams(fmt=fmt, arithmetic=arithmetic, lanes=2, bus_width=64, group_size=group_size,
+                   max_k=max_k, acc_width=width)
+    job, y = _extreme_job(p, max_k)
+    partial = np.abs(y) * (max_k - group_size) // max_k       # |y| after every group but the last
+    assert partial.max() >= 1 << (width - 2), "the case would not show a one-bit-narrower accumulator"
+    assert y[0] < 0 < y[1] and np.abs(y).max() < 1 << (width - 1)
+    check([job], run_jobs(p, [job]))
+    check([job], run_jobs(p, [job], seed=1, idle=0.3, stall=0.3))
+
+
+# -- latency from the documented stage list ----------------------------------------------------------
+
+
+def _documented_latency():
+    """``(without, with requantization)`` from the stage list in rtl/TILE.md, cross-checked with its formula."""
+    text = " ".join(TILE_MD.read_text().split())
+    stages = re.search(r"The latency after the last word: (.*?\.)", text).group(1)
+    counts = [int(n) for n in re.findall(r"\((\d+)\)", stages)]
+    optional = [int(n) for n in re.findall(r"optional [a-z ]+\((\d+)\)", stages)]
+    base = sum(counts) - sum(optional)
+    formula = re.search(r"fixed_latency = (\d+) \((\d+) with requant\)", text)
+    assert (int(formula.group(1)), int(formula.group(2))) == (base, base + sum(optional)), \
+        "rtl/TILE.md's stage list and its latency formula disagree"
+    return base, base + sum(optional)
+
+
+@pytest.mark.parametrize("requant", [False, True])
+def test_latency_matches_the_documented_stages(requant):
+    """Bus-bound cycles are ``ceil(nbits / W)`` plus the latency counted from TILE.md's stages."""
+    base, with_requant = _documented_latency()
+    p = TileParams(fmt="4+3", lanes=4, bus_width=16, group_size=8, requant=requant)
+    job = make_job(p, np.random.default_rng(3), K=40, N=8)
+    cycles, beats = cycles_one_gemv(p, job)
+    check([job], [beats])
+    assert cycles == math.ceil(job["nbits"] / p.bus_width) + (with_requant if requant else base)
