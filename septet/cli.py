@@ -22,6 +22,7 @@ COMMANDS = (
     ("sim", "simulate the tile under Verilator against the golden oracle and record its cycles"),
     ("report", "scale measured tile cycles to LLaMA-70B decode, audit the seed, write the report"),
     ("run", "the main job: Verilog, simulate 3.5-bit and INT4, check, scale to 70B, verdict"),
+    ("generate", "SmolLM2 generating text with every GEMV as the tile computes it (golden, or the Verilated RTL)"),
 )
 
 

@@ -201,7 +201,8 @@ class Gemv:
         return -(-self.stream_bits // bus_width)
 
 
-def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv", requant=None) -> Gemv:
+def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv", requant=None,
+              packed=None, y=None) -> Gemv:
     """Bus payloads and oracle results of ``qm @ a`` on a tile built with ``config``.
 
     Parameters
@@ -214,6 +215,10 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
     name : str
     requant : (M, shift) arrays of shape (N,), optional
         Requantization parameters (required when ``config.requant``).
+    packed : PackedStream, optional
+        ``golden.pack.pack(qm, lanes=config.lanes)`` when the caller already has it (one matrix, many GEMVs).
+    y : int64 array (N,), optional
+        ``golden.oracle.gemv_int(qm, a)`` when the caller already computed it exactly (skips the oracle).
     """
     if qm.fmt.name != config.fmt or qm.arithmetic.value != config.arithmetic:
         raise ValueError(f"matrix is {qm.fmt.name}/{qm.arithmetic.value}, tile is {config.fmt}/{config.arithmetic}")
@@ -223,9 +228,11 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
     if qm.K > config.max_k:
         raise ValueError(f"K must be <= the tile's max_k {config.max_k}, got {qm.K}")
     a = np.asarray(a)
-    y = gemv_int(qm, a)
+    y = gemv_int(qm, a) if y is None else np.asarray(y, dtype=np.int64)
     L = config.lanes
-    ps = pack(qm, lanes=L)
+    ps = pack(qm, lanes=L) if packed is None else packed
+    if ps.lanes != L:
+        raise ValueError(f"packed stream is for {ps.lanes} lanes, the tile has {L}")
     n_blocks = ps.layout.n_blocks
     rows = np.zeros(qm.K_pad, dtype=np.int64)
     rows[:qm.K] = a[qm.perm] if qm.perm is not None else a
