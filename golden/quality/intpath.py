@@ -46,7 +46,7 @@ from golden.oracle import gemv_int
 from golden.quantize import QuantizedMatrix, quantize, quantize_symmetric, salience_permutation
 
 __all__ = ["quantize_rows", "TileLinear", "quantize_linear", "LINEAR_ORDER", "HEAD", "tile_linears", "prepare_smollm2",
-           "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "sequence_nll", "paired_bootstrap"]
+           "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record", "sequence_nll", "paired_bootstrap"]
 
 #: Order of the linear layers inside one block (the order the decoder runs them).
 LINEAR_ORDER = ("q", "k", "v", "o", "gate", "up", "down")

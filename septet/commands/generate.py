@@ -49,6 +49,9 @@ def add_arguments(p):
                                                                    "(Groq TSP, sim/configs/groq-tsp.toml)")
     p.add_argument("--out", default="build/generate", metavar="DIR", help="runs and caches; default build/generate")
     p.add_argument("--keep", action="store_true", help="keep every simulation's input files")
+    p.add_argument("--oracle", action="store_true",
+                   help="also recompute every GEMV with golden.oracle.gemv_int (slow: seconds per token); the "
+                        "integer path is tested equal to it in tests/llm")
 
 
 def _validate(args):
@@ -93,7 +96,7 @@ def run(args):
     import numpy as np
 
     from golden.format import parse_arithmetic, parse_format
-    from golden.quality.intpath import HEAD, Decoder, prepare_smollm2
+    from golden.quality.intpath import Decoder, check_record, prepare_smollm2
 
     fmt = parse_format(args.format)
     parse_arithmetic(args.arithmetic)
@@ -129,6 +132,9 @@ def run(args):
     for s in range(args.tokens):
         record = []
         logits = decoder.step(current, record)
+        if args.oracle:
+            for rec in record:
+                check_record(linears, rec)
         current = int(np.argmax(logits))
         ids.append(current)
         steps.append(record)
@@ -141,8 +147,8 @@ def run(args):
     n_gemv = len(steps[0])
     if stream_golden:
         print()
-        print(f"golden integer path: {args.tokens} tokens, {n_gemv} GEMVs per token, {golden_seconds:.1f} s",
-              file=sys.stderr)
+        print(f"golden integer path: {args.tokens} tokens, {n_gemv} GEMVs per token, {golden_seconds:.1f} s"
+              + (" (every GEMV also equal to golden.oracle.gemv_int)" if args.oracle else ""), file=sys.stderr)
         return 0
     return _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0)
 
@@ -247,6 +253,20 @@ def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wal
           file=sys.stderr)
     print(f"one tile at {args.clock_mhz:g} MHz: {cyc_token / f * 1e3:.3f} ms per token = {f / cyc_token:.1f} tok/s "
           f"(weights only: attention, norms and the KV cache are not counted)", file=sys.stderr)
+    if (config.lanes, config.bus_width) != (16, 64):
+        from golden.pack import StreamLayout
+        from rtl.params import TileParams
+
+        latency = TileParams(fmt=config.fmt, arithmetic=config.arithmetic, lanes=16, bus_width=64,
+                             group_size=config.group_size).fixed_latency
+        default = 0
+        for r in first:
+            qm = linears[r.name].qm
+            default += math.ceil(StreamLayout(qm.fmt, qm.arithmetic, 16, qm.K, qm.N, qm.group_size).nbits / 64)
+            default += latency
+        print(f"the project's default tile (16 lanes, 64-bit bus), by rtl/TILE.md's bus-bound formula "
+              f"ceil(bits/W) + {latency} (asserted exactly in tests/rtl, not simulated here): {default:,} cycles "
+              f"per token = {f / default:.1f} tok/s at {args.clock_mhz:g} MHz", file=sys.stderr)
     chip = load_chip("groq-tsp")
     meas = Measurement(bus_efficiency=ideal / cyc_token, latency_cycles=runner.tile.fixed_latency or 0,
                        bus_width=config.bus_width, lanes=config.lanes, source="this run", provisional=False,

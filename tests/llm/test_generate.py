@@ -17,7 +17,8 @@ TINY = ["--prompt", PROMPT, "--layers", "1", "--vocab", "512", "--cal-tokens", "
 
 def test_generate_through_the_rtl_is_bit_exact_and_equals_golden(tmp_path, capsys):
     with time_limit(420, "septet generate --through rtl (tiny)"):
-        assert main(["generate", *TINY, "--tokens", "1", "--through", "golden", "--out", str(tmp_path)]) == 0
+        assert main(["generate", *TINY, "--tokens", "1", "--through", "golden", "--oracle",
+                     "--out", str(tmp_path)]) == 0
         golden = capsys.readouterr().out
         assert main(["generate", *TINY, "--tokens", "1", "--through", "rtl", "--workers", "2",
                      "--out", str(tmp_path)]) == 0
