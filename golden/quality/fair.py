@@ -148,7 +148,7 @@ def _windows_round_robin(tok, sources, n: int, seq_len: int, what: str) -> "tupl
     for name, text in sources:
         ids = tok.encode(text)
         encoded.append((name, [ids[i:i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]))
-        if sum(len(w) for _, w in encoded) >= n and len(encoded) >= n:
+        if sum(1 for _, w in encoded if w) >= n:
             break
     windows, used = [], []
     depth = 0
