@@ -242,12 +242,15 @@ def fair_text(model, *, cal_tokens: int = CAL_TOKENS_DEFAULT, n_windows: int = N
                     evaluation_topics=eval_keys, sources=sources)
 
 
-def smollm2_logits(model, linears=None):
-    """``logits_fn`` for :func:`window_nll`: the NumPy float forward with ``linears`` swapped in."""
+def smollm2_logits(model, linears=None, *, n_layers=None):
+    """``logits_fn`` for :func:`window_nll`: the NumPy float forward with ``linears`` swapped in.
+
+    ``n_layers`` runs only the first blocks (a reduced model for quick tests).
+    """
     from golden.quality.smollm2 import forward
 
     def logits_fn(tokens):
-        return forward(model, tokens, linears)
+        return forward(model, tokens, linears, n_layers=n_layers)
     return logits_fn
 
 
@@ -277,9 +280,9 @@ def window_nll(logits_fn, windows, *, batch: int = 4) -> np.ndarray:
         logits = np.asarray(logits_fn(seq[:, :-1]))
         if logits.shape[:2] != (len(seq), seq.shape[1] - 1):
             raise ValueError(f"logits_fn returned shape {logits.shape} for tokens {seq[:, :-1].shape}")
-        logits = logits.astype(np.float64, copy=False)
+        # log-sum-exp in the logits' precision, sums in float64 (as smollm2.perplexity)
         m = logits.max(axis=-1, keepdims=True)
-        lse = np.log(np.exp(logits - m).sum(axis=-1)) + m[..., 0]
+        lse = np.log(np.exp(logits - m).sum(axis=-1, dtype=np.float64)) + m[..., 0]
         nll = lse - np.take_along_axis(logits, seq[:, 1:, None], -1)[..., 0]
         if not np.all(np.isfinite(nll)):
             raise ValueError("logits_fn produced non-finite log-likelihoods")
