@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden.format import SCALE_BITS, Arithmetic, parse_arithmetic
-from golden.quantize import gptq_codes, quantize, quantize_symmetric, salience_permutation
+from golden.quantize import (NL_TABLES, gptq_codes, gptq_table_codes, quantize, quantize_symmetric,
+                             quantize_table, salience_permutation)
 from golden.quality import ggml as ggml_peers
 from golden.quality.models import LAYER_TYPES
 
 __all__ = ["FormatSpec", "format_specs", "run_study", "pareto_front", "MODELS", "Method", "fair_methods",
-           "run_fair_study", "quantize_sequential", "INT4_ANCHOR"]
+           "run_fair_study", "merge_fair_results", "quantize_sequential", "INT4_ANCHOR"]
 
 MODELS = ("smollm2", "minilm", "gaussian")
 
@@ -338,6 +339,9 @@ class Method:
         ggml type (llama.cpp's fallback applies when K does not fit its blocks).
     imatrix : bool
         Pass the calibration importance to ggml as its importance matrix.
+    table : bool
+        Non-uniform levels per slot (:data:`golden.quantize.NL_TABLES`, no zero points) instead of the
+        uniform grids (:func:`golden.quantize.quantize_table`; ``clip`` is implied, ``arithmetic`` unused).
     calibrated : bool
         Whether the method uses calibration data at all (derived).
     """
@@ -353,6 +357,7 @@ class Method:
     gptq: bool = False
     ggml_type: str = ""
     imatrix: bool = False
+    table: bool = False
 
     @property
     def calibrated(self) -> bool:
@@ -368,6 +373,13 @@ class Method:
             return r.W_hat, r.bits_per_weight * W.size, r.used
         if self.family != "septet":
             raise ValueError(f"no quantizer for family {self.family!r}")
+        if self.table:
+            tq = quantize_table(W, NL_TABLES[self.fmt], self.fmt, group_size=self.group_size,
+                                scale_bits=self.scale_bits, perm=salience_permutation(imp) if self.perm else None,
+                                importance=imp)
+            if self.gptq:
+                tq = gptq_table_codes(tq, W, moment)
+            return tq.dequantize(np.float32), tq.bits_per_weight * W.size, self.label
         qm = quantize(W, self.fmt, arithmetic=self.arithmetic, group_size=self.group_size,
                       clip="output" if self.clip else "none", perm=salience_permutation(imp) if self.perm else None,
                       importance=imp if self.clip else None, scale_bits=self.scale_bits)
@@ -377,18 +389,19 @@ class Method:
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("fmt", "arithmetic", "group_size", "scale_bits", "clip", "perm", "gptq",
-                                           "ggml_type", "imatrix")}
+                                           "ggml_type", "imatrix", "table")}
         d["calibrated"] = self.calibrated
         return d
 
 
-def _int(fmt, arithmetic, g, *, clip=True, perm=True, gptq=False, scale_bits=SCALE_BITS, name=None) -> Method:
-    parts = [name or fmt, arithmetic, f"g{g}" if g else "col"]
+def _int(fmt, arithmetic, g, *, clip=True, perm=True, gptq=False, scale_bits=SCALE_BITS, name=None,
+         table=False) -> Method:
+    parts = [name or fmt, "NL" if table else arithmetic, f"g{g}" if g else "col"]
     if scale_bits != SCALE_BITS:
         parts.append(f"s{scale_bits}")
     parts += (["clip"] if clip else []) + (["perm"] if perm else []) + (["GPTQ"] if gptq else [])
     return Method(" ".join(parts), "septet", fmt=fmt, arithmetic=arithmetic, group_size=g, scale_bits=scale_bits,
-                  clip=clip, perm=perm, gptq=gptq)
+                  clip=clip, perm=perm, gptq=gptq, table=table)
 
 
 #: Label of the peer the goal is stated against: INT4 g128 with the calibration 4+3 gets.
@@ -418,6 +431,9 @@ def fair_methods() -> "list[Method]":
         _int("4+3", "own", 128, gptq=True),
         _int("4+3", "own", 128, scale_bits=8, gptq=True),
         _int("4+4", "shared", None, gptq=True, name="INT4"),
+        # non-uniform levels per slot (a table lookup per slot in the tile), groups of 48
+        _int("4+3", "own", 48, scale_bits=6, table=True),
+        _int("4+3", "own", 48, scale_bits=6, table=True, gptq=True),
     ]
 
 
@@ -589,13 +605,42 @@ def run_fair_study(*, cal_tokens: int = 2048, n_windows: int = 16, seq_len: int 
             "bits_per_weight": bits / n_w, "types_used": _fallbacks(model, used),
             "out_err_mean": float(np.mean([e for v in per_type.values() for e in v])),
             "out_err_by_type": {k: float(np.mean(v)) for k, v in per_type.items()},
-            "perplexity": pooled, "perplexity_by_kind": ppl,
+            "perplexity": pooled, "perplexity_by_kind": ppl, "nll": {k: v.tolist() for k, v in nll.items()},
             "seconds": round(time.time() - t0, 1), "quantize_seconds": round(t_quant, 1),
         }
         rows.append(row)
         log(f"  {method.label:<34} {row['bits_per_weight']:6.3f} bpw  out {100 * row['out_err_mean']:5.2f}%  "
             f"ppl {pooled:7.3f}  ({row['seconds']} s)")
     return _fair_summary(rows, nlls, text, time.time() - t_start)
+
+
+def merge_fair_results(parts, *, order=None) -> dict:
+    """One fair-study result from several runs of :func:`run_fair_study` on the same text (rows split
+    between processes): rows are taken by label (first run wins), in ``order`` (default the
+    :func:`fair_methods` order), and every interval is recomputed from the stored window NLLs."""
+    from golden.quality import fair
+    from golden.quality.models import load_smollm2
+
+    parts = list(parts)
+    if not parts:
+        raise ValueError("parts must hold at least one fair-study result")
+    base = parts[0]
+    for p in parts[1:]:
+        if p["text"] != base["text"] or p["cal_tokens"] != base["cal_tokens"] or p["seq_len"] != base["seq_len"]:
+            raise ValueError("fair-study results to merge must share their text, calibration size and windows")
+    rows = {}
+    for p in parts:
+        for r in p["formats"]:
+            rows.setdefault(r["label"], r)
+    order = [m.label for m in fair_methods()] if order is None else list(order)
+    ranked = sorted(rows.values(), key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
+    n = base["windows_per_kind"]
+    text = fair.fair_text(load_smollm2(), cal_tokens=base["cal_tokens"], n_windows=next(iter(n.values())),
+                          seq_len=base["seq_len"], kinds=tuple(n))
+    if text.sources != base["text"]:
+        raise ValueError("the text of the results differs from what fair_text cuts here")
+    nlls = {r["label"]: {k: np.array(v) for k, v in r["nll"].items()} for r in ranked}
+    return _fair_summary(ranked, nlls, text, max(p["seconds"] for p in parts))
 
 
 def _ratio(nlls, a, b, tpw):

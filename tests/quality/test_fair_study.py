@@ -83,3 +83,30 @@ def test_reduced_fair_study_pairs_every_row_with_the_reference_and_the_anchor(tm
     assert by["reference"]["out_err_mean"] == 0.0 and by[INT4_ANCHOR]["out_err_mean"] > 0
     assert r["verdict"]["best_4p3"]["label"] == "4+3 own g64 s6 clip perm GPTQ"
     assert len(list(tmp_path.glob("nll-*.json"))) == 4
+    # rows split over two runs merge into the same intervals
+    from golden.quality.study import merge_fair_results
+    half = dict(r, formats=r["formats"][:2])
+    rest = dict(r, formats=[r["formats"][0]] + r["formats"][2:])
+    merged = merge_fair_results([half, rest])
+    assert [f["label"] for f in merged["formats"]] == [f["label"] for f in r["formats"]]
+    assert [f["vs_int4_anchor"] for f in merged["formats"]] == [f["vs_int4_anchor"] for f in r["formats"]]
+
+
+def test_table_grid_holds_zero_counts_its_bits_and_takes_gptq():
+    from golden.quantize import NL_TABLES, gptq_table_codes, quantize_table
+    X, W, H = _correlated(K=96, N=16)
+    W[5] = 0.0                                       # a zero channel stays exactly zero
+    imp = np.diag(H)
+    tq = quantize_table(W, NL_TABLES["4+3"], group_size=48, scale_bits=6, importance=imp,
+                        perm=salience_permutation(imp))
+    W_hat = tq.dequantize()
+    assert np.all(W_hat[5] == 0.0)
+    assert tq.codes[0::2].max() <= 15 and tq.codes[1::2].max() <= 7
+    # 48 pairs of 7 bits, 2 groups x 2 slot scales of 6 bits, one 8-bit exponent
+    assert tq.bits_per_weight * 96 == 48 * 7 + 2 * 2 * 6 + 8
+    g = gptq_table_codes(tq, W, H)
+    np.testing.assert_array_equal(g.mant, tq.mant)
+    err = lambda Wh: np.linalg.norm(X @ (Wh - W))   # noqa: E731
+    assert err(g.dequantize()) < 0.9 * err(W_hat)
+    with pytest.raises(ValueError, match=r"tables\[odd\] must be 8 ascending integers holding 0"):
+        quantize_table(W, (NL_TABLES["4+3"][0], (1, 2, 3, 4, 5, 6, 7, 8)))
