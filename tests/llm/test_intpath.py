@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from golden.oracle import gemv_int
-from golden.quality.intpath import (HEAD, Decoder, TileLinear, apply_smoothing, paired_bootstrap, quantize_linear,
-                                    quantize_rows, smoothing)
+from golden.quality.intpath import (HEAD, Decoder, TileLinear, apply_smoothing, quantize_linear, quantize_rows,
+                                    smoothing)
 from golden.quantize import quantize, quantize_activations, salience_permutation
 
 from .conftest import time_limit
@@ -75,18 +75,6 @@ def test_tile_linear_rejects_bad_inputs():
         np.ones((2, 7)) @ lin
     with pytest.raises(ValueError, match="integers of shape"):
         lin.integer(np.ones((2, 8)))
-
-
-def test_paired_bootstrap():
-    rng = np.random.default_rng(0)
-    a = rng.random(12) * 10 + 100
-    same = paired_bootstrap(a, a, 50)
-    assert same["ratio"] == 1.0 and same["ratio_ci"] == [1.0, 1.0]
-    worse = paired_bootstrap(a, a + 5.0, 50)          # 0.1 nats per token worse on every sequence
-    assert worse["ratio"] == pytest.approx(np.exp(0.1))
-    assert worse["ratio_ci"][0] == pytest.approx(np.exp(0.1)) and worse["ppl_b"] > worse["ppl_a"]
-    with pytest.raises(ValueError):
-        paired_bootstrap(a, a[:3], 50)
 
 
 def test_decoder_matches_the_full_sequence_forward(smollm2):
