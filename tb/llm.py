@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,16 +142,26 @@ class TileRunner:
         self.build = build_tile(self.tile, "mem", hdl_clock=True)
         self.build_seconds = time.perf_counter() - start
         self._packed: dict = {}
-        self._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        # Each worker leads its own process group (its simulator runs inside it), so that an interrupted run can
+        # stop the simulators it started and nothing else.
+        self._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                            initializer=os.setsid)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, kill: bool = False) -> None:
+        """Shut the worker processes down; ``kill`` stops running simulations first (their process groups)."""
+        if kill:
+            for pid in list(getattr(self._pool, "_processes", None) or {}):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self._pool.shutdown(wait=not kill, cancel_futures=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(kill=exc_type is not None)
 
     def packed(self, name: str):
         """The packed stream of matrix ``name`` for this tile (packed once)."""

@@ -13,6 +13,7 @@ on: the summary says what was measured.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -154,12 +155,9 @@ def run(args):
 
 
 def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0):
-    import numpy as np
-
     from golden.quality.intpath import Decoder
     from tb.gemv_data import TileConfig
-    from tb.llm import ReplayLinear, TileRunner
-    from tb.outcome import read_progress
+    from tb.llm import ReplayLinear
 
     config = TileConfig(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
                         group_size=spec["group_size"])
@@ -170,10 +168,24 @@ def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps,
     replay = Decoder(model, replay_lin, n_layers=args.layers, max_len=len(prompt_ids) + args.tokens + 1)
     # The prompt's KV cache: prefilled by golden's integer path (the tile runs only the new tokens' GEMVs).
     replay.cache_k, replay.cache_v, replay.pos = prefilled
+    # A terminated run unwinds (SystemExit) so that the runner stops the simulators it started.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text,
+                         replay, replay_lin, t0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text, replay,
+              replay_lin, t0):
+    import numpy as np
+
+    from tb.llm import TileRunner
+    from tb.outcome import read_progress
 
     n_gemv = len(steps[0])
     total_gemv = n_gemv * len(steps)
-    t_sim = time.time()
     with TileRunner(config, linears, out / "rtl", workers=args.workers, keep=args.keep) as runner:
         status.clear()
         print(f"tile: {config.fmt} {config.arithmetic}, {config.lanes} lanes, {config.bus_width}-bit bus, "
