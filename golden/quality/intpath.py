@@ -204,16 +204,18 @@ def smoothing(model, calibration: dict, *, alpha: float = 0.5) -> dict:
 
     ``s_k = max|x_k|^alpha / max|w_k|^(1 - alpha)`` over the calibration inputs and the
     rows of every matrix reading that input, so that ``x / s`` has flatter channels and
-    ``diag(s) W`` absorbs them.  ``calibration``: ``"blk.i.<input>"`` -> (T, K) (from
-    ``forward(capture=...)``).
+    ``diag(s) W`` absorbs them.  ``calibration``: ``"blk.i.<input>"`` -> (T, K) or max |x| (K,)
+    (from ``forward(capture=...)``); blocks without calibration get no factors.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
     groups = {"attn_in": ("q", "k", "v"), "ffn_in": ("gate", "up"), "down_in": ("down",)}
     out = {}
-    for i in range(model.config.n_layers):
+    layers = [i for i in range(model.config.n_layers) if all(f"blk.{i}.{inp}" in calibration for inp in groups)]
+    for i in layers:
         for inp, readers in groups.items():
-            xmax = np.abs(calibration[f"blk.{i}.{inp}"]).max(axis=0).astype(np.float64)
+            x = np.abs(np.asarray(calibration[f"blk.{i}.{inp}"], dtype=np.float64))
+            xmax = x.max(axis=0) if x.ndim == 2 else x
             wmax = np.max([np.abs(model.linears[f"blk.{i}.{r}"]).max(axis=1) for r in readers], axis=0)
             s = np.power(np.maximum(xmax, 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1.0 - alpha)
             out[f"blk.{i}.{inp}"] = s
@@ -221,7 +223,8 @@ def smoothing(model, calibration: dict, *, alpha: float = 0.5) -> dict:
 
 
 def apply_smoothing(model, factors: dict):
-    """A copy of ``model`` with ``factors`` folded in: the float function is unchanged.
+    """A copy of ``model`` with ``factors`` folded in (blocks without factors unchanged): the float function is
+    unchanged.
 
     ``attn_in`` / ``ffn_in``: the RMSNorm weight is divided by ``s`` and the rows of
     q/k/v (gate/up) multiplied by ``s``.  ``down_in = silu(gate) * up``: the ``up``
@@ -232,6 +235,8 @@ def apply_smoothing(model, factors: dict):
     lin, norms = dict(model.linears), dict(model.norms)
     for i in range(model.config.n_layers):
         p = f"blk.{i}."
+        if p + "attn_in" not in factors:
+            continue
         s = factors[p + "attn_in"].astype(np.float32)
         norms[p + "attn_norm"] = norms[p + "attn_norm"] / s
         for r in ("q", "k", "v"):

@@ -95,9 +95,13 @@ def test_smoothing_keeps_the_float_function(smollm2):
     with time_limit(120, "smoothing"):
         tokens = np.array([[504, 3575, 282, 4649, 314, 13]])
         captured = {}
-        forward(smollm2, tokens, capture=captured, n_layers=smollm2.config.n_layers)
+        forward(smollm2, tokens, capture=captured, n_layers=3)
         factors = smoothing(smollm2, captured, alpha=0.5)
+        assert sorted(factors) == sorted(f"blk.{i}.{x}" for i in range(3) for x in ("attn_in", "ffn_in", "down_in"))
         assert all(np.all(f > 0) and np.ptp(f) > 0 for f in factors.values())
+        # Per-channel maxima (what a calibration over several windows keeps) give the same factors.
+        maxima = smoothing(smollm2, {k: np.abs(v).max(axis=0) for k, v in captured.items()}, alpha=0.5)
+        assert all(np.array_equal(maxima[k], factors[k]) for k in factors)
         smoothed = apply_smoothing(smollm2, factors)
         want = forward(smollm2, tokens, n_layers=3)
         got = forward(smoothed, tokens, n_layers=3)
