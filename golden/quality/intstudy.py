@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-__all__ = ["CONFIGS", "run_intpath_study", "main"]
+__all__ = ["CONFIGS", "run_intpath_study", "peak_to_rms", "main"]
 
 _BEST = dict(fmt="4+3", arithmetic="own", group_size=128, clip="act", perm=True, symmetric=False)
 #: (label, septet spec as in golden.quality.study.FormatSpec.septet, smoothing alpha or None).
@@ -60,6 +60,31 @@ def _calibration(model, windows):
     importance = {f"blk.{i}.{name}": sq[f"blk.{i}.{inp}"]
                   for i in range(model.config.n_layers) for name, inp in LINEAR_INPUTS.items()}
     return importance, mx
+
+
+def peak_to_rms(*, cal_tokens: int = 512, seq_len: int = 128) -> dict:
+    """Per block input: the median over calibration tokens of ``max|x| / rms(x)``, median and max over blocks.
+
+    Per-token symmetric INT8 maps ``max|x|`` to 127, so a channel at the token's RMS gets
+    ``127 / ratio`` levels: the figure that says how much INT8 activations cost.
+    """
+    from golden.quality.fair import fair_text
+    from golden.quality.models import load_smollm2
+    from golden.quality.smollm2 import forward
+
+    model = load_smollm2()
+    text = fair_text(model, cal_tokens=cal_tokens, n_windows=2, seq_len=seq_len)
+    captured: dict = {}
+    forward(model, text.calibration, capture=captured, logits_positions=slice(0, 1))
+    out = {}
+    for inp in ("attn_in", "o_in", "ffn_in", "down_in"):
+        per_block = []
+        for i in range(model.config.n_layers):
+            X = np.abs(captured[f"blk.{i}.{inp}"].astype(np.float64))
+            per_block.append(float(np.median(X.max(axis=1) / np.sqrt(np.mean(X * X, axis=1)))))
+        out[inp] = {"median": float(np.median(per_block)), "max": max(per_block),
+                    "block_of_max": int(np.argmax(per_block))}
+    return out
 
 
 def run_intpath_study(*, n_windows: int = 6, seq_len: int = 128, cal_tokens: int = 512, configs=CONFIGS,
@@ -176,7 +201,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON after every configuration "
                                                   "(temporary name, then renamed)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="only print the table of these result files merged")
+    p.add_argument("--peak-to-rms", action="store_true",
+                   help="only print each block input's median per-token max|x| / rms(x) on the calibration text")
     args = p.parse_args(argv)
+    if args.peak_to_rms:
+        for inp, v in peak_to_rms(cal_tokens=args.cal_tokens, seq_len=args.seq_len).items():
+            print(f"{inp:<8} per-token max|x| / rms(x), median over tokens: median over blocks {v['median']:.1f}, "
+                  f"max {v['max']:.1f} (block {v['block_of_max']})")
+        return 0
     command = "python -m golden.quality.intstudy " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.merge:
         docs = [json.loads(open(path).read()) for path in args.merge]
