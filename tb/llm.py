@@ -40,7 +40,7 @@ import numpy as np
 
 from tb.gemv_data import GemvSet, TileConfig, bytes_to_lanes, make_gemv
 
-__all__ = ["TileRunner", "StepResult", "ReplayLinear", "split_balanced"]
+__all__ = ["TileRunner", "StepResult", "ReplayLinear", "split_balanced", "bench"]
 
 #: Large per-run files removed once a run passed (the outcome, logs and result file stay).
 _BULKY = ("mem_weights.hex", "gemvs.npz", "mem_act.hex")
@@ -239,3 +239,34 @@ class ReplayLinear:
                                  f"one the tile ran")
         out = (np.asarray(y_tile, dtype=np.float64)[None] * s_a[:, None] * self._unit[None]).astype(np.float32)
         return out.reshape(*X.shape[:-1], self.qm.N)
+
+
+def bench(shapes=((16, 64), (32, 128), (64, 256)), *, K: int = 576, N: int = 1536, n_gemv: int = 8,
+          out_dir="build/llm-bench", log=print) -> list:
+    """Simulation time of the same weights on tiles of several (lanes, bus width), side by side.
+
+    ``n_gemv`` random GEMVs of ``K x N`` (SmolLM2's gate/up shape), 4+3 own grids, groups of
+    128, memory-model mode with the wrapper's clock; builds are cached by content.
+    """
+    from tb.gemv_data import random_gemv
+    from tb.simulate import build_tile, rtl_tile, simulate
+
+    rows = []
+    for lanes, bus in shapes:
+        config = TileConfig(fmt="4+3", lanes=lanes, bus_width=bus, group_size=128)
+        tile = rtl_tile(config)
+        build_tile(tile, "mem", hdl_clock=True)
+        gemvs = [random_gemv(config, K, N, seed=i) for i in range(n_gemv)]
+        result = simulate(tile, GemvSet(config, gemvs, {}), Path(out_dir) / f"L{lanes}_W{bus}", mode="mem",
+                          hdl_clock=True)
+        cycles = sum(result.outcome["cycles"])
+        row = {"lanes": lanes, "bus_width": bus, "cycles": cycles, "sim_seconds": result.outcome["sim_seconds"],
+               "process_seconds": round(result.wall_seconds, 2)}
+        rows.append(row)
+        log(f"{lanes:4d} lanes, {bus:4d}-bit bus: {cycles:9,} cycles, {row['sim_seconds']:.2f} s simulated "
+            f"({cycles / row['sim_seconds'] / 1e3:.0f} k cycles/s), {row['process_seconds']:.2f} s with start-up")
+    return rows
+
+
+if __name__ == "__main__":
+    bench()
