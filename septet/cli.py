@@ -24,6 +24,7 @@ COMMANDS = (
     ("verify", "verify every GEMV of a decode step (e.g. LLaMA-2-70B) through the tile on a Dask cluster"),
     ("report", "scale measured tile cycles to LLaMA-70B decode, audit the seed, write the report"),
     ("run", "the main job: Verilog, simulate 3.5-bit and INT4, check, scale to 70B, verdict"),
+    ("generate", "SmolLM2 generating text with every GEMV as the tile computes it (golden, or the Verilated RTL)"),
 )
 
 

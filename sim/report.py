@@ -47,7 +47,7 @@ def _quality_pair(q) -> "tuple[dict, dict] | None":
         return None
     by = {f["label"]: f for f in q["formats"]}
     best = (q.get("verdict") or {}).get("best_4p3", {}).get("label")
-    int4 = by.get("4+4 shared g128")
+    int4 = by.get((q.get("verdict") or {}).get("int4_anchor") or "4+4 shared g128")
     if best in by and int4:
         return by[best], int4
     return None

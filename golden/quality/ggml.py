@@ -90,20 +90,30 @@ def _libggml() -> ctypes.CDLL:
     return lib
 
 
-def _c_quantize_rows(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
-    """Quantize float32 rows [n, k] with ggml's C code; returns the raw blocks uint8 [n, row_bytes]."""
+def _c_quantize_rows(rows: np.ndarray, qtype: GGMLQuantizationType, imatrix=None) -> np.ndarray:
+    """Quantize float32 rows [n, k] with ggml's C code; returns the raw blocks uint8 [n, row_bytes].
+
+    ``imatrix`` (k float32, one per input channel) is ggml's importance matrix,
+    ``ggml_quantize_chunk``'s last argument (what ``llama-quantize --imatrix`` passes).
+    """
     lib = _libggml()
-    if lib.ggml_quantize_requires_imatrix(int(qtype)):
-        raise ValueError(f"ggml type {qtype.name} requires an importance matrix, which this study does not supply")
+    if imatrix is None and lib.ggml_quantize_requires_imatrix(int(qtype)):
+        raise ValueError(f"ggml type {qtype.name} requires an importance matrix (importance=...)")
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     n, k = rows.shape
+    imat_ptr = None
+    if imatrix is not None:
+        imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+        if imatrix.shape != (k,) or not np.all(np.isfinite(imatrix)) or np.any(imatrix < 0):
+            raise ValueError(f"importance must be {k} finite non-negative values (one per input channel)")
+        imat_ptr = imatrix.ctypes.data
     row_bytes = lib.ggml_row_size(int(qtype), k)
     out = np.empty((n, row_bytes), dtype=np.uint8)
     lib.ggml_quantize_init(int(qtype))   # IQ types build their grids here
 
     def run(r0, r1):
         src, dst = rows[r0:r1], out[r0:r1]
-        written = lib.ggml_quantize_chunk(int(qtype), src.ctypes.data, dst.ctypes.data, 0, r1 - r0, k, None)
+        written = lib.ggml_quantize_chunk(int(qtype), src.ctypes.data, dst.ctypes.data, 0, r1 - r0, k, imat_ptr)
         if written != dst.nbytes:
             raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes for {qtype.name}, expected {dst.nbytes}")
 
@@ -136,8 +146,13 @@ class GgmlResult:
     bits_per_weight: float
 
 
-def ggml_quantize(W: np.ndarray, name: str) -> GgmlResult:
-    """Quantize ``W[K, N]`` (blocks along K) to ggml type ``name`` and dequantize it."""
+def ggml_quantize(W: np.ndarray, name: str, importance=None) -> GgmlResult:
+    """Quantize ``W[K, N]`` (blocks along K) to ggml type ``name`` and dequantize it.
+
+    ``importance`` (K values, the mean squared calibration activation per
+    input channel) is passed to ggml's C quantizer as its importance matrix,
+    for every type (the NumPy quantizers of ``gguf`` take none).
+    """
     _qtype(name)
     W = np.asarray(W)
     if W.ndim != 2:
@@ -145,9 +160,9 @@ def ggml_quantize(W: np.ndarray, name: str) -> GgmlResult:
     used = fallback_type(name, W.shape[0])
     qtype = GGMLQuantizationType[used]
     rows = np.ascontiguousarray(W.T, dtype=np.float32)
-    if used in NUMPY_TYPES:
+    if used in NUMPY_TYPES and importance is None:
         blocks = gguf_quantize(rows, qtype)
     else:
-        blocks = _c_quantize_rows(rows, qtype)
+        blocks = _c_quantize_rows(rows, qtype, importance)
     W_hat = np.ascontiguousarray(gguf_dequantize(blocks, qtype).T, dtype=np.float32)
     return GgmlResult(requested=name, used=used, W_hat=W_hat, bits_per_weight=8 * blocks.nbytes / W.size)

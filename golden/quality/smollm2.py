@@ -22,7 +22,7 @@ import numpy as np
 
 from golden.quality.models import SmolLM2Weights, load_smollm2
 
-__all__ = ["Tokenizer", "forward", "perplexity", "calibration_inputs", "TextSplit", "text_split", "LINEAR_INPUTS"]
+__all__ = ["Tokenizer", "forward", "perplexity", "calibration_inputs", "block_forward", "TextSplit", "text_split", "LINEAR_INPUTS"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,6 +118,70 @@ def _rope(x, cos, sin):
     return out
 
 
+def block_forward(model: SmolLM2Weights, x, i: int, W, *, capture=None) -> np.ndarray:
+    """One transformer block: the residual stream ``x`` (B, T, d) after block ``i``.
+
+    Parameters
+    ----------
+    model : SmolLM2Weights
+    x : ndarray float32, shape (B, T, d_model)
+        Residual stream entering block ``i``.
+    i : int
+        Block index.
+    W : mapping name -> W[K, N]
+        Linear weights (must hold ``"blk.{i}.q"`` ... ``"blk.{i}.down"``).
+    capture : dict or callable, optional
+        Receives the input of every linear as ``"blk.i.<input>" -> ndarray (B*T, K)``
+        (values of :data:`LINEAR_INPUTS`): stored into a dict, or passed to a
+        callable ``capture(key, X)`` (e.g. to accumulate ``X.T @ X`` without keeping ``X``).
+    """
+    cfg = model.config
+    B, T = x.shape[:2]
+    H, KV, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    cos, sin = _rope_tables(T, D, cfg.rope_base)
+    mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)
+    if capture is None:
+        def put(key, value):
+            pass
+    elif callable(capture):
+        put = capture
+    else:
+        def put(key, value):
+            capture[key] = value
+    p = f"blk.{i}."
+    h = _rms_norm(x, model.norms[p + "attn_norm"], cfg.norm_eps)
+    h2 = h.reshape(B * T, -1)
+    put(p + "attn_in", h2)
+    q = _rope((h2 @ W[p + "q"]).reshape(B, T, H, D), cos, sin)
+    k = _rope((h2 @ W[p + "k"]).reshape(B, T, KV, D), cos, sin)
+    v = (h2 @ W[p + "v"]).reshape(B, T, KV, D)
+    att = np.empty((B, T, H, D), dtype=np.float32)
+    G = H // KV
+    # GQA: query heads j*G ... j*G+G-1 read key/value head j.  One 2-D GEMM per (sequence, kv head):
+    # NumPy's stacked matmul on strided views is far slower than BLAS on contiguous 2-D operands.
+    for b in range(B):
+        for j in range(KV):
+            qj = np.ascontiguousarray(q[b, :, j * G:(j + 1) * G].transpose(1, 0, 2)).reshape(G * T, D)
+            s = (qj @ np.ascontiguousarray(k[b, :, j].T)).reshape(G, T, T)
+            s *= np.float32(1.0 / np.sqrt(D))
+            s += mask
+            s -= s.max(axis=-1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(axis=-1, keepdims=True)
+            o = s.reshape(G * T, T) @ np.ascontiguousarray(v[b, :, j])
+            att[b, :, j * G:(j + 1) * G] = o.reshape(G, T, D).transpose(1, 0, 2)
+    att2 = att.reshape(B * T, -1)
+    put(p + "o_in", att2)
+    x = x + (att2 @ W[p + "o"]).reshape(B, T, -1)
+    h2 = _rms_norm(x, model.norms[p + "ffn_norm"], cfg.norm_eps).reshape(B * T, -1)
+    put(p + "ffn_in", h2)
+    g = h2 @ W[p + "gate"]
+    u = h2 @ W[p + "up"]
+    a = g / (1.0 + np.exp(-g)) * u
+    put(p + "down_in", a)
+    return x + (a @ W[p + "down"]).reshape(B, T, -1)
+
+
 def forward(model: SmolLM2Weights, tokens, linears=None, *, n_layers=None, capture=None,
             logits_positions=None) -> np.ndarray:
     """Logits of a batch of token sequences (causal, full sequence, float32).
@@ -130,9 +194,9 @@ def forward(model: SmolLM2Weights, tokens, linears=None, *, n_layers=None, captu
         Linear weights to use (default: the model's own); any missing name falls back to the model's.
     n_layers : int, optional
         Run only the first blocks (for quick tests); the output head still applies.
-    capture : dict, optional
-        If given, filled with ``"blk.i.<input>" -> ndarray (B*T, K)``, the input of
-        every linear (keys of :data:`LINEAR_INPUTS` values).
+    capture : dict or callable, optional
+        If given, receives ``"blk.i.<input>" -> ndarray (B*T, K)``, the input of
+        every linear (keys of :data:`LINEAR_INPUTS` values); see :func:`block_forward`.
     logits_positions : slice, optional
         Positions whose logits are returned (default all).
 
@@ -155,49 +219,9 @@ def forward(model: SmolLM2Weights, tokens, linears=None, *, n_layers=None, captu
     W = dict(model.linears)
     if linears is not None:
         W.update(linears)
-    B, T = tokens.shape
-    H, KV, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    cos, sin = _rope_tables(T, D, cfg.rope_base)
-    mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)
     x = model.embedding[tokens]                                   # (B, T, d)
     for i in range(n_layers):
-        p = f"blk.{i}."
-        h = _rms_norm(x, model.norms[p + "attn_norm"], cfg.norm_eps)
-        if capture is not None:
-            capture[p + "attn_in"] = h.reshape(B * T, -1)
-        h2 = h.reshape(B * T, -1)
-        q = _rope((h2 @ W[p + "q"]).reshape(B, T, H, D), cos, sin)
-        k = _rope((h2 @ W[p + "k"]).reshape(B, T, KV, D), cos, sin)
-        v = (h2 @ W[p + "v"]).reshape(B, T, KV, D)
-        att = np.empty((B, T, H, D), dtype=np.float32)
-        G = H // KV
-        # GQA: query heads j*G ... j*G+G-1 read key/value head j.  One 2-D GEMM per (sequence, kv head):
-        # NumPy's stacked matmul on strided views is far slower than BLAS on contiguous 2-D operands.
-        for b in range(B):
-            for j in range(KV):
-                qj = np.ascontiguousarray(q[b, :, j * G:(j + 1) * G].transpose(1, 0, 2)).reshape(G * T, D)
-                s = (qj @ np.ascontiguousarray(k[b, :, j].T)).reshape(G, T, T)
-                s *= np.float32(1.0 / np.sqrt(D))
-                s += mask
-                s -= s.max(axis=-1, keepdims=True)
-                np.exp(s, out=s)
-                s /= s.sum(axis=-1, keepdims=True)
-                o = s.reshape(G * T, T) @ np.ascontiguousarray(v[b, :, j])
-                att[b, :, j * G:(j + 1) * G] = o.reshape(G, T, D).transpose(1, 0, 2)
-        att = att.reshape(B, T, H * D)
-        if capture is not None:
-            capture[p + "o_in"] = att.reshape(B * T, -1)
-        x = x + (att.reshape(B * T, -1) @ W[p + "o"]).reshape(B, T, -1)
-        h = _rms_norm(x, model.norms[p + "ffn_norm"], cfg.norm_eps)
-        if capture is not None:
-            capture[p + "ffn_in"] = h.reshape(B * T, -1)
-        h2 = h.reshape(B * T, -1)
-        g = h2 @ W[p + "gate"]
-        u = h2 @ W[p + "up"]
-        a = g / (1.0 + np.exp(-g)) * u
-        if capture is not None:
-            capture[p + "down_in"] = a.reshape(B * T, -1)
-        x = x + (a @ W[p + "down"]).reshape(B, T, -1)
+        x = block_forward(model, x, i, W, capture=capture)
     if logits_positions is not None:
         x = x[:, logits_positions]
     h = _rms_norm(x, model.norms["output_norm"], cfg.norm_eps)

@@ -150,7 +150,9 @@ def test_cli_on_user_weights(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["quality", "--eval-seqs", "1"], "--eval-seqs must be >= 2"),
+    (["quality", "--eval-windows", "1"], "--eval-windows must be >= 2"),
+    (["quality", "--cal-tokens", "1"], "--cal-tokens must be >= 2"),
+    (["quality", "--methods", "INT4 g7"], "--methods: unknown row(s) 'INT4 g7'"),
     (["quality", "--weights", "/nonexistent/w.npy"], "does not exist"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, capsys):
