@@ -115,7 +115,7 @@ def plot_fair_study(result: dict, path) -> None:
     axes[1].set_ylabel("output error on held-out activations, % (mean over linears)")
     axes[1].set_title(f"calibration: {result['cal_tokens']} tokens of other pydoc topics")
     for ax in axes:
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = pathlib.Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)

@@ -61,6 +61,7 @@ def test_ggml_importance_matrix_reaches_the_c_quantizer():
         ggml.ggml_quantize(W, "Q3_K", importance=np.ones(3))
 
 
+@pytest.mark.slow
 def test_reduced_fair_study_pairs_every_row_with_the_reference_and_the_anchor(tmp_path):
     from golden.quality.study import INT4_ANCHOR, fair_methods, run_fair_study
     keep = ("reference", INT4_ANCHOR, "Q3_K imatrix", "4+3 own g64 s6 clip perm GPTQ")
@@ -90,6 +91,12 @@ def test_reduced_fair_study_pairs_every_row_with_the_reference_and_the_anchor(tm
     merged = merge_fair_results([half, rest])
     assert [f["label"] for f in merged["formats"]] == [f["label"] for f in r["formats"]]
     assert [f["vs_int4_anchor"] for f in merged["formats"]] == [f["vs_int4_anchor"] for f in r["formats"]]
+    from golden.quality.plot import plot_fair_study
+    from septet.commands.quality import format_fair_table
+    plot_fair_study(merged, tmp_path / "fair.png")
+    assert (tmp_path / "fair.png").stat().st_size > 10_000 and not list(tmp_path.glob("*.tmp*"))
+    table = format_fair_table(merged, markdown=True)
+    assert "| Q3_K imatrix | 4.234 | qkv: IQ4_NL; o: IQ4_NL; gate_up: IQ4_NL; down: Q3_K |" in table
 
 
 def test_table_grid_holds_zero_counts_its_bits_and_takes_gptq():
