@@ -47,7 +47,11 @@ def _quality_pair(q) -> "tuple[dict, dict] | None":
         return None
     by = {f["label"]: f for f in q["formats"]}
     best = (q.get("verdict") or {}).get("best_4p3", {}).get("label")
-    int4 = by.get((q.get("verdict") or {}).get("int4_anchor") or "4+4 shared g128")
+    anchor = (q.get("verdict") or {}).get("int4_anchor") or "4+4 shared g128"
+    # Same treatment on both sides: a GPTQ'd 4+3 is set against INT4 with GPTQ where it was measured.
+    if best and best.endswith(" GPTQ") and f"{anchor} GPTQ" in by:
+        anchor = f"{anchor} GPTQ"
+    int4 = by.get(anchor)
     if best in by and int4:
         return by[best], int4
     return None
@@ -226,7 +230,8 @@ def verdict(measurements=None, model_key="llama2-70b", quality=None, observed=No
         best, int4 = pair
         lines.append(f"  perplexity on {q.get('model')} (reference {q.get('reference_perplexity', float('nan')):.2f}, "
                      f"{qpath.name}): {best['label']} {best['perplexity']:.2f} at {best['bits_per_weight']:.3f} bpw vs "
-                     f"INT4 g128 {int4['perplexity']:.2f} at {int4['bits_per_weight']:.3f} bpw")
+                     f"{int4['label']} {int4['perplexity']:.2f} at {int4['bits_per_weight']:.3f} bpw (same calibration, "
+                     f"held-out text; ratios with intervals in README and FORMAT.md section 8)")
     else:
         lines.append(f"  perplexity: no quality study at {qpath} (run 'septet quality --model smollm2')")
     lines.append("  The seed's +34% is out of reach: streaming 7/8 of the code bits gives at most +14.3%, "
@@ -409,7 +414,7 @@ def _plots(fig_dir: Path, data: dict) -> dict:
                 ax.annotate(f["label"], (f["bits_per_weight"], f[metric]), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")
         if has_ppl and q.get("reference_perplexity"):
-            ax.axhline(q["reference_perplexity"], color="k", lw=0.8, ls="--", label="unquantized reference")
+            ax.axhline(q["reference_perplexity"], color="k", lw=0.8, ls="--", label="reference: the Q4_1-dequantized model")
         ax.plot([], [], "o", color="tab:blue", label="septet formats")
         ax.plot([], [], "o", color="tab:orange", label="ggml (llama.cpp) formats")
         ax.set(xlabel="bits per weight (headers included)", ylabel=metric, yscale="log",
