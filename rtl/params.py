@@ -204,6 +204,23 @@ class TileParams:
         """Block results the output queue holds: enough that an always-ready sink never stalls the lanes."""
         return _STAGES_TO_RESULT + (1 if self.requant else 0) + 2
 
+    def stream_bits(self, K: int, N: int) -> int:
+        """Bits of one GEMV's packed stream: ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``."""
+        k_pad = K + K % 2
+        n_groups = 1 if self.group_size is None else -(-k_pad // self.group_size)
+        n_blocks = -(-N // self.lanes)
+        return n_blocks * (n_groups * self.header_bits + k_pad // 2 * self.beat_bits)
+
+    def expected_cycles(self, K: int, N: int) -> int:
+        """Cycles per GEMV from the formulas of rtl/TILE.md: the larger of bus-bound and lanes-bound."""
+        k_pad = K + K % 2
+        n_groups = 1 if self.group_size is None else -(-k_pad // self.group_size)
+        n_blocks = -(-N // self.lanes)
+        bus = -(-self.stream_bits(K, N) // self.bus_width) + self.fixed_latency
+        lanes = (n_blocks * (n_groups + k_pad // 2) + -(-self.header_bits // self.bus_width) - 1
+                 + self.fixed_latency)
+        return max(bus, lanes)
+
     # -- records for JSON ------------------------------------------------------------------------
 
     def as_dict(self) -> dict:

