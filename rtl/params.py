@@ -19,7 +19,7 @@ from golden.format import (
     parse_format,
 )
 
-__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K"]
+__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K", "SCALER_DEPTH", "REQUANT_DEPTH"]
 
 #: Width of a lane's per-slot partial sum and of the shared activation sums (FORMAT.md section 3: int32).
 SLOT_ACC_BITS = 32
@@ -28,10 +28,12 @@ DEFAULT_ACC_WIDTH = 48
 #: Default largest K: covers LLaMA-70B's largest reduction (28,672) with room to spare.
 DEFAULT_MAX_K = 65536
 
-#: Pipeline stages between a block's last beat and its result entering the output queue:
-#: the lanes register the group sums, the correction registers ``acc - z * sa``, the
-#: scaler adds ``m * corr`` into the wide accumulator (and registers the block result).
-_STAGES_TO_RESULT = 3
+#: Pipeline stages of the time-shared group scaler after its last lane enters (rtl/correct.py):
+#: ``z * sa``, the correction, the DSP partial products, their sum, the sum over slots, the wide add.
+SCALER_DEPTH = 6
+#: Pipeline stages of the time-shared requantizer after its last lane enters (rtl/requant.py):
+#: the DSP partial products, the sum plus rounding, the shift, the clamp.
+REQUANT_DEPTH = 4
 
 
 def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
@@ -181,14 +183,30 @@ class TileParams:
     # -- timing --------------------------------------------------------------------------------
 
     @property
+    def epilogue_interval(self) -> int:
+        """Fewest cycles between two group ends: the time-shared scaler holds one group at a time.
+
+        The scaler takes ``L`` cycles to read a group's lanes and ``SCALER_DEPTH`` more to finish
+        it (the requantizer, ``L + REQUANT_DEPTH``, fits in the same interval).  A group of
+        ``g`` pairs takes at least ``g + 1`` cycles (its header and beats), so only groups
+        shorter than ``L + SCALER_DEPTH - 1`` pairs (and at the bus rate, shorter in time)
+        wait; the sequencer holds their closing beat until the interval has passed.
+        """
+        return self.lanes + SCALER_DEPTH
+
+    @property
     def result_latency(self) -> int:
         """Cycles from the last bus word's acceptance to the final result being valid at the output.
 
         The word is written into the gearbox (1 edge; the last beat enters the lanes in the
-        next cycle), then the pipeline stages to the block result (3: lanes, correction,
-        scaling), requantization (1 if built), and the output queue (1).
+        next cycle), the lanes register the group sums (1), the scaler reads the ``L`` lanes
+        one per cycle and finishes in ``SCALER_DEPTH`` more, the requantizer (if built) reads
+        them again in ``L + REQUANT_DEPTH``, and the output queue (1).
         """
-        return 1 + _STAGES_TO_RESULT + (1 if self.requant else 0) + 1
+        latency = 1 + 1 + self.lanes + SCALER_DEPTH + 1
+        if self.requant:
+            latency += self.lanes + REQUANT_DEPTH
+        return latency
 
     @property
     def fixed_latency(self) -> int:
@@ -201,8 +219,13 @@ class TileParams:
 
     @property
     def output_queue_depth(self) -> int:
-        """Block results the output queue holds: enough that an always-ready sink never stalls the lanes."""
-        return _STAGES_TO_RESULT + (1 if self.requant else 0) + 2
+        """Block results the output queue holds: enough that an always-ready sink never stalls the lanes.
+
+        Block results are at least ``epilogue_interval`` cycles apart, so at most
+        ``ceil(pipeline latency / interval)`` are in flight behind the lanes, plus one leaving.
+        """
+        pipeline = self.result_latency - 1
+        return -(-pipeline // self.epilogue_interval) + 2
 
     def stream_bits(self, K: int, N: int) -> int:
         """Bits of one GEMV's packed stream: ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``."""

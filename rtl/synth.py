@@ -103,12 +103,9 @@ class _PnrWrapper(wiring.Component):
     every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
     """
 
-    sin: In(1)
-    sout: Out(1)
-
     def __init__(self, params: TileParams):
         self.params = params
-        super().__init__()
+        super().__init__({"sin": In(1), "sout": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -118,7 +115,7 @@ class _PnrWrapper(wiring.Component):
             port = getattr(top, name)
             for sub, sub_member in member.signature.members.items():
                 value = getattr(port, sub)
-                drives = (sub_member.flow == In) == (member.flow == In)
+                drives = (sub_member.flow == In) != (member.flow == In)   # an input of the top
                 (inputs if drives else outputs).append(value)
         total = sum(len(v) for v in inputs)
         chain = Signal(total)

@@ -101,6 +101,13 @@ class SeptetTile(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + block_issued - result_taken)
         has_credit = in_flight < p.output_queue_depth
 
+        # Group ends at least epilogue_interval cycles apart (one group in the scaler at a time).
+        epilogue_wait = Signal(range(p.epilogue_interval))
+        epilogue_free = Signal()
+        m.d.comb += epilogue_free.eq(~epilogue_wait.any())
+        with m.If(~epilogue_free):
+            m.d.sync += epilogue_wait.eq(epilogue_wait - 1)
+
         # Sequencer.
         in_header = Signal(init=1)
         op = lanes.i.payload
@@ -118,17 +125,21 @@ class SeptetTile(wiring.Component):
                 m.d.sync += in_header.eq(0)
         with m.Else():
             block_end = self.act.payload.last
-            # A block's last beat needs a reserved output entry (and its requantization parameters).
-            closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
-            may_go = ~block_end | closing_ok
-            fire = gear.o.valid & self.act.valid & may_go
             if p.group_pairs is None:
                 group_end = block_end
             else:
                 pair_in_group = Signal(range(p.group_pairs))
                 group_end = block_end | (pair_in_group == p.group_pairs - 1)
+            # A block's last beat needs a reserved output entry (and its requantization parameters);
+            # a group's last beat waits until the time-shared epilogue has room for its sums.
+            closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
+            may_go = (~block_end | closing_ok) & (~group_end | epilogue_free)
+            fire = gear.o.valid & self.act.valid & may_go
+            if p.group_pairs is not None:
                 with m.If(fire):
                     m.d.sync += pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1))
+            with m.If(fire & group_end):
+                m.d.sync += epilogue_wait.eq(p.epilogue_interval - 1)
             ending = block_end & gear.ending
             m.d.comb += [
                 gear.o.ready.eq(self.act.valid & may_go),
@@ -141,7 +152,7 @@ class SeptetTile(wiring.Component):
                 block_issued.eq(fire & block_end),
             ]
             if p.requant:
-                m.d.comb += self.params_in.ready.eq(gear.o.valid & self.act.valid & block_end & has_credit)
+                m.d.comb += self.params_in.ready.eq(fire & block_end)
             with m.If(fire & group_end):
                 m.d.sync += in_header.eq(1)
         return m
