@@ -21,7 +21,7 @@ class Requantizer(wiring.Component):
 
     Time-shared: the block's results and parameters are captured when they arrive, then one
     lane per cycle passes a registered pipeline (``y * M`` as registered 17-bit DSP partial
-    products; their sum plus the rounding term; the arithmetic shift; the clamp), so one
+    products; their sum; plus the rounding term; the arithmetic shift; the clamp), so one
     multiplier, shifter and clamp serve all lanes.  The results leave on ``o``, all lanes at
     once, ``REQUANT_DEPTH + L`` cycles after the block's results arrived; the tile spaces
     blocks at least ``params.epilogue_interval`` cycles apart (one block here at a time).
@@ -74,26 +74,31 @@ class Requantizer(wiring.Component):
                      round1.eq((Const(1, REQUANT_SHIFT_MAX + 1) << head.prm.shift) >> 1)]
         total = split_product(m, "sync", head.y, head.prm.mult, "ym")
 
-        # Stage 2: the exact product plus the rounding term.
+        # Stage 2: the exact product; stage 3: plus the rounding term.
         v2 = Signal()
-        t2 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 2))
+        prod2 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 1))
         shift2 = Signal.like(shift1)
-        m.d.sync += [v2.eq(v1), t2.eq(total() + round1), shift2.eq(shift1)]
-
-        # Stage 3: the arithmetic shift; stage 4: the clamp into the lane's result.
+        round2 = Signal.like(round1)
+        m.d.sync += [v2.eq(v1), prod2.eq(total()), shift2.eq(shift1), round2.eq(round1)]
         v3 = Signal()
-        s3 = Signal.like(t2)
-        m.d.sync += [v3.eq(v2), s3.eq(t2 >> shift2)]
+        t3 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 2))
+        shift3 = Signal.like(shift1)
+        m.d.sync += [v3.eq(v2), t3.eq(prod2 + round2), shift3.eq(shift2)]
+
+        # Stage 4: the arithmetic shift; stage 5: the clamp into the lane's result.
+        v4 = Signal()
+        s4 = Signal.like(t3)
+        m.d.sync += [v4.eq(v3), s4.eq(t3 >> shift3)]
         out = Signal(signed(OUT_BITS))
-        m.d.comb += out.eq(Mux(s3 > _OUT_MAX, _OUT_MAX, Mux(s3 < _OUT_MIN, _OUT_MIN, s3)))
-        lane4 = Signal(L, init=1)         # one-hot: the lane leaving stage 3 in this cycle
+        m.d.comb += out.eq(Mux(s4 > _OUT_MAX, _OUT_MAX, Mux(s4 < _OUT_MIN, _OUT_MIN, s4)))
+        lane4 = Signal(L, init=1)         # one-hot: the lane leaving stage 4 in this cycle
         m.d.sync += self.o.valid.eq(0)
-        with m.If(v3):
+        with m.If(v4):
             m.d.sync += lane4.eq(lane4.rotate_left(1))
             for lane in range(L):
                 with m.If(lane4[lane]):
                     m.d.sync += self.o.payload.data[lane].eq(out)
             with m.If(lane4[L - 1]):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last)]
-        assert REQUANT_DEPTH == 4
+        assert REQUANT_DEPTH == 5
         return m

@@ -115,7 +115,7 @@ class _PnrWrapper(wiring.Component):
             port = getattr(top, name)
             for sub, sub_member in member.signature.members.items():
                 value = getattr(port, sub)
-                drives = (sub_member.flow == In) != (member.flow == In)   # an input of the top
+                drives = sub_member.flow == In    # an input of the top (flows seen from the top)
                 (inputs if drives else outputs).append(value)
         total = sum(len(v) for v in inputs)
         chain = Signal(total)
@@ -140,7 +140,8 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None) 
     mul = (f"techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_A_MAXWIDTH=18 -D DSP_B_MAXWIDTH=18 "
            f"-D DSP_A_MINWIDTH={DSP_MIN_WIDTH} -D DSP_B_MINWIDTH={DSP_MIN_WIDTH} -D DSP_NAME=$__MUL18X18")
     lines = [
-        f"read_verilog {verilog_file}",
+        f"read_verilog -sv {verilog_file}",
+        "chformal -remove",             # the design's Assert statements are for simulation and formal
         f"synth_ecp5 -noflatten -top {top} -run begin:coarse",
         "proc", "check", "tribuf -logic", "deminout", "opt_expr", "opt_clean", "check",
         "opt -nodffe -nosdff", "fsm", "opt", "wreduce", "peepopt", "opt_clean", "share",
@@ -153,7 +154,7 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None) 
         "abc -lut 4 -dress",
         "clean",
         f"synth_ecp5 -noflatten -top {top} -run map_cells:check",
-        "autoname", "hierarchy -check",
+        "autoname", "hierarchy -check", "check -noinit", "blackbox =A:whitebox",
         f"tee -q -o stat.json stat -json -top {top}",
     ]
     if json_out:

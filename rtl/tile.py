@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -13,10 +13,10 @@ from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_la
 from rtl.params import TileParams
 from rtl.requant import Requantizer
 
-__all__ = ["SeptetTile", "HEADER", "BEAT"]
+__all__ = ["SeptetTile", "BEAT"]
 
-#: Gearbox record selectors.
-HEADER, BEAT = 0, 1
+#: Gearbox record selector of a BEAT (header chunks use the others, see ``TileParams.gearbox_record_widths``).
+BEAT = 0
 
 
 class SeptetTile(wiring.Component):
@@ -72,7 +72,7 @@ class SeptetTile(wiring.Component):
         m = Module()
         p = self.params
 
-        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=(p.header_bits, p.beat_bits),
+        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=p.gearbox_record_widths,
                                               capacity=p.gearbox_capacity)
         m.submodules.lanes = lanes = MacLanes(params=p)
         m.submodules.scaler = scaler = GroupScaler(params=p)
@@ -108,21 +108,47 @@ class SeptetTile(wiring.Component):
         with m.If(~epilogue_free):
             m.d.sync += epilogue_wait.eq(epilogue_wait - 1)
 
-        # Sequencer.
+        # Sequencer.  A group's header arrives in beat-sized chunks (params.header_chunks); all but
+        # the last are collected here, the last completes the HEADER operation of the lanes.
         in_header = Signal(init=1)
         op = lanes.i.payload
+        chunks = p.header_chunks
+        record_widths = p.gearbox_record_widths
         m.d.comb += [
-            gear.select.eq(Mux(in_header, HEADER, BEAT)),
+            gear.select.eq(BEAT),
             op.record.eq(gear.o.payload),
             op.act.eq(self.act.payload),
         ]
         if p.requant:
             m.d.comb += op.requant.eq(self.params_in.payload)
 
+        collected = Signal(max(p.header_bits - chunks[-1], 1))
+        chunk = Signal(len(chunks), init=1)         # one-hot: the header chunk expected next
+        # The lanes read a BEAT from the record's low beat_bits and a HEADER from all of it: only
+        # the low beat_bits need a multiplexer; above them the collected chunks and the last
+        # chunk are wired through (the lanes ignore them with a BEAT).
+        last_start = p.header_bits - chunks[-1]
+        if last_start >= p.beat_bits:
+            m.d.comb += op.record.eq(Cat(Mux(in_header, collected[:p.beat_bits], gear.o.payload[:p.beat_bits]),
+                                         collected[p.beat_bits:last_start], gear.o.payload[:chunks[-1]]))
+        elif len(chunks) > 1:
+            m.d.comb += op.record.eq(Mux(in_header, Cat(collected[:last_start], gear.o.payload[:chunks[-1]]),
+                                         gear.o.payload))
         with m.If(in_header):
-            m.d.comb += [gear.o.ready.eq(1), lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
+            m.d.comb += gear.o.ready.eq(1)
+            for index, width in enumerate(chunks):
+                start = sum(chunks[:index])
+                with m.If(chunk[index]):
+                    m.d.comb += gear.select.eq(record_widths.index(width))
+                    if index < len(chunks) - 1:
+                        with m.If(gear.o.valid):
+                            m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
+                    else:
+                        m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
+                        with m.If(gear.o.valid):
+                            m.d.sync += in_header.eq(0)
             with m.If(gear.o.valid):
-                m.d.sync += in_header.eq(0)
+                m.d.sync += chunk.eq(chunk.rotate_left(1))
         with m.Else():
             block_end = self.act.payload.last
             if p.group_pairs is None:

@@ -23,7 +23,7 @@ from golden.quantize import quantize
 from rtl.correct import GroupScaler
 from rtl.decode import PairDecode
 from rtl.lanes import MacLanes
-from rtl.params import REQUANT_DEPTH, TileParams
+from rtl.params import LANES_DEPTH, REQUANT_DEPTH, TileParams
 from rtl.requant import Requantizer
 from rtl.simutil import act_beats
 
@@ -201,7 +201,7 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
             ctx.set(dut.i.valid, 0)
             if rng.random() < 0.3:
                 await ctx.tick()
-        await ctx.tick().repeat(2)
+        await ctx.tick().repeat(LANES_DEPTH + 1)
 
     async def collect(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):

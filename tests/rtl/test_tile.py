@@ -64,10 +64,12 @@ def test_cycles_lanes_bound():
     assert p.group_size // 2 + 1 >= p.epilogue_interval     # groups long enough for the epilogue
     K, N = 32, 4
     job = make_job(p, np.random.default_rng(4), K=K, N=N)
-    records = -(-N // p.lanes) * (-(-K // p.group_size) + K // 2)
+    # Each header is taken in len(header_chunks) beat-sized records.
+    records = -(-N // p.lanes) * (-(-K // p.group_size) * len(p.header_chunks) + K // 2)
     cycles, beats = cycles_one_gemv(p, job)
     check([job], [beats])
-    assert cycles == records + -(-p.header_bits // p.bus_width) - 1 + p.fixed_latency
+    assert cycles == records + -(-p.header_chunks[0] // p.bus_width) - 1 + p.fixed_latency
+    assert cycles == p.expected_cycles(K, N)
 
 
 @pytest.mark.parametrize("config", [dict(fmt="4+3", lanes=8, bus_width=128, group_size=2, requant=True),
