@@ -237,6 +237,23 @@ def _parse_pnr(report: dict, log_text: str) -> dict:
     return result
 
 
+def counts_from_stat(stat: dict, *, wrapped: bool = False) -> tuple:
+    """Per-block and total cell counts of the bare tile from yosys's ``stat -json`` output.
+
+    ``wrapped``: the design was the place-and-route wrapper; its shift register and XOR tree
+    are left out, the tile below it is counted under the bare tile's names.
+    """
+    modules = _module_counts(stat)
+    if wrapped:
+        prefix = WRAP_NAME + ".septet"
+        modules = {(TOP_NAME + name[len(prefix):]) if name.startswith(prefix) else name: c
+                   for name, c in modules.items()}
+    blocks = _block_counts(modules, f"{TOP_NAME}.tile")
+    total = {kind: sum(b[kind] for b in blocks.values()) for kind in CELL_KINDS.values()}
+    total["lut4_eq"] = lut4_equivalents(total)
+    return blocks, total
+
+
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1,
                timeout: float = 3600.0, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
@@ -279,17 +296,7 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
     bad = [line for line in log.splitlines() if re.search(r"\bERROR\b|Assertion", line)]
     if bad:
         raise SynthError(f"yosys failed ({bad[0].strip()}); log: {work / 'yosys.log'}")
-    stat = json.loads((work / "stat.json").read_text())
-    modules = _module_counts(stat)
-    tile_prefix = f"{TOP_NAME}.tile" if not pnr else f"{WRAP_NAME}.septet.tile"
-    if pnr:
-        # Rename the wrapper's copy of the top so the block sums see the bare tile's names.
-        modules = {(TOP_NAME + name[len(WRAP_NAME) + len(".septet"):]) if name.startswith(WRAP_NAME + ".septet")
-                   else name: c for name, c in modules.items()}
-        tile_prefix = f"{TOP_NAME}.tile"
-    blocks = _block_counts(modules, tile_prefix)
-    total = {kind: sum(b[kind] for b in blocks.values()) for kind in CELL_KINDS.values()}
-    total["lut4_eq"] = lut4_equivalents(total)
+    blocks, total = counts_from_stat(json.loads((work / "stat.json").read_text()), wrapped=pnr)
     record = {
         "params": p.as_dict(),
         "fixed_latency": p.fixed_latency,
@@ -387,13 +394,23 @@ def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz
         ("same_bus", {**params, "fmt": other, "acc_width": acc}),
         ("same_throughput", {**params, "fmt": other, "acc_width": acc, "bus_width": wide}),
     ]
-    runs = {}
-    for name, cfg in configs:
-        rec = synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, **cfg)
-        q = TileParams(**cfg)
+    runs = {name: synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, **cfg) for name, cfg in configs}
+    return combine_runs(runs, K=K, N=N)
+
+
+def combine_runs(runs: dict, *, K: int, N: int) -> dict:
+    """The comparison record from synthesis records ``base``, ``same_bus``, ``same_throughput``.
+
+    Adds each run's ``cycles_per_gemv`` (formula of rtl/TILE.md for the K x N GEMV) and goals,
+    and the ratios of the base run over the two others.
+    """
+    for rec in runs.values():
+        p = rec["params"]
+        q = TileParams(fmt=p["format"], arithmetic=p["arithmetic"], lanes=p["lanes"], bus_width=p["bus_width"],
+                       group_size=p["group_size"], acc_width=p["acc_width"], max_k=p["max_k"], requant=p["requant"])
         rec["cycles_per_gemv"] = q.expected_cycles(K, N)
         rec["goals"] = goals_check(rec)
-        runs[name] = rec
+    wide = runs["same_throughput"]["params"]["bus_width"]
     ref = runs["base"]
     ratios = {}
     for name in ("same_bus", "same_throughput"):
