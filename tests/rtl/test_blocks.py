@@ -162,7 +162,9 @@ def test_requantization_extremes_match_golden():
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
-    run_simulation(sim, cycles=2 * len(cases) + 100, what="Requantizer run")
+    # Each chunk: one input cycle, then L + REQUANT_DEPTH cycles until its result.
+    chunks = len(cases) // p.lanes
+    run_simulation(sim, cycles=(1 + p.lanes + REQUANT_DEPTH) * chunks + 100, what="Requantizer run")
     y, M, s = (np.array([c[i] for c in cases], dtype=np.int64) for i in range(3))
     assert got == requantize(y, M, s).tolist()
 
