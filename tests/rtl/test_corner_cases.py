@@ -319,7 +319,7 @@ def _linear_in_lanes(term: str) -> tuple:
 
 
 def _documented_latency(lanes: int):
-    """``(without, with requantization)`` at ``lanes`` from the stage list in rtl/TILE.md, cross-checked with its formula."""
+    """``(without, with requantization)`` at ``lanes`` from rtl/TILE.md's stage list, checked against its formula."""
     text = " ".join(TILE_MD.read_text().split())
     stages = re.search(r"The latency after the last word: (.*?\.)", text).group(1)
     term = r"\((\d+|\d*L(?: \+ \d+)?)\)"
