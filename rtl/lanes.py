@@ -45,7 +45,13 @@ class MacLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        op = self.i.payload
+
+        # Stage A: register the operation (the gearbox's record and the sequencer are behind it).
+        va = Signal()
+        op = Signal(lane_op_layout(p))
+        m.d.sync += va.eq(self.i.valid)
+        with m.If(self.i.valid):
+            m.d.sync += op.eq(self.i.payload)
 
         header = Signal(header_layout(p))
         beat = data.View(beat_layout(p), op.record[:p.beat_bits])
@@ -53,35 +59,56 @@ class MacLanes(wiring.Component):
                for lane in range(p.lanes)]
         sa = [Signal(signed(SLOT_ACC_BITS), name=f"sa_s{t}") for t in range(p.n_slots)]
 
-        # Each slot's addend: own grids put the even row in slot 0 and the odd row in slot 1,
-        # the shared grid adds both rows into its one slot.
+        # Stage B: decode and multiply into registered products.  Each slot's addend: own grids
+        # put the even row in slot 0 and the odd row in slot 1, the shared grid adds both rows
+        # into its one slot.
         act_sums = [op.act.even, op.act.odd] if p.n_slots == 2 else [op.act.even + op.act.odd]
-        lane_sums = []
+        vb = Signal()
+        act_b = [Signal(signed(len(x) + 1), name=f"act_b_s{t}") for t, x in enumerate(act_sums)]
+        prod_b = []
+        flags_b = Signal(data.StructLayout({"group_end": 1, "block_end": 1, "last": 1}))
         for lane in range(p.lanes):
             decode = m.submodules[f"decode{lane}"] = PairDecode(fmt=p.fmt, arithmetic=p.arithmetic)
             m.d.comb += decode.pair.eq(beat[lane])
             even = op.act.even * decode.even
             odd = op.act.odd * decode.odd
-            lane_sums.append([even, odd] if p.n_slots == 2 else [even + odd])
-
-        beat_fire = self.i.valid & ~op.header
-        with m.If(self.i.valid & op.header):
+            sums = [even, odd] if p.n_slots == 2 else [even + odd]
+            regs = [Signal(signed(len(x) + 1), name=f"prod_l{lane}_s{t}") for t, x in enumerate(sums)]
+            prod_b.append(regs)
+        beat_a = va & ~op.header
+        m.d.sync += vb.eq(beat_a)
+        with m.If(va & op.header):
             m.d.sync += header.eq(op.record[:p.header_bits])
+        if p.requant:
+            requant_b = Signal.like(op.requant)
+        with m.If(beat_a):
+            for lane in range(p.lanes):
+                decode = m.submodules[f"decode{lane}"]
+                even = op.act.even * decode.even
+                odd = op.act.odd * decode.odd
+                sums = [even, odd] if p.n_slots == 2 else [even + odd]
+                m.d.sync += [reg.eq(x) for reg, x in zip(prod_b[lane], sums)]
+            m.d.sync += [reg.eq(x) for reg, x in zip(act_b, act_sums)]
+            m.d.sync += [flags_b.group_end.eq(op.group_end), flags_b.block_end.eq(op.block_end),
+                         flags_b.last.eq(op.last)]
+            if p.requant:
+                m.d.sync += requant_b.eq(op.requant)
 
-        m.d.sync += self.o.valid.eq(beat_fire & op.group_end)
-        with m.If(beat_fire):
+        # Stage C: accumulate; the beat that closes a group hands the sums on and restarts them.
+        m.d.sync += self.o.valid.eq(vb & flags_b.group_end)
+        with m.If(vb):
             for t in range(p.n_slots):
-                total = sa[t] + act_sums[t]
-                m.d.sync += [sa[t].eq(Mux(op.group_end, 0, total)), self.o.payload.sa[t].eq(total)]
+                total = sa[t] + act_b[t]
+                m.d.sync += [sa[t].eq(Mux(flags_b.group_end, 0, total)), self.o.payload.sa[t].eq(total)]
                 for lane in range(p.lanes):
-                    total = acc[lane][t] + lane_sums[lane][t]
-                    m.d.sync += [acc[lane][t].eq(Mux(op.group_end, 0, total)),
+                    total = acc[lane][t] + prod_b[lane][t]
+                    m.d.sync += [acc[lane][t].eq(Mux(flags_b.group_end, 0, total)),
                                  self.o.payload.acc[lane][t].eq(total)]
             m.d.sync += [
                 self.o.payload.header.eq(header),
-                self.o.payload.block_end.eq(op.block_end),
-                self.o.payload.last.eq(op.last),
+                self.o.payload.block_end.eq(flags_b.block_end),
+                self.o.payload.last.eq(flags_b.last),
             ]
             if p.requant:
-                m.d.sync += self.o.payload.requant.eq(op.requant)
+                m.d.sync += self.o.payload.requant.eq(requant_b)
         return m

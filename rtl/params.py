@@ -7,6 +7,7 @@ facts come from :mod:`golden.format`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from golden.format import (
@@ -19,7 +20,7 @@ from golden.format import (
     parse_format,
 )
 
-__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K"]
+__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K", "SCALER_DEPTH", "REQUANT_DEPTH", "LANES_DEPTH"]
 
 #: Width of a lane's per-slot partial sum and of the shared activation sums (FORMAT.md section 3: int32).
 SLOT_ACC_BITS = 32
@@ -28,10 +29,14 @@ DEFAULT_ACC_WIDTH = 48
 #: Default largest K: covers LLaMA-70B's largest reduction (28,672) with room to spare.
 DEFAULT_MAX_K = 65536
 
-#: Pipeline stages between a block's last beat and its result entering the output queue:
-#: the lanes register the group sums, the correction registers ``acc - z * sa``, the
-#: scaler adds ``m * corr`` into the wide accumulator (and registers the block result).
-_STAGES_TO_RESULT = 3
+#: Pipeline stages of the MAC lanes (rtl/lanes.py): the operation, the products, the accumulation.
+LANES_DEPTH = 3
+#: Pipeline stages of the time-shared group scaler after its last lane enters (rtl/correct.py):
+#: ``z * sa``, the correction, the DSP partial products, their sum, the sum over slots, the wide add.
+SCALER_DEPTH = 6
+#: Pipeline stages of the time-shared requantizer after its last lane enters (rtl/requant.py):
+#: the DSP partial products, their sum, plus the rounding term, the shift, the clamp.
+REQUANT_DEPTH = 5
 
 
 def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
@@ -155,14 +160,33 @@ class TileParams:
         return max(self.header_bits, self.beat_bits)
 
     @property
+    def header_chunks(self) -> tuple:
+        """Widths of the beat-sized chunks a HEADER record is taken in, first to last.
+
+        ``ceil(L*H / (L*P))`` chunks, as equal as the unit ``gcd(W, L*P, L*H)`` allows (larger
+        first), so the gearbox never hands out more than a beat and reads at few offsets.
+        """
+        unit = math.gcd(self.bus_width, self.beat_bits, self.header_bits)
+        n = -(-self.header_bits // self.beat_bits)
+        units = self.header_bits // unit
+        base, extra = divmod(units, n)
+        return tuple((base + (k < extra)) * unit for k in range(n))
+
+    @property
+    def gearbox_record_widths(self) -> tuple:
+        """Record widths of the gearbox: the BEAT first, then the distinct header-chunk widths."""
+        return (self.beat_bits, *sorted(set(self.header_chunks), reverse=True))
+
+    @property
     def gearbox_capacity(self) -> int:
-        """Bits the gearbox can hold: a record plus two bus words.
+        """Bits the gearbox can hold: a beat plus two bus words (plus what a short chunk leaves).
 
         Its input is ready while at most ``capacity - W`` bits are held (a decision on
         registered state only); with a record plus ``W - 1`` bits at most held whenever the
-        bus is the bottleneck, two words of room keep the bus busy every cycle.
+        bus is the bottleneck, two words of room keep the bus busy every cycle; a header chunk
+        narrower than ``W`` leaves ``W - chunk`` more bits for a cycle, hence the extra room.
         """
-        return self.record_bits + 2 * self.bus_width
+        return self.beat_bits + 2 * self.bus_width + max(0, self.bus_width - min(self.header_chunks))
 
     @property
     def group_pairs(self) -> "int | None":
@@ -185,14 +209,31 @@ class TileParams:
     # -- timing --------------------------------------------------------------------------------
 
     @property
+    def epilogue_interval(self) -> int:
+        """Fewest cycles between two group ends: the time-shared scaler holds one group at a time.
+
+        The scaler takes ``L`` cycles to read a group's lanes and ``SCALER_DEPTH`` more to finish
+        it (the requantizer, ``L + REQUANT_DEPTH``, fits in the same interval).  A group of
+        ``g`` pairs takes at least ``g + 1`` cycles (its header and beats), so only groups
+        shorter than ``L + SCALER_DEPTH - 1`` pairs (and at the bus rate, shorter in time)
+        wait; the sequencer holds their closing beat until the interval has passed.
+        """
+        return self.lanes + SCALER_DEPTH
+
+    @property
     def result_latency(self) -> int:
         """Cycles from the last bus word's acceptance to the final result being valid at the output.
 
         The word is written into the gearbox (1 edge; the last beat enters the lanes in the
-        next cycle), then the pipeline stages to the block result (3: lanes, correction,
-        scaling), requantization (1 if built), and the output queue (1).
+        next cycle), the lanes register the operation, the products and the sums
+        (``LANES_DEPTH``), the scaler reads the ``L`` lanes
+        one per cycle and finishes in ``SCALER_DEPTH`` more, the requantizer (if built) reads
+        them again in ``L + REQUANT_DEPTH``, and the output queue (1).
         """
-        return 1 + _STAGES_TO_RESULT + (1 if self.requant else 0) + 1
+        latency = 1 + LANES_DEPTH + self.lanes + SCALER_DEPTH + 1
+        if self.requant:
+            latency += self.lanes + REQUANT_DEPTH
+        return latency
 
     @property
     def fixed_latency(self) -> int:
@@ -205,8 +246,30 @@ class TileParams:
 
     @property
     def output_queue_depth(self) -> int:
-        """Block results the output queue holds: enough that an always-ready sink never stalls the lanes."""
-        return _STAGES_TO_RESULT + (1 if self.requant else 0) + 2
+        """Block results the output queue holds: enough that an always-ready sink never stalls the lanes.
+
+        Block results are at least ``epilogue_interval`` cycles apart, so at most
+        ``ceil(pipeline latency / interval)`` are in flight behind the lanes, plus one leaving.
+        """
+        pipeline = self.result_latency - 1
+        return -(-pipeline // self.epilogue_interval) + 2
+
+    def stream_bits(self, K: int, N: int) -> int:
+        """Bits of one GEMV's packed stream: ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``."""
+        k_pad = K + K % 2
+        n_groups = 1 if self.group_size is None else -(-k_pad // self.group_size)
+        n_blocks = -(-N // self.lanes)
+        return n_blocks * (n_groups * self.header_bits + k_pad // 2 * self.beat_bits)
+
+    def expected_cycles(self, K: int, N: int) -> int:
+        """Cycles per GEMV from the formulas of rtl/TILE.md: the larger of bus-bound and lanes-bound."""
+        k_pad = K + K % 2
+        n_groups = 1 if self.group_size is None else -(-k_pad // self.group_size)
+        n_blocks = -(-N // self.lanes)
+        bus = -(-self.stream_bits(K, N) // self.bus_width) + self.fixed_latency
+        lanes = (n_blocks * (n_groups * len(self.header_chunks) + k_pad // 2)
+                 + -(-self.header_chunks[0] // self.bus_width) - 1 + self.fixed_latency)
+        return max(bus, lanes)
 
     # -- records for JSON ------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Module, Mux, Signal
+from amaranth.hdl import Assert, Cat, Module, Mux, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -14,10 +14,10 @@ from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_la
 from rtl.params import TileParams
 from rtl.requant import Requantizer
 
-__all__ = ["SeptetTile", "HEADER", "BEAT"]
+__all__ = ["SeptetTile", "BEAT"]
 
-#: Gearbox record selectors.
-HEADER, BEAT = 0, 1
+#: Gearbox record selector of a BEAT (header chunks use the others, see ``TileParams.gearbox_record_widths``).
+BEAT = 0
 
 
 class SeptetTile(wiring.Component):
@@ -73,7 +73,7 @@ class SeptetTile(wiring.Component):
         m = Module()
         p = self.params
 
-        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=(p.header_bits, p.beat_bits),
+        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=p.gearbox_record_widths,
                                               capacity=p.gearbox_capacity)
         m.submodules.lanes = lanes = MacLanes(params=p)
         m.submodules.scaler = scaler = GroupScaler(params=p)
@@ -102,34 +102,71 @@ class SeptetTile(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + block_issued - result_taken)
         has_credit = in_flight < p.output_queue_depth
 
-        # Sequencer.
+        # Group ends at least epilogue_interval cycles apart (one group in the scaler at a time).
+        epilogue_wait = Signal(range(p.epilogue_interval))
+        epilogue_free = Signal()
+        m.d.comb += epilogue_free.eq(~epilogue_wait.any())
+        with m.If(~epilogue_free):
+            m.d.sync += epilogue_wait.eq(epilogue_wait - 1)
+
+        # Sequencer.  A group's header arrives in beat-sized chunks (params.header_chunks); all but
+        # the last are collected here, the last completes the HEADER operation of the lanes.
         in_header = Signal(init=1)
         op = lanes.i.payload
+        chunks = p.header_chunks
+        record_widths = p.gearbox_record_widths
         m.d.comb += [
-            gear.select.eq(Mux(in_header, HEADER, BEAT)),
+            gear.select.eq(BEAT),
             op.record.eq(gear.o.payload),
             op.act.eq(self.act.payload),
         ]
         if p.requant:
             m.d.comb += op.requant.eq(self.params_in.payload)
 
+        collected = Signal(max(p.header_bits - chunks[-1], 1))
+        chunk = Signal(len(chunks), init=1)         # one-hot: the header chunk expected next
+        # The lanes read a BEAT from the record's low beat_bits and a HEADER from all of it: only
+        # the low beat_bits need a multiplexer; above them the collected chunks and the last
+        # chunk are wired through (the lanes ignore them with a BEAT).
+        last_start = p.header_bits - chunks[-1]
+        if last_start >= p.beat_bits:
+            m.d.comb += op.record.eq(Cat(Mux(in_header, collected[:p.beat_bits], gear.o.payload[:p.beat_bits]),
+                                         collected[p.beat_bits:last_start], gear.o.payload[:chunks[-1]]))
+        elif len(chunks) > 1:
+            m.d.comb += op.record.eq(Mux(in_header, Cat(collected[:last_start], gear.o.payload[:chunks[-1]]),
+                                         gear.o.payload))
         with m.If(in_header):
-            m.d.comb += [gear.o.ready.eq(1), lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
+            m.d.comb += gear.o.ready.eq(1)
+            for index, width in enumerate(chunks):
+                start = sum(chunks[:index])
+                with m.If(chunk[index]):
+                    m.d.comb += gear.select.eq(record_widths.index(width))
+                    if index < len(chunks) - 1:
+                        with m.If(gear.o.valid):
+                            m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
+                    else:
+                        m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
+                        with m.If(gear.o.valid):
+                            m.d.sync += in_header.eq(0)
             with m.If(gear.o.valid):
-                m.d.sync += in_header.eq(0)
+                m.d.sync += chunk.eq(chunk.rotate_left(1))
         with m.Else():
             block_end = self.act.payload.last
-            # A block's last beat needs a reserved output entry (and its requantization parameters).
-            closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
-            may_go = ~block_end | closing_ok
-            fire = gear.o.valid & self.act.valid & may_go
             if p.group_pairs is None:
                 group_end = block_end
             else:
                 pair_in_group = Signal(range(p.group_pairs))
                 group_end = block_end | (pair_in_group == p.group_pairs - 1)
+            # A block's last beat needs a reserved output entry (and its requantization parameters);
+            # a group's last beat waits until the time-shared epilogue has room for its sums.
+            closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
+            may_go = (~block_end | closing_ok) & (~group_end | epilogue_free)
+            fire = gear.o.valid & self.act.valid & may_go
+            if p.group_pairs is not None:
                 with m.If(fire):
                     m.d.sync += pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1))
+            with m.If(fire & group_end):
+                m.d.sync += epilogue_wait.eq(p.epilogue_interval - 1)
             ending = block_end & gear.ending
             m.d.comb += [
                 gear.o.ready.eq(self.act.valid & may_go),
@@ -142,7 +179,7 @@ class SeptetTile(wiring.Component):
                 block_issued.eq(fire & block_end),
             ]
             if p.requant:
-                m.d.comb += self.params_in.ready.eq(gear.o.valid & self.act.valid & block_end & has_credit)
+                m.d.comb += self.params_in.ready.eq(fire & block_end)
             with m.If(fire & group_end):
                 m.d.sync += in_header.eq(1)
 

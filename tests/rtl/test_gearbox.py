@@ -132,9 +132,19 @@ def test_bus_never_idle_when_bus_bound(W, header, beat, group):
 
 
 def test_tile_capacity_matches_gearbox_minimum():
+    """The default tile takes headers in beat-sized chunks: a 240-bit buffer read in 16-bit steps."""
     p = TileParams(fmt="4+3", lanes=16, bus_width=64)
-    gear = Gearbox(in_width=p.bus_width, record_widths=(p.header_bits, p.beat_bits), capacity=p.gearbox_capacity)
-    assert gear.capacity == p.header_bits + 2 * p.bus_width
+    assert p.header_chunks == (112, 112, 112, 96, 96, 96) and sum(p.header_chunks) == p.header_bits
+    gear = Gearbox(in_width=p.bus_width, record_widths=p.gearbox_record_widths, capacity=p.gearbox_capacity)
+    assert gear.capacity == p.beat_bits + 2 * p.bus_width == 240
+    assert gear.unit == 16
+
+
+@pytest.mark.parametrize("fmt,lanes,width", [("3+3", 2, 11), ("4+3", 3, 61), ("8+8", 2, 29), ("4+4", 5, 200)])
+def test_header_chunks_cover_the_header(fmt, lanes, width):
+    p = TileParams(fmt=fmt, lanes=lanes, bus_width=width)
+    assert sum(p.header_chunks) == p.header_bits
+    assert max(p.header_chunks) <= p.beat_bits and len(p.header_chunks) == -(-p.header_bits // p.beat_bits)
 
 
 @pytest.mark.parametrize("kwargs,match", [

