@@ -582,6 +582,9 @@ def write_report(out_dir, model_key="llama2-70b", measurements=None, quality=Non
                           for f in q.get("formats", [])]))
     else:
         md.append(f"No quality study result at `{QUALITY_DEFAULT}`: run `septet quality --model smollm2 --json`.")
+    md += ["", "## Silicon: area and clock on ECP5 (`septet synth`, `make synth`)", ""]
+    from rtl.synth import report_section  # the synthesis records are rtl's; imported only here (Amaranth)
+    md.append(report_section(QUALITY_DEFAULT.parent, out_dir))
     md += ["", "## Sources of the observations", ""]
     series = {}
     for r in cal["rows"]:
