@@ -46,7 +46,12 @@ def _quality_pair(q) -> "tuple[dict, dict] | None":
     if not q or not q.get("formats"):
         return None
     by = {f["label"]: f for f in q["formats"]}
-    best = (q.get("verdict") or {}).get("best_4p3", {}).get("label")
+    # The row of the format the RTL builds (4+3 own grids, groups of 128, 16-bit scales), its best
+    # calibration; the study's overall best 4+3 may be a golden-only format (README quality section).
+    built = [f for f in q["formats"] if f["label"].startswith("4+3 own g128") and " s" not in f["label"][12:]
+             and f.get("perplexity") is not None]
+    best = min(built, key=lambda f: f["perplexity"])["label"] if built else \
+        (q.get("verdict") or {}).get("best_4p3", {}).get("label")
     anchor = (q.get("verdict") or {}).get("int4_anchor") or "4+4 shared g128"
     # Same treatment on both sides: a GPTQ'd 4+3 is set against INT4 with GPTQ where it was measured.
     if best and best.endswith(" GPTQ") and f"{anchor} GPTQ" in by:
