@@ -548,6 +548,27 @@ def _gptq_feedback(Wp, U, quant_row, block: int) -> None:
         Wp[i2:] -= U[i1:i2, i2:].T @ E1
 
 
+def _gptq_setup(qm, W, hessian, damp, act_order):
+    """Checked inputs of a GPTQ pass over ``qm``'s fixed grid, shared by :func:`gptq_codes` and
+    :func:`gptq_table_codes`: ``(W, order, U, rows)`` with ``W`` as float64, the processing
+    order of input channels, the Cholesky factor of the damped inverse Hessian, and the stored
+    row of each channel in processing order."""
+    W = _check_weights(W).astype(np.float64)
+    K, N = W.shape
+    if (K, N) != (qm.K, qm.N):
+        raise ValueError(f"W has shape {W.shape}, the quantized matrix ({qm.K}, {qm.N})")
+    H = np.array(hessian, dtype=np.float64)
+    if H.shape != (K, K) or not np.all(np.isfinite(H)):
+        raise ValueError(f"hessian must be a finite ({K}, {K}) matrix, got shape {H.shape}")
+    if not (isinstance(damp, float) or isinstance(damp, int)) or not 0 < damp < 1:
+        raise ValueError(f"damp must be in (0, 1), got {damp!r}")
+    perm = qm.perm if qm.perm is not None else np.arange(K)
+    row_of = np.empty(K, dtype=np.int64)
+    row_of[perm] = np.arange(K)                       # stored row of each input channel
+    order, U = _gptq_order_and_factor(W, H, damp, perm if not act_order else None)
+    return W, order, U, row_of[order]
+
+
 def gptq_codes(qm: QuantizedMatrix, W, hessian, *, damp: float = 0.01, block: int = 32,
                act_order: bool = True) -> QuantizedMatrix:
     """Re-choose the codes of ``qm`` by GPTQ error feedback on its fixed group grids.
@@ -581,20 +602,7 @@ def gptq_codes(qm: QuantizedMatrix, W, hessian, *, damp: float = 0.01, block: in
     QuantizedMatrix
         ``qm`` with new codes.
     """
-    W = _check_weights(W).astype(np.float64)
-    K, N = W.shape
-    if (K, N) != (qm.K, qm.N):
-        raise ValueError(f"W has shape {W.shape}, the quantized matrix ({qm.K}, {qm.N})")
-    H = np.array(hessian, dtype=np.float64)
-    if H.shape != (K, K) or not np.all(np.isfinite(H)):
-        raise ValueError(f"hessian must be a finite ({K}, {K}) matrix, got shape {H.shape}")
-    if not (isinstance(damp, float) or isinstance(damp, int)) or not 0 < damp < 1:
-        raise ValueError(f"damp must be in (0, 1), got {damp!r}")
-    perm = qm.perm if qm.perm is not None else np.arange(K)
-    row_of = np.empty(K, dtype=np.int64)
-    row_of[perm] = np.arange(K)                       # stored row of each input channel
-    order, U = _gptq_order_and_factor(W, H, damp, perm if not act_order else None)
-    rows = row_of[order]
+    W, order, U, rows = _gptq_setup(qm, W, hessian, damp, act_order)
     scale = qm.row_scales()[rows]                     # (K, N), processing order
     zero = qm.row_zeros()[rows].astype(np.float64)
     shift = qm.fmt.odd_shift(qm.arithmetic)
@@ -764,18 +772,7 @@ NL_TABLES = {
 def gptq_table_codes(tq: TableQuantizedMatrix, W, hessian, *, damp: float = 0.01, block: int = 32,
                      act_order: bool = True) -> TableQuantizedMatrix:
     """:func:`gptq_codes` for a non-uniform table grid: new codes, same scales, exponents and tables."""
-    W = _check_weights(W).astype(np.float64)
-    K, N = W.shape
-    if (K, N) != (tq.K, tq.N):
-        raise ValueError(f"W has shape {W.shape}, the quantized matrix ({tq.K}, {tq.N})")
-    H = np.array(hessian, dtype=np.float64)
-    if H.shape != (K, K) or not np.all(np.isfinite(H)):
-        raise ValueError(f"hessian must be a finite ({K}, {K}) matrix, got shape {H.shape}")
-    perm = tq.perm if tq.perm is not None else np.arange(K)
-    row_of = np.empty(K, dtype=np.int64)
-    row_of[perm] = np.arange(K)
-    order, U = _gptq_order_and_factor(W, H, damp, perm if not act_order else None)
-    rows = row_of[order]
+    W, order, U, rows = _gptq_setup(tq, W, hessian, damp, act_order)
     g = rows // tq.group_size
     scale = tq.mant[g, rows % 2] * np.exp2(-tq.exp.astype(np.float64))[None, :]
     inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
