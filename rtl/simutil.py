@@ -16,8 +16,8 @@ from amaranth.sim import Simulator
 from golden.oracle import row_activations
 from golden.vectors import DEFAULT_SATURATE, random_vectors
 
-__all__ = ["send", "receive", "act_beats", "make_job", "run_jobs", "check", "cycles_one_gemv",
-           "SimulationDeadlock", "run_simulation", "jobs_cycle_budget"]
+__all__ = ["send", "receive", "act_beats", "make_job", "run_jobs", "result_lanes", "run_with_reset", "check",
+           "cycles_one_gemv", "SimulationDeadlock", "run_simulation", "jobs_cycle_budget"]
 
 
 class SimulationDeadlock(AssertionError):
@@ -130,6 +130,11 @@ def make_job(p, rng: np.random.Generator, *, K: int, N: int, saturate: float = D
             "blocks": blocks, "nbits": ps.nbits}
 
 
+def result_lanes(p, payloads):
+    """Result beats as ``(lane values, last)`` pairs, the form :func:`check` compares."""
+    return [([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in payloads]
+
+
 def run_jobs(p, jobs, *, seed=0, idle=0.0, stall=0.0):
     """Run GEMVs back to back on a fresh tile with random gaps and backpressure.
 
@@ -154,10 +159,64 @@ def run_jobs(p, jobs, *, seed=0, idle=0.0, stall=0.0):
 
     async def results(ctx):
         for job in jobs:
-            beats = await receive(ctx, dut.result, job["blocks"], rng=rng, stall=stall)
-            got.append([([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in beats])
+            got.append(result_lanes(p, await receive(ctx, dut.result, job["blocks"], rng=rng, stall=stall)))
 
     _simulate(dut, p, weights, acts, params, results, cycles=jobs_cycle_budget(jobs, idle=idle, stall=stall))
+    return got
+
+
+def run_with_reset(p, first, second, reset_after: int, *, sink_idle: bool = False):
+    """Feed ``first``, reset ``reset_after`` cycles after its first result, then run ``second``.
+
+    The inputs of ``first`` still unsent at the reset are dropped; returns ``second``'s result
+    beats as :func:`result_lanes` (a one-element list, for :func:`check`).
+
+    With ``sink_idle`` no result of ``first`` is taken: the reset comes ``reset_after`` cycles
+    after the start, with the output queue as full as the tile made it.
+    """
+    from amaranth.hdl import ResetInserter, Signal
+    from rtl.tile import SeptetTile
+    rst = Signal()
+    dut = SeptetTile(params=p)
+    got = []
+
+    async def feed(ctx, port, abandoned, items):
+        reset_seen = False
+        for item in abandoned:
+            ctx.set(port.payload, item)
+            ctx.set(port.valid, 1)
+            while True:
+                _clk, _rst, ready, reset_seen = await ctx.tick().sample(port.ready, rst)
+                if ready or reset_seen:
+                    break
+            if reset_seen:
+                break
+        ctx.set(port.valid, 0)
+        if not reset_seen:
+            await ctx.tick().until(rst)
+        await send(ctx, port, items)
+
+    async def bench(ctx):
+        if not sink_idle:
+            await receive(ctx, dut.result, 1)
+        await ctx.tick().repeat(reset_after)
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        got.append(result_lanes(p, await receive(ctx, dut.result, second["blocks"])))
+
+    async def weights(ctx):
+        await feed(ctx, dut.weights, first["words"], second["words"])
+
+    async def acts(ctx):
+        await feed(ctx, dut.act, first["acts"], second["acts"])
+
+    sim = Simulator(ResetInserter(rst)(dut))
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(weights, background=True)
+    sim.add_testbench(acts, background=True)
+    run_simulation(sim, cycles=jobs_cycle_budget([first, second]), what="reset run")
     return got
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from golden.format import ACT_MIN, Arithmetic, parse_format
@@ -27,15 +26,11 @@ from golden.pack import pack
 from golden.quantize import QuantizedMatrix
 from rtl.gearbox import Gearbox
 from rtl.params import TileParams
-from rtl.simutil import (act_beats, check, cycles_one_gemv, jobs_cycle_budget, make_job, receive, run_jobs,
-                         run_simulation, send)
+from rtl.simutil import (act_beats, check, cycles_one_gemv, jobs_cycle_budget, make_job, receive, result_lanes,
+                         run_jobs, run_simulation, run_with_reset, send)
 from rtl.tile import SeptetTile
 
 TILE_MD = Path(__file__).resolve().parents[2] / "rtl" / "TILE.md"
-
-
-def _beats(p, payloads):
-    return [([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in payloads]
 
 
 # -- late requantization parameters ------------------------------------------------------------------
@@ -70,7 +65,7 @@ def test_late_params_beat_holds_the_block(K, N):
             await send(ctx, dut.params_in, [beat])
 
     async def results(ctx):
-        got.append(_beats(p, await receive(ctx, dut.result, job["blocks"])))
+        got.append(result_lanes(p, await receive(ctx, dut.result, job["blocks"])))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -102,7 +97,7 @@ def test_params_beat_waits_while_the_output_queue_is_full():
 
     async def results(ctx):
         await ctx.tick().repeat(40 * job["blocks"])          # long enough to use every credit
-        got.append(_beats(p, await receive(ctx, dut.result, job["blocks"])))
+        got.append(result_lanes(p, await receive(ctx, dut.result, job["blocks"])))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -136,56 +131,6 @@ def test_block_of_exactly_one_bus_word(N):
 # -- reset inside a group ----------------------------------------------------------------------------
 
 
-def _run_with_reset(p, first, second, reset_after: int, *, sink_idle: bool = False):
-    """Feed ``first``, reset ``reset_after`` cycles after its first result, then run ``second``.
-
-    With ``sink_idle`` no result of ``first`` is taken: the reset comes ``reset_after`` cycles
-    after the start, with the output queue as full as the tile made it.
-    """
-    rst = Signal()
-    dut = SeptetTile(params=p)
-    got = []
-
-    async def feed(ctx, port, abandoned, items):
-        reset_seen = False
-        for item in abandoned:
-            ctx.set(port.payload, item)
-            ctx.set(port.valid, 1)
-            while True:
-                _clk, _rst, ready, reset_seen = await ctx.tick().sample(port.ready, rst)
-                if ready or reset_seen:
-                    break
-            if reset_seen:
-                break
-        ctx.set(port.valid, 0)
-        if not reset_seen:
-            await ctx.tick().until(rst)
-        await send(ctx, port, items)
-
-    async def bench(ctx):
-        if not sink_idle:
-            await receive(ctx, dut.result, 1)
-        await ctx.tick().repeat(reset_after)
-        ctx.set(rst, 1)
-        await ctx.tick()
-        ctx.set(rst, 0)
-        got.append(_beats(p, await receive(ctx, dut.result, second["blocks"])))
-
-    async def weights(ctx):
-        await feed(ctx, dut.weights, first["words"], second["words"])
-
-    async def acts(ctx):
-        await feed(ctx, dut.act, first["acts"], second["acts"])
-
-    sim = Simulator(ResetInserter(rst)(dut))
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.add_testbench(weights, background=True)
-    sim.add_testbench(acts, background=True)
-    run_simulation(sim, cycles=jobs_cycle_budget([first, second]), what="reset run")
-    return got
-
-
 def test_reset_at_every_phase_of_a_group():
     """Groups of 5 pairs; resets 1..11 cycles after the first result land on every pair of a group.
 
@@ -195,7 +140,7 @@ def test_reset_at_every_phase_of_a_group():
     rng = np.random.default_rng(11)
     first, second = make_job(p, rng, K=60, N=6), make_job(p, rng, K=28, N=4)
     for reset_after in range(1, 12):
-        check([second], _run_with_reset(p, first, second, reset_after))
+        check([second], run_with_reset(p, first, second, reset_after))
 
 
 def test_reset_with_the_output_queue_full():
@@ -208,7 +153,7 @@ def test_reset_with_the_output_queue_full():
     rng = np.random.default_rng(12)
     blocks = p.output_queue_depth + 3
     first, second = make_job(p, rng, K=6, N=2 * blocks), make_job(p, rng, K=8, N=2 * blocks)
-    check([second], _run_with_reset(p, first, second, 30 * blocks, sink_idle=True))
+    check([second], run_with_reset(p, first, second, 30 * blocks, sink_idle=True))
 
 
 # -- a consumer stalled long enough to fill the gearbox --------------------------------------------

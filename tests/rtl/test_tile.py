@@ -1,19 +1,14 @@
 """The whole tile in Amaranth simulation against the golden oracle, with random gaps and backpressure."""
 
-
 import numpy as np
 import pytest
-from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from golden.format import ACT_MIN, Arithmetic, parse_format
 from golden.oracle import gemv_int
 from golden.pack import pack
 from golden.quantize import QuantizedMatrix
 from rtl.params import TileParams
-from rtl.simutil import (act_beats, check, cycles_one_gemv, jobs_cycle_budget, make_job, receive, run_jobs,
-                          run_simulation, send)
-from rtl.tile import SeptetTile
+from rtl.simutil import act_beats, check, cycles_one_gemv, make_job, run_jobs, run_with_reset
 
 _CONFIGS = [
     dict(fmt="4+3", lanes=2, bus_width=13, group_size=4),
@@ -98,49 +93,7 @@ def test_reset_mid_gemv_returns_to_idle():
     p = TileParams(fmt="4+3", lanes=2, bus_width=13, group_size=4)
     rng = np.random.default_rng(5)
     first, second = make_job(p, rng, K=20, N=6), make_job(p, rng, K=14, N=4)
-    rst = Signal()
-    dut = SeptetTile(params=p)
-    got = []
-
-    async def feed(ctx, port, abandoned, items):
-        """Send ``abandoned`` until the reset (dropping the rest), then ``items``."""
-        reset_seen = False
-        for item in abandoned:
-            ctx.set(port.payload, item)
-            ctx.set(port.valid, 1)
-            while True:
-                _clk, _rst, ready, reset_seen = await ctx.tick().sample(port.ready, rst)
-                if ready or reset_seen:
-                    break
-            if reset_seen:
-                break
-        ctx.set(port.valid, 0)
-        if not reset_seen:
-            await ctx.tick().until(rst)
-        await send(ctx, port, items)
-
-    async def bench(ctx):
-        # The first GEMV's first block completes; reset midway through its second block.
-        await receive(ctx, dut.result, 1)
-        await ctx.tick().repeat(12)
-        ctx.set(rst, 1)
-        await ctx.tick()
-        ctx.set(rst, 0)
-        beats = await receive(ctx, dut.result, second["blocks"])
-        got.append([([int(b.data[lane]) for lane in range(p.lanes)], int(b.last)) for b in beats])
-
-    async def weights(ctx):
-        await feed(ctx, dut.weights, first["words"], second["words"])
-
-    async def acts(ctx):
-        await feed(ctx, dut.act, first["acts"], second["acts"])
-
-    sim = Simulator(ResetInserter(rst)(dut))
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.add_testbench(weights, background=True)
-    sim.add_testbench(acts, background=True)
-    run_simulation(sim, cycles=jobs_cycle_budget([first, second]), what="tile reset run")
+    got = run_with_reset(p, first, second, 12)   # the first block completes; reset midway through the second
     assert first["blocks"] == 3          # the reset really fell inside the first GEMV
     check([second], got)
 
