@@ -43,7 +43,7 @@ import numpy as np
 
 from golden.format import ACT_MAX, ACT_MIN
 from golden.oracle import gemv_int
-from golden.quantize import QuantizedMatrix, quantize, quantize_symmetric, salience_permutation
+from golden.quantize import QuantizedMatrix
 
 __all__ = ["quantize_rows", "TileLinear", "quantize_linear", "LINEAR_ORDER", "HEAD", "tile_linears", "prepare_smollm2",
            "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record"]
@@ -165,19 +165,8 @@ def quantize_linear(W, septet: dict, importance=None) -> QuantizedMatrix:
     weighs channels equally, as the study does).
     ``tests/quality/test_intpath.py`` checks that this dequantizes to the study's matrix.
     """
-    p = septet
-    perm = None
-    if p.get("perm"):
-        imp = importance if importance is not None else np.square(W, dtype=np.float64).sum(axis=1)
-        perm = salience_permutation(imp)
-    if p.get("clip") == "act":
-        imp = importance if importance is not None else np.ones(W.shape[0])
-        return quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"], clip="output",
-                        perm=perm, importance=imp)
-    if p.get("symmetric"):
-        return quantize_symmetric(W, p["fmt"], group_size=p["group_size"], perm=perm)
-    return quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"],
-                    clip=p.get("clip", "none"), perm=perm)
+    from golden.quality.study import quantize_septet   # the study's one definition of the choice
+    return quantize_septet(W, septet, importance)
 
 
 def tile_linears(model, septet: dict, importance: dict, *, head: bool = False, log=None) -> dict:
@@ -418,7 +407,8 @@ def _matrices_key(septet: dict, names, vocab, calibration) -> str:
     digest.update(np.asarray(calibration, dtype=np.int64).tobytes())
     for module in (golden.format, golden.quantize):
         digest.update(Path(module.__file__).read_bytes())
-    digest.update(inspect.getsource(quantize_linear).encode())
+    from golden.quality.study import quantize_septet
+    digest.update(inspect.getsource(quantize_septet).encode())   # the choice of quantizer lives there
     return digest.hexdigest()[:16]
 
 

@@ -35,6 +35,30 @@ __all__ = ["FormatSpec", "format_specs", "run_study", "pareto_front", "MODELS", 
 MODELS = ("smollm2", "minilm", "gaussian")
 
 
+def quantize_septet(W: np.ndarray, septet: dict, importance: "np.ndarray | None" = None):
+    """One matrix quantized as the study's septet format ``septet`` (:attr:`FormatSpec.septet`).
+
+    Keys: ``fmt``, ``arithmetic``, ``group_size``, ``clip`` (``"none"``, ``"mse"`` or ``"act"``:
+    golden's output-error clipping, one exponent per column, so the tile runs exactly these
+    weights), ``perm`` (salience permutation), ``symmetric``.  ``importance`` is the mean squared
+    calibration input per channel (``None``: the squared row norms of ``W`` order the
+    permutation and clipping weighs channels equally).  Returns the ``QuantizedMatrix``.
+    """
+    p = septet
+    perm = None
+    if p.get("perm"):
+        imp = importance if importance is not None else np.square(W, dtype=np.float64).sum(axis=1)
+        perm = salience_permutation(imp)
+    if p.get("clip") == "act":
+        imp = importance if importance is not None else np.ones(W.shape[0])
+        return quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"], clip="output",
+                        perm=perm, importance=imp)
+    if p.get("symmetric"):
+        return quantize_symmetric(W, p["fmt"], group_size=p["group_size"], perm=perm)
+    return quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"],
+                    clip=p.get("clip", "none"), perm=perm)
+
+
 @dataclass(frozen=True)
 class FormatSpec:
     """One format of the study.
@@ -74,22 +98,7 @@ class FormatSpec:
                 if cacheable:
                     cache[(used, key)] = r
             return r.W_hat, r.bits_per_weight * W.size, r.used
-        p = self.septet
-        perm = None
-        if p.get("perm"):
-            imp = importance if importance is not None else np.square(W, dtype=np.float64).sum(axis=1)
-            perm = salience_permutation(imp)
-        if p.get("clip") == "act":
-            # golden's output-error clipping: one exponent per column, so the tile runs exactly these weights
-            imp = importance if importance is not None else np.ones(W.shape[0])
-            qm = quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"], clip="output",
-                          perm=perm, importance=imp)
-            return qm.dequantize(np.float32), qm.bits_per_weight * W.size, self.label
-        if p.get("symmetric"):
-            qm = quantize_symmetric(W, p["fmt"], group_size=p["group_size"], perm=perm)
-        else:
-            qm = quantize(W, p["fmt"], arithmetic=p["arithmetic"], group_size=p["group_size"],
-                          clip=p.get("clip", "none"), perm=perm)
+        qm = quantize_septet(W, self.septet, importance)
         return qm.dequantize(np.float32), qm.bits_per_weight * W.size, self.label
 
 
