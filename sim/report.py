@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from golden.io import atomic_write  # noqa: E402
 from sim.audit import audit, gaussian_rmse  # noqa: E402
 from sim.calibrate import GROUPS, MISS_FACTOR, calibration, gpu_constants, refit_lpu  # noqa: E402
 from sim.config import load_chip, load_model  # noqa: E402
@@ -439,9 +439,8 @@ def _table(header, rows) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replace ``path`` by ``text`` through golden's one atomic writer (temporary name, fsync, rename)."""
+    atomic_write(path, lambda handle: handle.write(text.encode()), force=True, param="--out")
 
 
 def write_report(out_dir, model_key="llama2-70b", measurements=None, quality=None, *, chip_key="groq-tsp",

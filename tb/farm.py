@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -513,17 +513,11 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
 
 
 def write_json_atomic(path: Path, document) -> None:
-    """Write ``document`` to a temporary name beside ``path``, flush it to disk, then rename it over ``path``."""
+    """Write ``document`` as JSON over ``path`` through golden's one atomic writer (temporary name, fsync, rename)."""
+    from golden.io import atomic_write
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(json.dumps(document, indent=1) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(document, indent=1) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()), force=True, param="--out")
 
 
 def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None):
