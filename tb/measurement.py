@@ -118,10 +118,12 @@ def measurements(runs, comparisons=None) -> dict:
 
 
 def write_measurements(path, runs, comparisons=None) -> Path:
-    """Write the measurements JSON to ``path`` (parents created); return the path."""
+    """Write the measurements JSON to ``path`` atomically (parents created); return the path."""
+    from golden.io import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(measurements(runs, comparisons), indent=1) + "\n")
+    text = json.dumps(measurements(runs, comparisons), indent=1) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()), force=True, param="--out")
     return path
 
 
