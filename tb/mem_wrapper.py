@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tb.gemv_data import GemvSet, TileConfig, bytes_per_beat, port_widths
+from golden.format import byte_count
+from rtl.params import TileParams
+from tb.gemv_data import GemvSet, port_widths
 
 __all__ = ["HALF_PERIOD_NS", "MEM_BUILD_ARGS", "MEM_TB", "MEM_TB_WAIVERS", "wrapper_build_args", "write_inputs",
            "stall_threshold", "read_results", "FILES", "LFSR_BITS"]
@@ -45,7 +47,7 @@ MEM_TB_WAIVERS = Path(__file__).with_name("mem_tb_waivers.vlt")
 
 
 def _padded(bits: int) -> int:
-    return 8 * bytes_per_beat(bits)
+    return 8 * byte_count(bits)
 
 
 #: Half a clock period in the wrapper's own clock (timescale 1ns/1ps: a 10 ns clock).
@@ -63,7 +65,7 @@ def wrapper_build_args(tile, *, hdl_clock: bool = False) -> tuple:
     clock (``always #HALF_PERIOD_NS``; Verilator's ``--timing``) and exposes it as an output,
     so no clock edge passes through cocotb; otherwise cocotb drives the ``clk`` input.
     """
-    config: TileConfig = tile.config
+    config: TileParams = tile.config
     widths = {name: _padded(bits) for name, bits in port_widths(config).items()}
     for name, bits in widths.items():
         published = tile.port_map.get(name)
@@ -126,7 +128,7 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
             f"{min(max_cycles, 2**31 - 1)}\n")
     meta = head + "".join(f"{len(g.weights)} {g.pairs} {g.n_blocks}\n" for g in gemv_set.gemvs)
     (directory / FILES["meta"]).write_text(meta)
-    pad = bytes_per_beat(config.bus_width)
+    pad = byte_count(config.bus_width)
     with open(directory / FILES["weights"], "wb") as handle:
         for g in gemv_set.gemvs:
             handle.write(_hex_lines(g.weights[:, :pad]))
@@ -141,7 +143,7 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
         (directory / FILES[name]).unlink(missing_ok=True)
 
 
-def read_results(directory, config: TileConfig):
+def read_results(directory, config: TileParams):
     """The result beats and cycle marks the wrapper wrote.
 
     Returns
@@ -153,7 +155,7 @@ def read_results(directory, config: TileConfig):
     timed_out : bool
     """
     directory = Path(directory)
-    nbytes = bytes_per_beat(config.lanes * config.result_bits)
+    nbytes = byte_count(config.lanes * config.out_bits)
     beats, lasts = [], []
     path = directory / FILES["results"]
     if path.is_file():

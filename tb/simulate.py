@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tb import toolchain
-from tb.gemv_data import GemvSet, TileConfig, port_widths
+from rtl.params import TileParams
+from tb.gemv_data import GemvSet, port_widths
 from tb.outcome import read_outcome, read_progress
 
 __all__ = ["Tile", "SimResult", "rtl_tile", "simulate", "measure", "MODES"]
@@ -42,7 +43,7 @@ class Tile:
 
     Attributes
     ----------
-    config : TileConfig
+    config : TileParams
     sources : tuple of Path
         Verilog files (the top module is ``septet_tile``).
     port_map : dict
@@ -55,7 +56,7 @@ class Tile:
         The RTL's JSON beside the Verilog (parameters, port map, cycle constants).
     """
 
-    config: TileConfig
+    config: TileParams
     sources: tuple
     port_map: dict = field(default_factory=dict)
     description: str = "rtl"
@@ -93,9 +94,9 @@ def verilog_inputs_digest() -> str:
     return digest.hexdigest()
 
 
-def _config_hash(config: TileConfig) -> str:
+def _config_hash(config: TileParams) -> str:
     """The Verilog cache key: the build parameters and :func:`verilog_inputs_digest`."""
-    key = json.dumps({"config": config.as_dict(), "sources": verilog_inputs_digest()}, sort_keys=True)
+    key = json.dumps({"config": config.build_record(), "sources": verilog_inputs_digest()}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -105,7 +106,7 @@ def _port_widths(meta: dict) -> dict:
             for port in meta["ports"]}
 
 
-def _checked_port_widths(config: TileConfig, meta: dict) -> dict:
+def _checked_port_widths(config: TileParams, meta: dict) -> dict:
     """The RTL's port map, checked against the widths the testbench derives from the tile contract."""
     published = _port_widths(meta)
     for name, bits in port_widths(config).items():
@@ -115,7 +116,7 @@ def _checked_port_widths(config: TileConfig, meta: dict) -> dict:
     return published
 
 
-def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
+def rtl_tile(config: TileParams, *, out_root: "Path | None" = None) -> Tile:
     """Generate (or reuse) the tile's Verilog from ``rtl`` for ``config``.
 
     Calls the RTL's ``generate_verilog(out_dir, **params)``; the Verilog and its
@@ -132,7 +133,7 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
     with toolchain.locked(directory.parent / f".{directory.name}.lock"):
         if not done.is_file():
             directory.mkdir(parents=True, exist_ok=True)
-            verilog, meta_path = generate_verilog(directory, **config.rtl_params())
+            verilog, meta_path = generate_verilog(directory, **config.build_kwargs())
             pending = done.with_suffix(".tmp")
             pending.write_text(json.dumps({"verilog": str(verilog), "json": str(meta_path)}))
             pending.replace(done)

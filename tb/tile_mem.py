@@ -46,7 +46,7 @@ async def gemvs_match_golden(dut):
         progress.update(elapsed)
     sim_seconds = time.perf_counter() - start
     beats, lasts, starts, ends, timed_out = read_results(directory, config)
-    scoreboard = Scoreboard(gemv_set.gemvs, config.lanes, config.result_bits)
+    scoreboard = Scoreboard(gemv_set.gemvs, config.lanes, config.out_bits)
     scoreboard.check_beats(beats, lasts)
     cycles = [e - s + 1 for s, e in zip(starts, ends)]
     write_outcome(directory, mode="mem", cycles=cycles, starts=starts, ends=ends, scoreboard=scoreboard,

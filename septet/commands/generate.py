@@ -156,13 +156,13 @@ def run(args):
 
 def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0):
     from golden.quality.intpath import Decoder
-    from tb.gemv_data import TileConfig
+    from rtl.params import TileParams
     from tb.llm import ReplayLinear
 
-    config = TileConfig(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
+    config = TileParams(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
                         group_size=spec["group_size"])
     status = _Status()
-    status.show(f"building the tile {config.as_dict()} (cached by content) ...", force=True)
+    status.show(f"building the tile {config.build_record()} (cached by content) ...", force=True)
     out = Path(args.out)
     replay_lin = {name: ReplayLinear(lin, name) for name, lin in linears.items()}
     replay = Decoder(model, replay_lin, n_layers=args.layers, max_len=len(prompt_ids) + args.tokens + 1)
@@ -188,7 +188,7 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
     total_gemv = n_gemv * len(steps)
     with TileRunner(config, linears, out / "rtl", workers=args.workers, keep=args.keep) as runner:
         status.clear()
-        print(f"tile: {config.fmt} {config.arithmetic}, {config.lanes} lanes, {config.bus_width}-bit bus, "
+        print(f"tile: {config.fmt} {config.arithmetic.value}, {config.lanes} lanes, {config.bus_width}-bit bus, "
               f"group {config.group_size}; build {runner.build_seconds:.1f} s "
               f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulator processes",
               file=sys.stderr, flush=True)
