@@ -25,6 +25,7 @@ import numpy as np
 
 from golden.checks import check_int
 from golden.format import SCALE_BITS, Arithmetic, parse_arithmetic
+from golden.io import load_array
 from golden.quantize import (NL_TABLES, gptq_codes, gptq_table_codes, quantize, quantize_symmetric,
                              quantize_table, salience_permutation)
 from golden.quality import ggml as ggml_peers
@@ -165,7 +166,7 @@ def run_study(model: str, *, weights_path: "str | None" = None, n_seq: int = 4, 
     acts = {}
     ref_bpw = 32.0
     if weights_path is not None:
-        W = np.load(weights_path, allow_pickle=False)
+        W = load_array(weights_path, "--weights")
         if W.ndim != 2 or not np.issubdtype(W.dtype, np.floating):
             raise ValueError(f"--weights must hold a 2-D float array (K, N), got {W.dtype} {W.shape}")
         mats = {"user": ("user", W.astype(np.float32))}
