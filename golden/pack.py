@@ -104,13 +104,6 @@ class StreamLayout:
         check_int("bus_width", bus_width, 1)
         return -(-self.nbits // bus_width)
 
-    def pair_offsets(self) -> np.ndarray:
-        """Offset within a block of pair ``i`` of lane ``l``, shape (pairs, lanes)."""
-        i = np.arange(self.pairs)[:, None]
-        lane = np.arange(self.lanes)[None, :]
-        g = i // self.group_pairs
-        return (g + 1) * self.header_bits + i * self.beat_bits + lane * self.fmt.pair_bits
-
 
 @dataclass(frozen=True, eq=False)
 class PackedStream:
