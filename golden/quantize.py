@@ -206,9 +206,11 @@ def _check_perm(perm, K: int) -> "np.ndarray | None":
     if perm is None:
         return None
     perm = np.asarray(perm)
-    if perm.shape != (K,) or not np.issubdtype(perm.dtype, np.integer) \
-            or not np.array_equal(np.sort(perm), np.arange(K)):
-        raise ValueError(f"perm must be a permutation of range(K) = range({K}) as an integer array")
+    message = f"perm must be a permutation of range(K) = range({K}) as an integer array"
+    if not np.issubdtype(perm.dtype, np.integer):
+        raise TypeError(f"{message}, got dtype {perm.dtype}")
+    if perm.shape != (K,) or not np.array_equal(np.sort(perm), np.arange(K)):
+        raise ValueError(message)
     return perm.astype(np.int64)
 
 
