@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,11 +11,15 @@ from rtl.drain import drain_output_layout
 from rtl.layouts import group_common_layout, lane_result_layout, lane_sums_layout, requant_layout
 from rtl.params import SLOT_ACC_BITS, TileParams
 
-__all__ = ["GroupScaler", "split_product", "LATENCY"]
+__all__ = ["GroupScaler", "split_product", "LATENCY", "ZERO_OPERAND_BITS"]
 
-#: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa``, the correction, the DSP
-#: partial products, their sum, the sum over the slots (registered), the wide add (combinational into ``o``).
-LATENCY = 5
+#: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa`` as DSP partial products, their
+#: sum, the correction, ``m * corr`` as DSP partial products, their sum, the sum over the slots (registered),
+#: the wide add (combinational into ``o``).
+LATENCY = 6
+#: Width the zero point enters its DSP with (``z + 2**(ZERO_OPERAND_BITS - 1)``): the synthesis flow maps a
+#: multiply to a DSP only when both operands have at least ``rtl.synth.DSP_MIN_WIDTH`` bits.
+ZERO_OPERAND_BITS = 6
 
 #: Width of the low, unsigned part of an operand split for an 18x18 DSP (17 bits + a zero sign bit).
 DSP_CHUNK = 17
@@ -51,9 +55,10 @@ class GroupScaler(wiring.Component):
     """Per lane and group: ``corr = acc - z * Σa`` per slot, then ``y += m * corr`` into the wide accumulator.
 
     Time-shared: the group's lanes arrive one per cycle (from :class:`~rtl.drain.LaneDrain`) and
-    pass a registered pipeline (``z * Σa``; ``acc - z * Σa``; ``m * corr`` as registered 17-bit
-    DSP partial products; their shift-add; the sum over the slots; the wide accumulation), so the
-    block needs one correction and one scaling datapath per slot instead of one per lane and slot.
+    pass a registered pipeline (``z * Σa`` and ``m * corr`` each as registered 17-bit DSP partial
+    products and their shift-add; ``acc - z * Σa`` between them; the sum over the slots; the wide
+    accumulation), so the block needs one correction and one scaling datapath per slot instead of
+    one per lane and slot.
     The wide accumulators form a ring of ``L`` registers that turns by one lane per step (no
     multiplexer); the last group of a block writes zeros behind it (a synchronous clear), so the
     next block starts afresh.  At the end of a block each lane's result leaves on ``o``, one per
@@ -102,44 +107,54 @@ class GroupScaler(wiring.Component):
         for n in range(1, LATENCY + 1):
             m.d.sync += [valid[n].eq(valid[n - 1]), mark[n].eq(mark[n - 1])]
 
-        # Stage 1: z * Σa (and the sums and mantissas alongside).
-        zs1 = [Signal(signed(SLOT_ACC_BITS + 9), name=f"zs1_s{t}", reset_less=True) for t in range(S)]
+        # Stage 1: z * Σa as registered DSP partial products, with the zero point offset to a
+        # ZERO_OPERAND_BITS-bit operand: Σa * (z + 2**e) - Σa * 2**e, the second term added to acc here.
+        # corr = acc - z * Σa fits int32, so every term is kept modulo 2**32 (two's complement: exact).
         acc1 = [Signal(signed(SLOT_ACC_BITS), name=f"acc1_s{t}", reset_less=True) for t in range(S)]
         mant1 = [Signal(unsigned(SCALE_BITS), name=f"mant1_s{t}", reset_less=True) for t in range(S)]
+        zero_sum = []
         for t in range(S):
             slot = head.header[f"s{t}"]
-            m.d.sync += [zs1[t].eq(slot.zero * common.sa[t]), acc1[t].eq(head.acc[t]), mant1[t].eq(slot.mant)]
+            e = max(len(slot.zero), ZERO_OPERAND_BITS - 1)
+            operand = Cat(slot.zero, Const(0, e - len(slot.zero)), Const(1, 1))
+            zero_sum.append(split_product(m, "sync", common.sa[t], operand, f"zs_s{t}"))
+            m.d.sync += [acc1[t].eq(head.acc[t] + (common.sa[t] << e)), mant1[t].eq(slot.mant)]
 
-        # Stage 2: the correction.
-        corr2 = [Signal(signed(SLOT_ACC_BITS), name=f"corr2_s{t}", reset_less=True) for t in range(S)]
+        # Stage 2: the exact (z + 2**e) * Σa; stage 3: the correction.
+        zs2 = [Signal(signed(SLOT_ACC_BITS), name=f"zs2_s{t}", reset_less=True) for t in range(S)]
+        acc2 = [Signal.like(acc1[t], name=f"acc2_s{t}", reset_less=True) for t in range(S)]
         mant2 = [Signal(unsigned(SCALE_BITS), name=f"mant2_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
-            m.d.sync += [corr2[t].eq(acc1[t] - zs1[t]), mant2[t].eq(mant1[t])]
-
-        # Stage 3: m * corr as registered DSP partial products; stage 4: their sum.
-        prod4 = [Signal(signed(SLOT_ACC_BITS + SCALE_BITS), name=f"prod4_s{t}", reset_less=True) for t in range(S)]
+            m.d.sync += [zs2[t].eq(zero_sum[t]()), acc2[t].eq(acc1[t]), mant2[t].eq(mant1[t])]
+        corr3 = [Signal(signed(SLOT_ACC_BITS), name=f"corr3_s{t}", reset_less=True) for t in range(S)]
+        mant3 = [Signal(unsigned(SCALE_BITS), name=f"mant3_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
-            total = split_product(m, "sync", corr2[t], mant2[t], f"mc_s{t}")
-            m.d.sync += prod4[t].eq(total())
+            m.d.sync += [corr3[t].eq(acc2[t] - zs2[t]), mant3[t].eq(mant2[t])]
 
-        # Stage 5: the sum over the slots.
-        sum5 = Signal(signed(SLOT_ACC_BITS + SCALE_BITS + 1), reset_less=True)
-        m.d.sync += sum5.eq(sum(prod4[1:], prod4[0]))
+        # Stage 4: m * corr as registered DSP partial products; stage 5: their sum.
+        prod5 = [Signal(signed(SLOT_ACC_BITS + SCALE_BITS), name=f"prod5_s{t}", reset_less=True) for t in range(S)]
+        for t in range(S):
+            total = split_product(m, "sync", corr3[t], mant3[t], f"mc_s{t}")
+            m.d.sync += prod5[t].eq(total())
 
-        # Stage 6 (combinational into o): the wide accumulation, a ring of L registers turned one lane
+        # Stage 6: the sum over the slots.
+        sum6 = Signal(signed(SLOT_ACC_BITS + SCALE_BITS + 1), reset_less=True)
+        m.d.sync += sum6.eq(sum(prod5[1:], prod5[0]))
+
+        # Then (combinational into o): the wide accumulation, a ring of L registers turned one lane
         # per step; a block's last group leaves zeros behind, and the reset clears the ring too.
         ring = [Signal(signed(p.acc_width), name=f"wide_l{lane}") for lane in range(L)]
         y = Signal(signed(p.acc_width))
-        last5, v5 = mark[LATENCY], valid[LATENCY]
-        m.d.comb += y.eq(sum5 + ring[0])
-        with m.If(v5):
+        last6, v6 = mark[LATENCY], valid[LATENCY]
+        m.d.comb += y.eq(sum6 + ring[0])
+        with m.If(v6):
             m.d.sync += [ring[lane].eq(ring[lane + 1]) for lane in range(L - 1)]
-            with m.If(last5.block_end):
+            with m.If(last6.block_end):
                 m.d.sync += ring[L - 1].eq(0)
             with m.Else():
                 m.d.sync += ring[L - 1].eq(y)
-        m.d.comb += [self.o.valid.eq(v5 & last5.block_end), self.o.payload.data.eq(y),
-                     self.o.payload.last.eq(last5.last), self.o.payload.end.eq(last5.end)]
+        m.d.comb += [self.o.valid.eq(v6 & last6.block_end), self.o.payload.data.eq(y),
+                     self.o.payload.last.eq(last6.last), self.o.payload.end.eq(last6.end)]
         if p.requant:
-            m.d.comb += self.o.payload.requant.eq(last5.requant)
+            m.d.comb += self.o.payload.requant.eq(last6.requant)
         return m
