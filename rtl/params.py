@@ -246,11 +246,13 @@ class TileParams:
     def output_queue_depth(self) -> int:
         """Block results the output queue holds: enough that an always-ready sink never stalls the lanes.
 
-        Block results are at least ``epilogue_interval`` cycles apart, so at most
-        ``ceil(pipeline latency / interval)`` are in flight behind the lanes, plus one leaving.
+        Block results are at least ``epilogue_interval`` cycles apart and at least a header (its
+        ``len(header_chunks)`` records) and a beat apart, so at most ``ceil(pipeline latency /
+        spacing)`` are in flight behind the lanes, plus one leaving.
         """
         pipeline = self.result_latency - 1
-        return -(-pipeline // self.epilogue_interval) + 2
+        spacing = max(self.epilogue_interval, len(self.header_chunks) + 1)
+        return -(-pipeline // spacing) + 2
 
     def stream_bits(self, K: int, N: int) -> int:
         """Bits of one GEMV's packed stream: ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``."""
