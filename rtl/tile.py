@@ -97,7 +97,7 @@ class SeptetTile(wiring.Component):
         has_credit = in_flight < p.output_queue_depth
 
         # Group ends at least epilogue_interval cycles apart (one group in the drain at a time).
-        epilogue_wait = Signal(range(p.epilogue_interval))
+        epilogue_wait = Signal(range(max(p.epilogue_interval, 2)))     # not zero bits wide at L = 1
         epilogue_free = Signal()
         m.d.comb += epilogue_free.eq(~epilogue_wait.any())
         with m.If(~epilogue_free):
