@@ -38,7 +38,7 @@ def split_product(m, domain, a, b_unsigned, name):
         high = min(low + DSP_CHUNK, width)
         top = high == width
         chunk = a[low:high].as_signed() if top else a[low:high]
-        reg = Signal(signed(len(chunk) + len(b_unsigned) + 1), name=f"{name}_pp{index}")
+        reg = Signal(signed(len(chunk) + len(b_unsigned) + 1), name=f"{name}_pp{index}", reset_less=True)
         domain_stmts = getattr(m.d, domain)
         domain_stmts += reg.eq(chunk * b_unsigned)
         parts.append((low, reg))
