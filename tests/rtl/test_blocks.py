@@ -230,3 +230,62 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
     sim.add_testbench(collect, background=True)
     run_simulation(sim, cycles=4 * (qm.K_pad // 2 + qm.n_groups) + 100, what="MacLanes run")
     assert got == [(acc[g].tolist(), sa[g].tolist()) for g in range(qm.n_groups)]
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 5])
+def test_drain_then_gather_every_lane_once_at_the_shortest_interval(lanes):
+    """LaneDrain: records every ``L`` cycles (its shortest interval), each lane out once, in order, with
+    its record's shared part, ``first``/``last`` on lanes 0 and ``L - 1``, lane 0 ``DRAIN_LATENCY``
+    cycles after the record; LaneGather turns the lanes back into the record the cycle the last arrives."""
+    from amaranth.hdl import Elaboratable, Module, signed
+    from amaranth.lib import data
+    from rtl.drain import DRAIN_LATENCY, GATHER_LATENCY
+
+    lane_layout = data.StructLayout({"a": signed(9), "b": 4})
+    common_layout = data.StructLayout({"c": 6})
+    rng = random.Random(lanes)
+    records = [{"lanes": [{"a": rng.randint(-256, 255), "b": rng.randrange(16)} for _ in range(lanes)],
+                "common": {"c": rng.randrange(64)}} for _ in range(6)]
+
+    class Pair(Elaboratable):
+        def __init__(self):
+            self.drain = LaneDrain(lane_layout=lane_layout, common_layout=common_layout, lanes=lanes)
+            self.gather = LaneGather(shape=signed(9), lanes=lanes)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.drain, m.submodules.gather = self.drain, self.gather
+            m.d.comb += [self.gather.i.valid.eq(self.drain.o.valid),
+                         self.gather.i.payload.data.eq(self.drain.o.payload.lane.a),
+                         self.gather.i.payload.last.eq(self.drain.o.payload.last),
+                         self.gather.i.payload.end.eq(self.drain.o.payload.common.c[0])]
+            return m
+
+    dut = Pair()
+    seen, beats = [], []
+
+    async def bench(ctx):
+        for cycle in range(len(records) * lanes + DRAIN_LATENCY + lanes + 4):
+            index, phase = divmod(cycle, lanes)
+            feeding = phase == 0 and index < len(records)
+            if feeding:
+                ctx.set(dut.drain.i.payload, records[index])
+            ctx.set(dut.drain.i.valid, feeding)
+            _clk, _rst, valid, payload, beat_valid, beat = await ctx.tick().sample(
+                dut.drain.o.valid, dut.drain.o.payload, dut.gather.o.valid, dut.gather.o.payload)
+            if valid:
+                seen.append((cycle, {"a": payload.lane.a, "b": payload.lane.b}, payload.common.c,
+                             payload.first, payload.last))
+            if beat_valid:
+                beats.append((cycle, [int(beat.data[lane]) for lane in range(lanes)], beat.last))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    run_simulation(sim, cycles=len(records) * lanes + 100, what="LaneDrain run")
+    expected = [(index * lanes + DRAIN_LATENCY + lane, record["lanes"][lane], record["common"]["c"],
+                 int(lane == 0), int(lane == lanes - 1))
+                for index, record in enumerate(records) for lane in range(lanes)]
+    assert seen == expected
+    assert beats == [(index * lanes + DRAIN_LATENCY + lanes - 1 + GATHER_LATENCY, [x["a"] for x in record["lanes"]],
+                      record["common"]["c"] & 1) for index, record in enumerate(records)]
