@@ -42,7 +42,9 @@ def _shift_keeping(value, sign, fits, steps, *, keep):
         width = len(value)
         extended = Cat(value, sign.replicate(max(0, need + k - width)))
         shifted = Mux(bit, extended[k:need + k], extended[:need])
-        fits = fits & _all_sign(value[min(need + k, width):], sign) & (bit | _all_sign(value[min(need, width):min(need + k, width)], sign))
+        above_if_shifted = value[min(need + k, width):]
+        above_if_not = value[min(need, width):min(need + k, width)]      # and above_if_shifted
+        fits = fits & _all_sign(above_if_shifted, sign) & (bit | _all_sign(above_if_not, sign))
         value = shifted
     return value, fits
 
@@ -54,8 +56,8 @@ class Requantizer(wiring.Component):
     pass a registered pipeline (the input; ``y * M`` as registered 17-bit DSP partial products;
     their sum; the arithmetic shift by ``s - 1`` in two steps that keep only the bits the clamp can
     see; plus one, halved, clamped, combinational into ``o``), so one multiplier, shifter and clamp
-    serve all lanes.  Each lane's result leaves on ``o``
-    ``LATENCY`` cycles after it entered, with its ``last``/``end`` markers.
+    serve all lanes.  Each lane's result leaves on ``o`` ``LATENCY`` cycles after it entered, with
+    its ``last``/``end`` markers.
 
     Parameters
     ----------
