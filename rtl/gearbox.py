@@ -28,6 +28,12 @@ class Gearbox(wiring.Component):
     a consumer that takes every record as soon as it is complete never leaves the bus idle
     when the bus is the bottleneck.
 
+    For the clock: the count is kept as ``free``, the units below the oldest valid bit, so the
+    shifter's select lines come straight from a register, and ``o.valid``, ``ending`` and
+    ``i.ready`` are compares of that register with constants (one per record width) chosen by
+    ``select``; the buffer's enable is the input transfer alone.  ``LATENCY``: a word's bits can
+    be taken in the cycle after it was accepted.
+
     Parameters
     ----------
     in_width : int
@@ -52,6 +58,9 @@ class Gearbox(wiring.Component):
         With a transfer on ``o``: discard every bit that remains after the record and
         accept the next stream's words.
     """
+
+    #: Cycles from a word's acceptance to its bits being readable as a record.
+    LATENCY = 1
 
     def __init__(self, *, in_width: int, record_widths, capacity: "int | None" = None):
         if not isinstance(in_width, int) or isinstance(in_width, bool) or in_width < 1:
@@ -88,48 +97,59 @@ class Gearbox(wiring.Component):
         Wu, Cu = W // g, C // g
 
         # Words enter at the top and the whole buffer moves down by W (wiring, no logic); the
-        # valid bits are the top `held` units, the oldest at unit `Cu - held`.  A record is read
-        # there (a shifter in steps of g bits over the few offsets the widths allow) and taken by
-        # lowering `held`: stored bits never move except by whole words.
-        buf = Signal(C)
-        held = Signal(range(Cu + 2))    # units of g bits held (one value spare: the Assert can fail)
-        got_last = Signal()             # the stream's last word is in buf
-        offset = Signal(range(Cu + 1))
-        m.d.comb += offset.eq(Cu - held)
+        # valid bits are the top units, the oldest at unit `free` (the units below it hold no
+        # valid bit).  A record is read there (a shifter in steps of g bits, its select lines
+        # straight from the `free` register) and taken by raising `free`: stored bits never
+        # move except by whole words.  Every decision below compares the registered `free`
+        # with constants, one per record width, so no carry chain runs through a selected size.
+        buf = Signal(C, reset_less=True)
+        free = Signal(range(-1, Cu + 1), init=Cu)    # units below the oldest valid bit (-1: the Assert can fail)
+        got_last = Signal()                          # the stream's last word is in buf
 
-        size = Signal(range(max(self.record_widths) // g + 1))
         take = Signal()
         window = buf
-        for k in range(len(offset)):
-            window = Mux(offset[k], window >> (g << k), window)
+        for k in range(len(free) - 1):               # the sign bit is never set when a record is read
+            window = Mux(free[k], window >> (g << k), window)
+        valid = Signal(len(self.record_widths))      # per record width: its bits are all held
+        ends = Signal(len(self.record_widths))       # per record width: only the final word's fill remains after it
+        size = Signal(range(max(self.record_widths) // g + 1))
+        for index, width in enumerate(self.record_widths):
+            m.d.comb += [
+                valid[index].eq(free <= Cu - width // g),
+                ends[index].eq(free > Cu - width // g - Wu),
+            ]
         with m.Switch(self.select):
             for index, width in enumerate(self.record_widths):
                 with (m.Case(index) if index < len(self.record_widths) - 1 else m.Default()):
-                    m.d.comb += [size.eq(width // g), self.o.payload.eq(window[:width])]
+                    m.d.comb += [
+                        size.eq(width // g),
+                        self.o.payload.eq(window[:width]),
+                        self.o.valid.eq(valid[index]),
+                        self.ending.eq(got_last & ends[index]),
+                    ]
 
+        word_in = Signal()
         m.d.comb += [
-            self.o.valid.eq(held >= size),
             take.eq(self.o.valid & self.o.ready),
-            self.ending.eq(got_last & (held < size + Wu)),
             # Only registered state decides: no path from the consumer's ready to the bus.
-            self.i.ready.eq(~got_last & (held <= Cu - Wu)),
+            self.i.ready.eq(~got_last & (free >= Wu)),
+            word_in.eq(self.i.valid & self.i.ready),
         ]
-        remain = Mux(take, held - size, held)
+        after = Mux(take, free + size, free)
 
         # Invariants: the buffer never holds more than its capacity, and a word is taken only when it fits.
         m.d.sync += [
-            Assert(held <= Cu, "gearbox: more bits held than its capacity"),
-            Assert(~(self.i.valid & self.i.ready) | (remain + Wu <= Cu), "gearbox: a word taken that does not fit"),
+            Assert(free >= 0, "gearbox: more bits held than its capacity"),
+            Assert(~word_in | (after >= Wu), "gearbox: a word taken that does not fit"),
         ]
 
+        # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
+        with m.If(word_in):
+            m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
         with m.If(take & self.flush):
-            m.d.sync += [held.eq(0), got_last.eq(0)]
-        with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [
-                buf.eq(Cat(buf[W:], self.i.payload.data)),
-                held.eq(remain + Wu),
-                got_last.eq(self.i.payload.last),
-            ]
+            m.d.sync += [free.eq(Cu), got_last.eq(0)]
+        with m.Elif(word_in):
+            m.d.sync += [free.eq(after - Wu), got_last.eq(self.i.payload.last)]
         with m.Else():
-            m.d.sync += held.eq(remain)
+            m.d.sync += free.eq(after)
         return m

@@ -123,7 +123,7 @@ class SeptetTile(wiring.Component):
         if p.requant:
             m.d.comb += op.requant.eq(self.params_in.payload)
 
-        collected = Signal(max(p.header_bits - chunks[-1], 1))
+        collected = Signal(max(p.header_bits - chunks[-1], 1), reset_less=True)
         chunk = Signal(len(chunks), init=1)         # one-hot: the header chunk expected next
         # The lanes read a BEAT from the record's low beat_bits and a HEADER from all of it: only
         # the low beat_bits need a multiplexer; above them the collected chunks and the last
@@ -135,16 +135,20 @@ class SeptetTile(wiring.Component):
         elif len(chunks) > 1:
             m.d.comb += op.record.eq(Mux(in_header, Cat(collected[:last_start], gear.o.payload[:chunks[-1]]),
                                          gear.o.payload))
+        # A chunk's slot follows the gearbox's record while the chunk is expected (an enable from one
+        # register, not from the gearbox's valid): the sequencer moves on at the transfer, so the
+        # slot keeps the chunk that was taken.
+        for index, width in enumerate(chunks[:-1]):
+            start = sum(chunks[:index])
+            with m.If(chunk[index]):
+                m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
         with m.If(in_header):
             m.d.comb += gear.o.ready.eq(1)
             for index, width in enumerate(chunks):
                 start = sum(chunks[:index])
                 with m.If(chunk[index]):
                     m.d.comb += gear.select.eq(record_widths.index(width))
-                    if index < len(chunks) - 1:
-                        with m.If(gear.o.valid):
-                            m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
-                    else:
+                    if index == len(chunks) - 1:
                         m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
                         with m.If(gear.o.valid):
                             m.d.sync += in_header.eq(0)
