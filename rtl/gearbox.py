@@ -95,61 +95,87 @@ class Gearbox(wiring.Component):
         m = Module()
         W, C, g = self.in_width, self.capacity, self.unit
         Wu, Cu = W // g, C // g
+        sizes = sorted({width // g for width in self.record_widths})     # distinct record sizes, in units
 
         # Words enter at the top and the whole buffer moves down by W (wiring, no logic); the
         # valid bits are the top units, the oldest at unit `free` (the units below it hold no
         # valid bit).  A record is read there (a shifter in steps of g bits, its select lines
         # straight from the `free` register) and taken by raising `free`: stored bits never
-        # move except by whole words.  Every decision below compares the registered `free`
-        # with constants, one per record width, so no carry chain runs through a selected size.
+        # move except by whole words.
         buf = Signal(C, reset_less=True)
-        free = Signal(range(-1, Cu + 1), init=Cu)    # units below the oldest valid bit (-1: the Assert can fail)
         got_last = Signal()                          # the stream's last word is in buf
+        # The count and every decision made from it are registers: per record size, whether it is
+        # all held (`full`) and whether only the final word's fill would remain after it (`tail`);
+        # whether a word fits (`room`).  Their next values are computed for each outcome of the
+        # cycle (a record taken or not, a word taken or not) from the registered count and
+        # constants, and the outcome only picks one: no adder or compare after the handshakes.
+        state_layout = data.StructLayout({
+            "free": range(Cu + 1),                   # units below the oldest valid bit
+            "full": len(sizes),
+            "tail": len(sizes),
+            "room": 1,
+        })
 
-        take = Signal()
+        def state_at(free, delta):
+            """The state whose count is ``free + delta`` (``delta`` a constant), from compares of ``free``."""
+            return Cat((free + delta)[:len(free)],
+                       Cat(*(free <= Cu - size - delta for size in sizes)),
+                       Cat(*(free > Cu - size - Wu - delta for size in sizes)),
+                       free >= Wu - delta)
+
+        empty = state_layout.const({"free": Cu, "full": 0, "tail": (1 << len(sizes)) - 1, "room": 1})
+        state = Signal(state_layout, init=empty)
+        free = state.free
+
         window = buf
-        for k in range(len(free) - 1):               # the sign bit is never set when a record is read
+        for k in range(len(free)):
             window = Mux(free[k], window >> (g << k), window)
-        valid = Signal(len(self.record_widths))      # per record width: its bits are all held
-        ends = Signal(len(self.record_widths))       # per record width: only the final word's fill remains after it
-        size = Signal(range(max(self.record_widths) // g + 1))
-        for index, width in enumerate(self.record_widths):
-            m.d.comb += [
-                valid[index].eq(free <= Cu - width // g),
-                ends[index].eq(free > Cu - width // g - Wu),
-            ]
+        size = Signal(range(max(sizes) + 1))
+        kind = Signal(range(len(sizes)))             # index of the selected record's size in `sizes`
         with m.Switch(self.select):
             for index, width in enumerate(self.record_widths):
                 with (m.Case(index) if index < len(self.record_widths) - 1 else m.Default()):
                     m.d.comb += [
                         size.eq(width // g),
+                        kind.eq(sizes.index(width // g)),
                         self.o.payload.eq(window[:width]),
-                        self.o.valid.eq(valid[index]),
-                        self.ending.eq(got_last & ends[index]),
                     ]
 
+        take = Signal()
         word_in = Signal()
         m.d.comb += [
-            take.eq(self.o.valid & self.o.ready),
+            self.o.valid.eq(state.full.bit_select(kind, 1)),
+            self.ending.eq(got_last & state.tail.bit_select(kind, 1)),
             # Only registered state decides: no path from the consumer's ready to the bus.
-            self.i.ready.eq(~got_last & (free >= Wu)),
+            self.i.ready.eq(~got_last & state.room),
+            take.eq(self.o.valid & self.o.ready),
             word_in.eq(self.i.valid & self.i.ready),
         ]
-        after = Mux(take, free + size, free)
 
-        # Invariants: the buffer never holds more than its capacity, and a word is taken only when it fits.
+        # The next state for each outcome (record taken, word taken), all from registers.
+        kept = Signal(state_layout)
+        kept_word = Signal(state_layout)
+        taken = Signal(state_layout)
+        taken_word = Signal(state_layout)
+        m.d.comb += [kept.eq(state), kept_word.eq(state_at(free, -Wu))]
+        with m.Switch(kind):
+            for j, s in enumerate(sizes):
+                with (m.Case(j) if j < len(sizes) - 1 else m.Default()):
+                    m.d.comb += [taken.eq(state_at(free, s)), taken_word.eq(state_at(free, s - Wu))]
+
+        # Invariants: a record is taken only when held, and a word only when it fits.
         m.d.sync += [
-            Assert(free >= 0, "gearbox: more bits held than its capacity"),
-            Assert(~word_in | (after >= Wu), "gearbox: a word taken that does not fit"),
+            Assert(~take | (free + size <= Cu), "gearbox: a record taken that is not all held"),
+            Assert(~word_in | (Mux(take, free + size, free) >= Wu), "gearbox: a word taken that does not fit"),
         ]
 
         # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
         with m.If(take & self.flush):
-            m.d.sync += [free.eq(Cu), got_last.eq(0)]
-        with m.Elif(word_in):
-            m.d.sync += [free.eq(after - Wu), got_last.eq(self.i.payload.last)]
+            m.d.sync += [state.eq(empty), got_last.eq(0)]
         with m.Else():
-            m.d.sync += free.eq(after)
+            m.d.sync += state.eq(Mux(take, Mux(word_in, taken_word, taken), Mux(word_in, kept_word, kept)))
+            with m.If(word_in):
+                m.d.sync += got_last.eq(self.i.payload.last)
         return m

@@ -118,7 +118,7 @@ class _PnrWrapper(wiring.Component):
                 drives = sub_member.flow == In    # an input of the top (flows seen from the top)
                 (inputs if drives else outputs).append(value)
         total = sum(len(v) for v in inputs)
-        chain = Signal(total)
+        chain = Signal(total, reset_less=True)       # the wrapper adds nothing to the tile's reset net
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
         offset = 0
         for value in inputs:
@@ -126,9 +126,9 @@ class _PnrWrapper(wiring.Component):
             offset += len(value)
         # Outputs registered first, so the XOR tree (several LUT levels) is not added to the
         # tile's own paths that end at an output port.
-        captured = Signal(sum(len(v) for v in outputs))
+        captured = Signal(sum(len(v) for v in outputs), reset_less=True)
         m.d.sync += captured.eq(Cat(*outputs))
-        folded = Signal()
+        folded = Signal(reset_less=True)
         m.d.sync += folded.eq(captured.xor())
         m.d.comb += self.sout.eq(folded)
         return m
@@ -146,6 +146,7 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None) 
     lines = [
         f"read_verilog -sv {verilog_file}",
         "chformal -remove",             # the design's Assert statements are for simulation and formal
+        "delete t:$print",              # ... and their messages ($write), which otherwise keep the checks' logic
         f"synth_ecp5 -noflatten -top {top} -run begin:coarse",
         "proc", "check", "tribuf -logic", "deminout", "opt_expr", "opt_clean", "check",
         "opt -nodffe -nosdff", "fsm", "opt", "wreduce", "peepopt", "opt_clean", "share",

@@ -103,9 +103,11 @@ class SeptetTile(wiring.Component):
         has_credit = in_flight < p.output_queue_depth
 
         # Group ends at least epilogue_interval cycles apart (one group in the scaler at a time).
+        # `epilogue_free` is a register (epilogue_wait == 0), so the beat's handshake starts from flags.
         epilogue_wait = Signal(range(p.epilogue_interval))
-        epilogue_free = Signal()
-        m.d.comb += epilogue_free.eq(~epilogue_wait.any())
+        epilogue_free = Signal(init=1)
+        assert p.epilogue_interval > 1
+        m.d.sync += epilogue_free.eq(epilogue_wait <= 1)
         with m.If(~epilogue_free):
             m.d.sync += epilogue_wait.eq(epilogue_wait - 1)
 
@@ -160,7 +162,8 @@ class SeptetTile(wiring.Component):
                 group_end = block_end
             else:
                 pair_in_group = Signal(range(p.group_pairs))
-                group_end = block_end | (pair_in_group == p.group_pairs - 1)
+                last_pair = Signal(init=int(p.group_pairs == 1))     # registered: pair_in_group == group_pairs - 1
+                group_end = block_end | last_pair
             # A block's last beat needs a reserved output entry (and its requantization parameters);
             # a group's last beat waits until the time-shared epilogue has room for its sums.
             closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
@@ -168,9 +171,10 @@ class SeptetTile(wiring.Component):
             fire = gear.o.valid & self.act.valid & may_go
             if p.group_pairs is not None:
                 with m.If(fire):
-                    m.d.sync += pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1))
+                    m.d.sync += [pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1)),
+                                 last_pair.eq(Mux(group_end, int(p.group_pairs == 1), pair_in_group == p.group_pairs - 2))]
             with m.If(fire & group_end):
-                m.d.sync += epilogue_wait.eq(p.epilogue_interval - 1)
+                m.d.sync += [epilogue_wait.eq(p.epilogue_interval - 1), epilogue_free.eq(0)]
             ending = block_end & gear.ending
             m.d.comb += [
                 gear.o.ready.eq(self.act.valid & may_go),
