@@ -82,7 +82,7 @@ CATALOGUE = [
     _m("decode-even-from-odd", D, r"self\.even\.eq\(self\.pair\.even\)", "self.even.eq(self.pair.odd)",
        "the even code is read from the odd field", "decode"),
     # -- lanes ------------------------------------------------------------------------------------
-    _m("lanes-odd-act", L, r"odd = self\.act\[1\] \* decode\.odd", "odd = self.act[0] * decode.odd",
+    _m("lanes-odd-act", L, r"odd = act\[1\] \* decode\.odd", "odd = act[0] * decode.odd",
        "the odd row is multiplied by the even activation", "lanes"),
     _m("lanes-sa-no-restart", L, r"sa\.eq\(Mux\(sa_restart, 0, sa\) \+ act_b\[t\]\)", "sa.eq(sa + act_b[t])",
        "the activation sums run on across groups", "lanes"),
@@ -103,6 +103,8 @@ CATALOGUE = [
                   "the group's own closing beat"),
     _m("lanes-idle-act-not-zeroed", L, r"beat_in = self\.i\.valid & ~op_in\.header", "beat_in = ~op_in.header",
        "an idle cycle's activations enter the products: the sums take a stale beat again", "lanes"),
+    _m("lanes-idle-products", L, r"reg\.eq\(Mux\(beat_a, x, 0\)\)", "reg.eq(x)",
+       "a lane's products are not zeroed outside beats: an idle cycle adds the last beat again", "lanes"),
     _m("lanes-restart-without-beat", L, r"with m\.If\(self\.beat\):\n(\s+)m\.d\.sync \+= restart\.eq\(self\.close\)",
        "with m.If(1):\n\\g<1>m.d.sync += restart.eq(self.close)",
        "a lane's restart flag is cleared by an idle cycle: the group's first beat adds to the old sums", "lanes"),

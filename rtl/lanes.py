@@ -15,22 +15,25 @@ __all__ = ["MacLane", "MacLanes"]
 
 
 class MacLane(wiring.Component):
-    """One lane: decode its pair, multiply by the broadcast activations, accumulate per slot.
+    """One lane: decode its pair, multiply by the activations, accumulate per slot.
 
-    Two registered stages: the products, then the slot sums.  The sums restart at the first
-    beat of a group without a reset or an enable on the datapath: the activations arrive
-    zeroed outside beats (so the products of an idle cycle are zero and the sums hold), and a
-    one-bit ``restart`` flag, cleared by a beat and set by the beat that closes a group, adds
-    the first beat's products to zero instead of the old sums.  Each lane keeps its own flag
-    (one per submodule, so synthesis does not merge them): the flag fans out to this lane's
-    adders only.
+    Three registered stages, as the lanes: the operation's activations and whether it is a
+    beat (stage A, this lane's own copy, so the broadcast is a register-to-register hop and the
+    multipliers start from local registers); the products, zero unless stage A held a beat
+    (B); the slot sums (C).  The sums restart at the first beat of a group without a reset or
+    an enable on the datapath: an idle cycle adds zero products, and a one-bit ``restart``
+    flag, cleared by a beat and set by the beat that closes a group, adds the first beat's
+    products to zero instead of the old sums.  Each lane keeps its own flags (one per
+    submodule, so synthesis does not merge them): they fan out to this lane only.
 
     Attributes
     ----------
+    act : In(ArrayLayout(signed(8), 2))
+        The activation pair of the operation entering stage A (even, odd).
+    enter : In(1)
+        A valid BEAT enters stage A.
     pair : In(pair_layout(fmt))
         The lane's pair of the operation in stage A.
-    act : In(ArrayLayout(signed(8), 2))
-        The activation pair of the operation in stage A (even, odd); zero unless it is a beat.
     beat : In(1)
         Stage B holds a beat.
     close : In(1)
@@ -42,8 +45,9 @@ class MacLane(wiring.Component):
     def __init__(self, *, params: TileParams):
         self.params = params
         super().__init__({
-            "pair": In(pair_layout(params.fmt)),
             "act": In(data.ArrayLayout(signed(ACT_BITS), 2)),
+            "enter": In(1),
+            "pair": In(pair_layout(params.fmt)),
             "beat": In(1),
             "close": In(1),
             "acc": Out(data.ArrayLayout(signed(SLOT_ACC_BITS), params.n_slots)),
@@ -55,13 +59,18 @@ class MacLane(wiring.Component):
         m.submodules.decode = decode = PairDecode(fmt=p.fmt, arithmetic=p.arithmetic)
         m.d.comb += decode.pair.eq(self.pair)
 
+        # Stage A: this lane's copy of the activations and of the beat flag.
+        act = Signal.like(self.act, reset_less=True)
+        beat_a = Signal()
+        m.d.sync += [act.eq(self.act), beat_a.eq(self.enter)]
+
         # Stage B: the products (own grids: the even row in slot 0, the odd row in slot 1; the
-        # shared grid adds both rows into its one slot).
-        even = self.act[0] * decode.even
-        odd = self.act[1] * decode.odd
+        # shared grid adds both rows into its one slot); zero unless stage A held a beat.
+        even = act[0] * decode.even
+        odd = act[1] * decode.odd
         sums = [even, odd] if p.n_slots == 2 else [even + odd]
         prods = [Signal(signed(len(x) + 1), name=f"prod_s{t}", reset_less=True) for t, x in enumerate(sums)]
-        m.d.sync += [reg.eq(x) for reg, x in zip(prods, sums)]
+        m.d.sync += [reg.eq(Mux(beat_a, x, 0)) for reg, x in zip(prods, sums)]
 
         # Stage C: the slot sums.
         restart = Signal(init=1)        # the next beat starts a group
@@ -117,7 +126,8 @@ class MacLanes(wiring.Component):
         op_in = self.i.payload
 
         # Stage A: register the operation (the gearbox's record and the sequencer are behind it);
-        # the activations enter as zero unless the operation is a valid beat.
+        # the activations for Σa enter as zero unless the operation is a valid beat (the lanes keep
+        # their own copies).
         va = Signal()
         op = Signal(lane_op_layout(p), reset_less=True)
         act_a = Signal(data.ArrayLayout(signed(ACT_BITS), 2), reset_less=True)
@@ -144,7 +154,8 @@ class MacLanes(wiring.Component):
             m.d.sync += requant_b.eq(op.requant)
         for lane in range(p.lanes):
             unit = m.submodules[f"lane{lane}"] = MacLane(params=p)
-            m.d.comb += [unit.pair.eq(beat[lane]), unit.act.eq(act_a), unit.beat.eq(vb), unit.close.eq(close_b),
+            m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.enter.eq(beat_in),
+                         unit.pair.eq(beat[lane]), unit.beat.eq(vb), unit.close.eq(close_b),
                          self.o.payload.acc[lane].eq(unit.acc)]
 
         # Stage C: the activation sums (restarted like the lanes' sums), the group's header and markers.

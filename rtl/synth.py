@@ -111,8 +111,8 @@ class _PnrWrapper(wiring.Component):
     """The tile with few pins: every input bit from one shift register, every output bit XOR-reduced.
 
     The shift register makes each input bit a register output (so nothing is constant and the
-    tile cannot be optimised away); every output (and ready) is registered, then the XOR of
-    the registers, registered again, keeps every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
+    tile cannot be optimised away); every output (and ready) is registered, then XOR-folded
+    through a registered tree (four bits per LUT and level), which keeps every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
     """
 
     def __init__(self, params: TileParams):
@@ -136,13 +136,17 @@ class _PnrWrapper(wiring.Component):
         for value in inputs:
             m.d.comb += value.eq(chain[offset:offset + len(value)])
             offset += len(value)
-        # Outputs registered first, so the XOR tree (several LUT levels) is not added to the
-        # tile's own paths that end at an output port.
-        captured = Signal(sum(len(v) for v in outputs), reset_less=True)
-        m.d.sync += captured.eq(Cat(*outputs))
-        folded = Signal(reset_less=True)
-        m.d.sync += folded.eq(captured.xor())
-        m.d.comb += self.sout.eq(folded)
+        # Outputs registered first, so nothing is added to the tile's own paths that end at an
+        # output port; then XOR-folded four bits per LUT with a register after each level, so the
+        # wrapper's fold is never the critical path.
+        level = Signal(sum(len(v) for v in outputs), reset_less=True, name="captured")
+        m.d.sync += level.eq(Cat(*outputs))
+        depth = 0
+        while len(level) > 1:
+            folded = Signal(-(-len(level) // 4), reset_less=True, name=f"folded{depth}")
+            m.d.sync += [folded[k].eq(level[4 * k:4 * k + 4].xor()) for k in range(len(folded))]
+            level, depth = folded, depth + 1
+        m.d.comb += self.sout.eq(level)
         return m
 
 
