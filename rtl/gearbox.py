@@ -8,7 +8,10 @@ from amaranth.hdl import Assert, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Gearbox"]
+__all__ = ["Gearbox", "WINDOW_SLICE_BITS"]
+
+#: Record bits per shifter slice (each slice keeps its own copy of the count, for the clock).
+WINDOW_SLICE_BITS = 16
 
 
 class Gearbox(wiring.Component):
@@ -127,9 +130,17 @@ class Gearbox(wiring.Component):
         state = Signal(state_layout, init=empty)
         free = state.free
 
-        window = buf
-        for k in range(len(free)):
-            window = Mux(free[k], window >> (g << k), window)
+        # The shifter in slices of the record, each a submodule with its own copy of the count
+        # (registered from the same next value): the count's fanout stays within a slice instead
+        # of spanning the whole buffer (synthesis keeps the hierarchy, so the copies are not merged).
+        state_next = Signal(state_layout)
+        width_max = max(self.record_widths)
+        window = Signal(width_max)
+        for lo in range(0, width_max, WINDOW_SLICE_BITS):
+            hi = min(lo + WINDOW_SLICE_BITS, width_max)
+            part = m.submodules[f"window{lo // WINDOW_SLICE_BITS}"] = _WindowSlice(
+                capacity=C, unit=g, lo=lo, hi=hi, count_bits=len(free), count_init=Cu)
+            m.d.comb += [part.buf.eq(buf), part.count_next.eq(state_next.free), window[lo:hi].eq(part.window)]
         size = Signal(range(max(sizes) + 1))
         kind = Signal(range(len(sizes)))             # index of the selected record's size in `sizes`
         with m.Switch(self.select):
@@ -172,10 +183,39 @@ class Gearbox(wiring.Component):
         # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
+        m.d.sync += state.eq(state_next)
         with m.If(take & self.flush):
-            m.d.sync += [state.eq(empty), got_last.eq(0)]
+            m.d.comb += state_next.eq(empty)
+            m.d.sync += got_last.eq(0)
         with m.Else():
-            m.d.sync += state.eq(Mux(take, Mux(word_in, taken_word, taken), Mux(word_in, kept_word, kept)))
+            m.d.comb += state_next.eq(Mux(take, Mux(word_in, taken_word, taken), Mux(word_in, kept_word, kept)))
             with m.If(word_in):
                 m.d.sync += got_last.eq(self.i.payload.last)
+        return m
+
+
+class _WindowSlice(wiring.Component):
+    """Bits ``[lo, hi)`` of the gearbox's record window, with a private copy of the count of free units.
+
+    ``window = buf >> (unit * count)``, the count registered here from ``count_next`` (reset to
+    ``count_init``, as the gearbox's own count).
+    """
+
+    def __init__(self, *, capacity: int, unit: int, lo: int, hi: int, count_bits: int, count_init: int):
+        self.unit, self.lo, self.hi = unit, lo, hi
+        self.count_bits, self.count_init = count_bits, count_init
+        super().__init__({
+            "buf": In(capacity),
+            "count_next": In(count_bits),
+            "window": Out(hi - lo),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(self.count_bits, init=self.count_init)
+        m.d.sync += count.eq(self.count_next)
+        window = self.buf
+        for k in range(self.count_bits):
+            window = Mux(count[k], window >> (self.unit << k), window)
+        m.d.comb += self.window.eq(window[self.lo:self.hi])
         return m
