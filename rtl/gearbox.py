@@ -145,37 +145,35 @@ class Gearbox(wiring.Component):
                 capacity=C, unit=g, lo=lo, hi=hi, count_bits=len(free), count_init=Cu)
             m.d.comb += [part.buf.eq(buf), part.count_next.eq(state_next.free), window[lo:hi].eq(part.window)]
         size = Signal(range(max(sizes) + 1))
-        kind = Signal(range(len(sizes)))             # index of the selected record's size in `sizes`
-        with m.Switch(self.select):
-            for index, width in enumerate(self.record_widths):
-                with (m.Case(index) if index < len(self.record_widths) - 1 else m.Default()):
-                    m.d.comb += [
-                        size.eq(width // g),
-                        kind.eq(sizes.index(width // g)),
-                        self.o.payload.eq(window[:width]),
-                    ]
-
-        take = Signal()
-        word_in = Signal()
-        m.d.comb += [
-            self.o.valid.eq(state.full.bit_select(kind, 1)),
-            self.ending.eq(got_last & state.tail.bit_select(kind, 1)),
-            # Only registered state decides: no path from the consumer's ready to the bus.
-            self.i.ready.eq(~got_last & state.room),
-            take.eq(self.o.valid & self.o.ready),
-            word_in.eq(self.i.valid & self.i.ready),
-        ]
-
         # The next state for each outcome (record taken, word taken), all from registers.
         kept = Signal(state_layout)
         kept_word = Signal(state_layout)
         taken = Signal(state_layout)
         taken_word = Signal(state_layout)
         m.d.comb += [kept.eq(state), kept_word.eq(state_at(free, -Wu))]
-        with m.Switch(kind):
-            for j, s in enumerate(sizes):
-                with (m.Case(j) if j < len(sizes) - 1 else m.Default()):
-                    m.d.comb += [taken.eq(state_at(free, s)), taken_word.eq(state_at(free, s - Wu))]
+        with m.Switch(self.select):
+            for index, width in enumerate(self.record_widths):
+                with (m.Case(index) if index < len(self.record_widths) - 1 else m.Default()):
+                    s = width // g
+                    j = sizes.index(s)
+                    m.d.comb += [
+                        size.eq(s),
+                        self.o.payload.eq(window[:width]),
+                        self.o.valid.eq(state.full[j]),
+                        self.ending.eq(got_last & state.tail[j]),
+                        taken.eq(state_at(free, s)),
+                        taken_word.eq(state_at(free, s - Wu)),
+                    ]
+
+        take = Signal()
+        word_in = Signal()
+        m.d.comb += [
+            # Only registered state decides: no path from the consumer's ready to the bus.
+            self.i.ready.eq(~got_last & state.room),
+            take.eq(self.o.valid & self.o.ready),
+            word_in.eq(self.i.valid & self.i.ready),
+        ]
+
 
         # Invariants: a record is taken only when held, and a word only when it fits.
         m.d.sync += [
