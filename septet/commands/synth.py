@@ -20,6 +20,7 @@ def add_arguments(p):
                    help="also place and route (nextpnr-ecp5, LFE5U-85F) for Fmax and the critical path; "
                         "minutes per 16-lane tile")
     p.add_argument("--freq", type=float, default=125.0, metavar="MHZ", help="clock target for --pnr; default 125")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed for --pnr; default 1")
     p.add_argument("--compare", action="store_true",
                    help="also synthesise 4+4 on the same bus and 4+4 on the bus of equal throughput; ratios")
     p.add_argument("--k", type=int, default=4096, help="GEMV K for cycles per GEMV in the comparison; default 4096")
@@ -34,14 +35,19 @@ def run(args):
 
     params = dict(fmt=args.format, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
                   group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k, requant=args.requant)
+    if args.seed < 0:
+        raise SeptetError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.freq <= 0:
+        raise SeptetError(f"--freq must be > 0 MHz, got {args.freq}")
     if args.k < 2 or args.n < 1:
         raise SeptetError(f"--k must be >= 2 and --n >= 1, got --k {args.k} --n {args.n}")
     out = sys.stderr if args.json else sys.stdout
     try:
         if args.compare:
-            record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, K=args.k, N=args.n, **params)
+            record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed, K=args.k, N=args.n,
+                             **params)
         else:
-            record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, **params)
+            record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed, **params)
     except SynthError as exc:
         raise SeptetError(str(exc)) from None
     record["command"] = "septet synth " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["synth"] else None

@@ -68,6 +68,7 @@ _CASES = [
     (37, 3 * FORMATS["3+3"].group_header_bits_per_column(Arithmetic.OWN), 18),
     (100, 2 * FORMATS["8+8"].group_header_bits_per_column(Arithmetic.OWN), 32),
     (5, 39, 7),
+    (40, 264, 176),         # records wider than one shifter slice (rtl.gearbox.WINDOW_SLICE_BITS)
 ]
 
 
