@@ -458,6 +458,7 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
 
     started = time.perf_counter()
     cpu_start = _cpu_seconds()
+    profile = _Profile()
     if settings.attempts:
         marker = Path(settings.attempts) / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -466,12 +467,16 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     tile = _TILES[(settings.config, settings.hdl_clock)][0]
     config = settings.config
     spec = task.gemv
+    profile.lap("setup")
     a = gemv_activations(settings.seed, spec)
     gemvs = []
     for start, stop in task.panels:
         W = _task_weights(settings, spec, start, stop)
+        profile.lap("weights")
         qm = quantize(W, config.fmt, arithmetic=config.arithmetic, group_size=config.group_size)
+        profile.lap("quantize")
         gemvs.append(make_gemv(qm, a, config, name=f"{spec.name} columns {start}:{stop}"))
+        profile.lap("stimulus")
     golden_seconds = time.perf_counter() - started
     root = Path(settings.scratch or tempfile.gettempdir()) / "septet-verify" / settings.fingerprint()
     test_dir = root / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -479,6 +484,7 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     result = simulate(tile, GemvSet(config, gemvs, options), test_dir, mode="mem", hdl_clock=settings.hdl_clock,
                       check=False, progress=_live_progress(task.task_id))
     outcome = result.outcome
+    profile.split_simulation(result.wall_seconds, float(outcome.get("sim_seconds") or 0.0))
     starts, ends = outcome.get("starts") or [], outcome.get("ends") or []
     complete = len(starts) == len(ends) == len(gemvs)
     beats_expected = sum(g.n_blocks for g in gemvs)
@@ -505,7 +511,57 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     else:
         record["report"] = str(outcome.get("report") or "")[:4000]
         record["test_dir"] = str(test_dir)
+    profile.lap("cleanup")
+    record["task_seconds"] = round(time.perf_counter() - started, 3)
+    record["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 3)
+    record["profile"] = profile.phases
+    record["started_at"], record["finished_at"] = round(profile.epoch_start, 3), round(time.time(), 3)
     return record
+
+
+class _Profile:
+    """Wall and CPU seconds per phase of a task, phase after phase (:meth:`lap` closes the current one).
+
+    CPU is this process's (``worker``: golden, files, Python around the simulator) and its finished
+    children's (``simulator``).  The simulator's run is split with its own clock into the simulation
+    proper and the rest of the process (start-up, imports, reading the stimulus, checking the results, exit).
+    """
+
+    def __init__(self):
+        self.epoch_start = time.time()
+        self.phases: dict = {}
+        self._mark = (time.perf_counter(), *_cpu_split())
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), *_cpu_split())
+        wall, worker, simulator = (b - a for a, b in zip(self._mark, now))
+        phase = self.phases.setdefault(name, {"wall": 0.0, "worker_cpu": 0.0, "simulator_cpu": 0.0})
+        phase["wall"] = round(phase["wall"] + wall, 4)
+        phase["worker_cpu"] = round(phase["worker_cpu"] + worker, 4)
+        phase["simulator_cpu"] = round(phase["simulator_cpu"] + simulator, 4)
+        self._mark = now
+
+    def split_simulation(self, process_wall: float, simulation_wall: float) -> None:
+        """Close the simulate() phase: files (before the process), the process outside the simulation, the simulation."""
+        self.lap("simulate")
+        phase = self.phases.pop("simulate")
+        self.phases["input_files"] = {"wall": round(max(0.0, phase["wall"] - process_wall), 4),
+                                      "worker_cpu": phase["worker_cpu"], "simulator_cpu": 0.0}
+        share = simulation_wall / process_wall if process_wall > 0 else 0.0
+        self.phases["simulator_start_and_check"] = {
+            "wall": round(max(0.0, process_wall - simulation_wall), 4), "worker_cpu": 0.0,
+            "simulator_cpu": round(phase["simulator_cpu"] * (1 - share), 4), "cpu_split": "by wall share"}
+        self.phases["simulation"] = {"wall": round(simulation_wall, 4), "worker_cpu": 0.0,
+                                     "simulator_cpu": round(phase["simulator_cpu"] * share, 4),
+                                     "cpu_split": "by wall share"}
+
+
+def _cpu_split() -> "tuple[float, float]":
+    """(CPU seconds of this process, of its finished children)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), children.ru_utime + children.ru_stime
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -534,12 +590,29 @@ def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None)
             return Client(scheduler, timeout="20s"), None
         except OSError as exc:
             raise ValueError(f"--scheduler: cannot reach a Dask scheduler at {scheduler!r} ({exc})") from None
+    import dask
+
     workers = (os.cpu_count() or 1) if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+    # The nannies and the scheduler live in this process, next to the client; the workers inherit this configuration.
+    with dask.config.set(QUIET_CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+
+
+#: Dask settings of a local cluster: its processes share the cores with the simulators, so they wake less.
+#: The defaults (a statistical profiler sampling every worker's threads every 10 ms, event-loop health
+#: checks every 20 ms, system and memory monitors every 0.1-0.5 s) cost about 7% of a core for a
+#: 2-worker cluster whose tasks wait on a simulator process; these settings cost about 1%
+#: (measured with idle tasks; see README, "Where the time goes").
+QUIET_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
 
 def load_results(out: Path, fingerprint: str) -> "dict[str, dict]":
@@ -615,9 +688,10 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
     say = progress or (lambda line: None)
     if done:
         say(f"resume: {len(done)} of {len(tasks)} tasks already verified in {out}, {len(pending)} to run")
-    start = time.perf_counter()
+    entered = start = time.perf_counter()
     new: dict = {}
     total_estimate = sum(t.estimated_cycles for t in pending)
+    timeline: dict = {}
     if pending:
         # Build the tile on every worker before timing anything (each worker once; the cache is content-keyed).
         workers = _worker_addresses(client)
@@ -630,7 +704,11 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                                                          if compiled else " (cached build)"))
         live: dict = {}
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: live.__setitem__(event[1]["task"], event[1]["cycles"]))
+        workers_cpu_before = _workers_cpu(client)
+        client_cpu_before = _cpu_split()[0]
         start = time.perf_counter()
+        timeline["prepare_seconds"] = round(start - entered, 3)
+        timeline["run_start_epoch"] = time.time()
         by_key = {}
         for task in pending:
             future = client.submit(run_task, task, settings, key=f"verify-{fingerprint}-{task.task_id}", pure=False)
@@ -677,24 +755,101 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                 names = sorted(by_key[f.key][1].task_id for f in remaining)
                 raise TimeoutError(f"verify: {len(remaining)} task(s) unfinished after {timeout} s: "
                                    f"{', '.join(names[:8])}")
+        timeline["run_end_epoch"] = time.time()
+        client_cpu = _cpu_split()[0] - client_cpu_before
         client.unsubscribe_topic(PROGRESS_TOPIC)
+        timeline.update(run_profile(list(new.values()), timeline["run_start_epoch"], timeline["run_end_epoch"],
+                                    workers_cpu_before, _workers_cpu(client), client_cpu))
     wall = time.perf_counter() - start
     records = {**done, **new}
     summary = summarize([records[t.task_id] for t in tasks if t.task_id in records], settings,
                         run={"wall_seconds": round(wall, 3), "tasks_run": len(new), "tasks_resumed": len(done),
                              "workers": len(_worker_addresses(client)),
-                             "load_average": [round(x, 2) for x in os.getloadavg()]})
+                             "load_average": [round(x, 2) for x in os.getloadavg()], "profile": timeline})
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
 
 
+def _process_cpu() -> dict:
+    """CPU seconds of this process (all its threads) and of its finished children, and its pid and thread count."""
+    own, children = _cpu_split()
+    return {"name": _worker_name(), "cpu": own, "children_cpu": children, "threads": threading.active_count()}
+
+
+def _workers_cpu(client) -> dict:
+    """:func:`_process_cpu` of every worker process, by worker address (an empty dict if a worker cannot answer)."""
+    try:
+        return client.run(_process_cpu)
+    except Exception:  # noqa: BLE001 - a profile is not worth failing a run over (e.g. a worker just died)
+        return {}
+
+
+#: Phases of a task (:class:`_Profile`), in the order they run.
+TASK_PHASES = ("setup", "weights", "quantize", "stimulus", "input_files", "simulator_start_and_check", "simulation",
+               "cleanup")
+
+
+def run_profile(records, run_start: float, run_end: float, workers_before: dict, workers_after: dict,
+                client_cpu: float) -> dict:
+    """Where the wall time and the CPU time of a run went, from its task records and process CPU counters.
+
+    ``tasks``: wall and CPU seconds per task phase, summed over the tasks.  ``workers``: per worker
+    process, its busy time (inside tasks), its idle time between the run's start and end (waiting for
+    the scheduler's next task, or for the others to finish: the tail), and the CPU it spent outside
+    tasks (Dask's own threads: heartbeats, event loop, monitors).  ``client_cpu_seconds``: this
+    process over the run (the client and, for a ``LocalCluster``, the scheduler and the nannies).
+    Wall-clock figures of workers use their epoch clock (the same clock on a local cluster).
+    """
+    phases = {name: {"wall": 0.0, "worker_cpu": 0.0, "simulator_cpu": 0.0} for name in TASK_PHASES}
+    for r in records:
+        for name, p in (r.get("profile") or {}).items():
+            phase = phases.setdefault(name, {"wall": 0.0, "worker_cpu": 0.0, "simulator_cpu": 0.0})
+            for k in ("wall", "worker_cpu", "simulator_cpu"):
+                phase[k] += p.get(k, 0.0)
+    phases = {name: {k: round(v, 3) for k, v in p.items()} for name, p in phases.items()}
+    span = run_end - run_start
+    per_worker: dict = {}
+    for r in records:
+        if r.get("started_at") is None:
+            continue
+        w = per_worker.setdefault(r["worker"], {"tasks": 0, "busy_seconds": 0.0, "first_start": r["started_at"],
+                                                "last_finish": r["finished_at"], "task_worker_cpu": 0.0})
+        w["tasks"] += 1
+        w["busy_seconds"] += r["finished_at"] - r["started_at"]
+        w["first_start"] = min(w["first_start"], r["started_at"])
+        w["last_finish"] = max(w["last_finish"], r["finished_at"])
+        w["task_worker_cpu"] += sum(p.get("worker_cpu", 0.0) for p in (r.get("profile") or {}).values())
+    by_pid = {v["name"]: (workers_before.get(a), v) for a, v in workers_after.items()}
+    workers = []
+    for name, w in sorted(per_worker.items()):
+        before, after = by_pid.get(name, (None, None))
+        outside = None
+        if before and after:
+            outside = round(after["cpu"] - before["cpu"] - w["task_worker_cpu"], 3)
+        workers.append({"worker": name, "tasks": w["tasks"], "busy_seconds": round(w["busy_seconds"], 3),
+                        "start_delay_seconds": round(w["first_start"] - run_start, 3),
+                        "idle_between_tasks_seconds": round(w["last_finish"] - w["first_start"] - w["busy_seconds"], 3),
+                        "tail_seconds": round(run_end - w["last_finish"], 3),
+                        "cpu_outside_tasks_seconds": outside,
+                        "threads": after["threads"] if after else None})
+    busy = sum(w["busy_seconds"] for w in workers)
+    return {"run_seconds": round(span, 3), "tasks": phases, "workers": workers,
+            "worker_utilization": round(busy / (span * len(workers)), 4) if workers and span > 0 else None,
+            "client_cpu_seconds": round(client_cpu, 3)}
+
+
 def _worker_addresses(client) -> list:
-    """Addresses of every worker (``scheduler_info`` lists only 5 unless asked for all)."""
+    """Addresses of every worker."""
+    return list(_scheduler_workers(client))
+
+
+def _scheduler_workers(client) -> dict:
+    """The scheduler's information on every worker, by address (``scheduler_info`` lists only 5 unless asked for all)."""
     import inspect
 
     if "n_workers" in inspect.signature(client.scheduler_info).parameters:
-        return list(client.scheduler_info(n_workers=-1)["workers"])
-    return list(client.scheduler_info()["workers"])
+        return client.scheduler_info(n_workers=-1)["workers"]
+    return client.scheduler_info()["workers"]
 
 
 def _wait_some(futures, timeout: float):
@@ -875,41 +1030,109 @@ def project_step(step_specs, name: str, settings: FarmSettings, summary: dict, c
 def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progress=None) -> dict:
     """Verify the same tasks on a fresh LocalCluster of each size in ``worker_counts``; wall-time ratios.
 
-    Each size gets its own output directory (``out/workers-N``, emptied first) and builds its
-    tile before the clock starts.  ``efficiency[n] = T(first) * first / (n * T(n))``.
+    The tile is built (or found in the cache) in this process before any clock starts.  Then, per
+    size, ``wall_seconds`` is what a user waits for: from asking for the cluster to having it
+    closed (cluster start, the tile loaded on every worker, the tasks, the summary, teardown),
+    for the same work (the same tasks, each size in its own output directory ``out/workers-N``,
+    emptied first).  ``efficiency[n] = T(first) * first / (n * T(n))``.  The components are
+    reported beside it, and a calibration: the same CPU-bound loop run by 1 and by n concurrent
+    processes of this session just before the run, so that a loaded machine shows as such.
     """
     out = Path(out)
     say = progress or (lambda line: None)
+    prepare_worker(settings)
     runs = []
     for n in worker_counts:
         directory = out / f"workers-{n}"
         shutil.rmtree(directory, ignore_errors=True)
+        machine = machine_parallelism(n)
+        say(f"scaling: {n} worker(s), load average {os.getloadavg()[0]:.1f}, this session gets {machine['parallelism']:.2f} "
+            f"core(s) for {n} CPU-bound process(es)")
+        load_before = os.getloadavg()
+        asked = time.perf_counter()
         client, cluster = open_client(workers=n)
         try:
-            say(f"scaling: {n} worker(s), load average {os.getloadavg()[0]:.1f}")
-            load_before = os.getloadavg()
+            started = time.perf_counter()
+            info = client.run(_process_cpu)
+            threads = sorted({w["nthreads"] for w in _scheduler_workers(client).values()})
             summary = verify(client, tasks, dataclasses.replace(settings, attempts=None), directory,
                              progress=lambda line, n=n: say(f"[{n} worker(s)] {line}"))
+            finished = time.perf_counter()
         finally:
             client.close()
             cluster.close()
+        closed = time.perf_counter()
         cpu = [load_results(directory, settings.fingerprint())[t.task_id].get("cpu_seconds") or 0.0 for t in tasks]
-        runs.append({"workers": n, "wall_seconds": summary["total"]["wall_seconds"],
+        total = summary["total"]
+        runs.append({"workers": n, "wall_seconds": round(closed - asked, 3),
+                     "components": {"cluster_start_seconds": round(started - asked, 3),
+                                    "prepare_seconds": total["profile"].get("prepare_seconds"),
+                                    "run_seconds": total["wall_seconds"],
+                                    "summary_seconds": round(finished - started - total["wall_seconds"]
+                                                             - (total["profile"].get("prepare_seconds") or 0.0), 3),
+                                    "teardown_seconds": round(closed - finished, 3)},
+                     "worker_processes": sorted({v["name"] for v in info.values()}),
+                     "threads_per_worker": threads,
+                     "profile": total["profile"], "machine": machine,
                      "cpu_seconds": round(sum(cpu), 3), "free_cores_makespan_seconds": round(_greedy_makespan(cpu, n), 3),
-                     "cycles": summary["total"]["cycles"], "mismatches": summary["total"]["mismatches"],
+                     "cycles": total["cycles"], "mismatches": total["mismatches"],
                      "passed": summary["passed"], "load_average_before": [round(x, 2) for x in load_before],
                      "load_average_after": [round(x, 2) for x in os.getloadavg()]})
     base = runs[0]
     for r in runs:
         r["speedup"] = round(base["wall_seconds"] / r["wall_seconds"], 4)
         r["efficiency"] = round(base["wall_seconds"] * base["workers"] / (r["workers"] * r["wall_seconds"]), 4)
+        # The tasks alone (no cluster start or teardown): where the farm's own overhead shows.
+        base_run, run = base["components"]["run_seconds"], r["components"]["run_seconds"]
+        r["run_efficiency"] = round(base_run * base["workers"] / (r["workers"] * run), 4) if run else None
+        # Against what the machine gave this session at the time (the calibration loop's parallelism).
+        gain = r["machine"]["parallelism"] / base["machine"]["parallelism"]
+        r["efficiency_against_machine"] = round(r["speedup"] / gain, 4) if gain > 0 else None
         # Load-robust view: CPU per run (does a worker more cost CPU?) and the efficiency the measured per-task
         # CPU times would give on free cores, scheduled longest first as the farm submits them.
         r["cpu_ratio"] = round(r["cpu_seconds"] / base["cpu_seconds"], 4) if base["cpu_seconds"] else None
         base_time = base["free_cores_makespan_seconds"] * base["workers"]
         r["estimated_efficiency_on_free_cores"] = round(
             base_time / (r["workers"] * r["free_cores_makespan_seconds"]), 4) if r["free_cores_makespan_seconds"] else None
-    return {"runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup()}
+    return {"definition": SCALING_DEFINITION, "runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup()}
+
+
+#: What ``efficiency`` means in the scaling report (written into it).
+SCALING_DEFINITION = (
+    "efficiency(n) = T(first) * first / (n * T(n)), T = wall seconds a user waits for the same tasks: from asking "
+    "for a LocalCluster of n single-threaded worker processes to having it closed (cluster start, tile load per "
+    "worker, tasks, summary, teardown; the Verilator build is made before any clock starts). run_efficiency: the "
+    "same ratio over the tasks alone. efficiency_against_machine: speedup / the parallelism this session got for "
+    "n CPU-bound processes just before the run (a calibration loop, not the farm).")
+
+
+def machine_parallelism(n: int, seconds: float = 0.5) -> dict:
+    """How many cores this session gets for ``n`` concurrent CPU-bound processes, now.
+
+    Runs a fixed pure-Python loop (about ``seconds`` on a free core) alone, then in ``n`` processes
+    at once; ``parallelism = n * T(alone) / max T(together)`` (1.0 when ``n`` is 1).  A calibration of
+    the machine's load, not of the farm.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+        list(pool.map(_spin, [0] * n))          # start the processes outside the timing
+        iterations = max(1, int(seconds / max(1e-6, pool.submit(_spin, 200_000).result()) * 200_000))
+        alone = pool.submit(_spin, iterations).result()
+        together = max(pool.map(_spin, [iterations] * n)) if n > 1 else alone
+    return {"processes": n, "alone_seconds": round(alone, 3), "together_seconds": round(together, 3),
+            "parallelism": round(n * alone / together, 3) if together > 0 else 0.0}
+
+
+def _spin(iterations: int) -> float:
+    """Wall seconds of ``iterations`` of a fixed integer loop (the calibration's unit of work)."""
+    start = time.perf_counter()
+    x = 0
+    for i in range(iterations):
+        x = (x * 1_103_515_245 + i) & 0xFFFFFFFF
+    return time.perf_counter() - start
 
 
 def _greedy_makespan(seconds, workers: int) -> float:

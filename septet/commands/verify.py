@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from septet.cli import SeptetError
@@ -134,7 +135,33 @@ def _print_summary(summary, projection, out, stream):
               f"{m['cpu_seconds_per_cycle'] * 1e6:.2f} s per M cycles, fitted on {m['tasks']} tasks, worst error "
               f"{100 * m['max_relative_error']:.0f}%): {projection['free_cores_core_hours']:.2f} core-hours, {walls}",
               file=stream)
+    _print_profile(t.get("profile"), stream)
+    command = t.get("command")
+    if command:
+        print(f"this command: {command['command_seconds']:.1f} s in all (cluster start {command['cluster_start_seconds']:.1f} s, "
+              f"verify {command['verify_seconds']:.1f} s, teardown {command['teardown_seconds']:.1f} s, the rest imports, "
+              f"planning and the projection)", file=stream)
     print(f"results: {out}", file=stream)
+
+
+def _print_profile(profile, stream, indent=""):
+    """Where a run's time went: per task phase (wall and CPU, summed over tasks) and per worker."""
+    if not profile or "tasks" not in profile:
+        return
+    phases = profile["tasks"]
+    wall = sum(p["wall"] for p in phases.values())
+    print(f"{indent}task phases (wall s / CPU s, summed over tasks): " + ", ".join(
+        f"{name} {p['wall']:.1f}/{p['worker_cpu'] + p['simulator_cpu']:.1f}" for name, p in phases.items())
+        + f"; total {wall:.1f}", file=stream)
+    for w in profile["workers"]:
+        outside = w["cpu_outside_tasks_seconds"]
+        print(f"{indent}worker {w['worker']}: {w['tasks']} tasks, busy {w['busy_seconds']:.1f} s, waited "
+              f"{w['start_delay_seconds']:.2f} s for its first task and {w['idle_between_tasks_seconds']:.2f} s between "
+              f"tasks, idle {w['tail_seconds']:.1f} s at the end (the tail); Dask outside tasks "
+              + (f"{outside:.2f} CPU s" if outside is not None else "?") + f", {w['threads']} Python threads in its process", file=stream)
+    print(f"{indent}client, scheduler and nannies: {profile['client_cpu_seconds']:.2f} CPU s over "
+          f"{profile['run_seconds']:.1f} s; workers busy {100 * (profile['worker_utilization'] or 0):.1f}% of the run",
+          file=stream)
 
 
 def _human(seconds):
@@ -143,6 +170,16 @@ def _human(seconds):
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.0f} s"
+
+
+def _process_start() -> float:
+    """Epoch seconds when this process started (so imports count), from /proc; now where there is no /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 def run(args):
@@ -210,12 +247,18 @@ def run(args):
         counts = parse_int_list(args.scaling, "--scaling", low=1)
         result = scaling(tasks, settings, out / "scaling", counts, progress=progress)
         for r in result["runs"]:
-            print(f"{r['workers']} worker(s): wall {r['wall_seconds']:.1f} s, speedup {r['speedup']:.3f}, "
-                  f"efficiency {r['efficiency']:.3f}; CPU {r['cpu_seconds']:.1f} s ({r['cpu_ratio']:.3f} of the first "
-                  f"run's), efficiency of these task CPU times on free cores {r['estimated_efficiency_on_free_cores']:.3f}; "
-                  f"{r['mismatches']} mismatches, load average "
-                  f"{r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f} on {result['cpus']} CPUs",
-                  file=summary_stream)
+            c = r["components"]
+            print(f"{r['workers']} worker(s): wall {r['wall_seconds']:.1f} s (cluster start {c['cluster_start_seconds']:.1f}, "
+                  f"tile load {c['prepare_seconds']:.1f}, tasks {c['run_seconds']:.1f}, summary {c['summary_seconds']:.1f}, "
+                  f"teardown {c['teardown_seconds']:.1f}), speedup {r['speedup']:.3f}, efficiency {r['efficiency']:.3f} "
+                  f"(tasks alone {r['run_efficiency']:.3f}); {r['mismatches']} mismatches; load average "
+                  f"{r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f} on {result['cpus']} CPUs, "
+                  f"calibration: this session got {r['machine']['parallelism']:.2f} core(s) for {r['workers']} "
+                  f"process(es), efficiency against that {r['efficiency_against_machine']:.3f}; CPU {r['cpu_seconds']:.1f} s "
+                  f"({r['cpu_ratio']:.3f} of the first run's), efficiency of these task CPU times on free cores "
+                  f"{r['estimated_efficiency_on_free_cores']:.3f}", file=summary_stream)
+            _print_profile(r["profile"], summary_stream, indent="    ")
+        print(f"definition: {result['definition']}", file=summary_stream)
         busiest = max(max(r["load_average_before"][0], r["load_average_after"][0]) for r in result["runs"])
         if busiest > result["cpus"]:
             print(f"note: load average up to {busiest:.1f} on {result['cpus']} CPUs: the workers competed with other "
@@ -236,16 +279,24 @@ def run(args):
     from tb.farm import check_out_dir
 
     check_out_dir(out, settings)
+    asked = time.perf_counter()
     try:
         client, cluster = open_client(workers=args.workers, scheduler=args.scheduler)
     except ValueError as exc:
         raise SeptetError(str(exc)) from None
+    started = time.perf_counter()
     try:
         summary = verify(client, tasks, settings, out, progress=progress, timeout=args.timeout)
     finally:
+        finished = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
+    closed = time.perf_counter()
+    summary["total"]["command"] = {"cluster_start_seconds": round(started - asked, 3),
+                                   "verify_seconds": round(finished - started, 3),
+                                   "teardown_seconds": round(closed - finished, 3),
+                                   "command_seconds": round(time.time() - _process_start(), 3)}
     summary["projection"] = project_step(step_specs, name, settings, summary, cores)
     from tb.farm import SUMMARY_FILE, write_json_atomic
 
