@@ -41,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--through", default="golden", choices=("golden", "rtl"), help="default golden")
     p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help=f"tile lanes (rtl); default {DEFAULT_LANES}")
     p.add_argument("--bus-width", type=int, default=DEFAULT_BUS, help=f"tile bus width (rtl); default {DEFAULT_BUS}")
-    p.add_argument("--workers", type=int, default=2, help="simulator processes per token (rtl); default 2")
+    p.add_argument("--workers", type=int, default=2, help="simulators (each up for the whole run) sharing each token's GEMVs (rtl); default 2")
     p.add_argument("--layers", type=int, default=None, help="run only the first blocks (a reduced model)")
     p.add_argument("--vocab", type=int, default=None, help="keep only the first ids of the vocabulary and head "
                                                            "(a reduced model for quick checks)")
@@ -108,9 +108,10 @@ def run(args):
     model, tokenizer, linears = prepare_smollm2(spec, n_layers=args.layers, vocab=args.vocab,
                                                 cal_tokens=args.cal_tokens, cache_dir=out / "cache",
                                                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    timings = {"model load": time.time() - t0}
     print(f"model: SmolLM2-135M-Instruct, {args.layers or model.config.n_layers} blocks, every linear and the head "
           f"in {fmt.name} {args.arithmetic} g{args.group_size or 'col'} clip={args.clip} perm={not args.no_perm} "
-          f"({time.time() - t0:.1f} s to load and quantize)", file=sys.stderr, flush=True)
+          f"({timings['model load']:.1f} s to load and quantize)", file=sys.stderr, flush=True)
     prompt_ids = tokenizer.encode(args.prompt)
     if not prompt_ids:
         raise SeptetError("--prompt encodes to no tokens")
@@ -144,6 +145,7 @@ def run(args):
             print(text[len(shown):], end="", flush=True)
             shown = text
     golden_seconds = time.time() - t_golden
+    timings["golden integer path"] = golden_seconds
     golden_text = tokenizer.decode(ids)
     n_gemv = len(steps[0])
     if stream_golden:
@@ -151,10 +153,12 @@ def run(args):
         print(f"golden integer path: {args.tokens} tokens, {n_gemv} GEMVs per token, {golden_seconds:.1f} s"
               + (" (every GEMV also equal to golden.oracle.gemv_int)" if args.oracle else ""), file=sys.stderr)
         return 0
-    return _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0)
+    return _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0,
+                    timings)
 
 
-def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0):
+def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0,
+             timings):
     from golden.quality.intpath import Decoder
     from tb.gemv_data import TileConfig
     from tb.llm import ReplayLinear
@@ -172,13 +176,13 @@ def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps,
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text,
-                         replay, replay_lin, t0)
+                         replay, replay_lin, t0, timings)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text, replay,
-              replay_lin, t0):
+              replay_lin, t0, timings):
     import numpy as np
 
     from tb.llm import TileRunner
@@ -188,10 +192,12 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
     total_gemv = n_gemv * len(steps)
     with TileRunner(config, linears, out / "rtl", workers=args.workers, keep=args.keep) as runner:
         status.clear()
+        timings["tile build"] = runner.build_seconds
+        timings["simulator start"] = runner.start_seconds
         print(f"tile: {config.fmt} {config.arithmetic}, {config.lanes} lanes, {config.bus_width}-bit bus, "
               f"group {config.group_size}; build {runner.build_seconds:.1f} s "
-              f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulator processes",
-              file=sys.stderr, flush=True)
+              f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulators started in "
+              f"{runner.start_seconds:.1f} s", file=sys.stderr, flush=True)
         print(args.prompt, end="", flush=True)
         t_sim = time.time()
         pending = [runner.submit(0, steps[0])]
@@ -203,8 +209,8 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
             futures, groups, dirs = pending.pop(0)
             while not all(f.done() for f in futures):
                 running = 0
-                for d in dirs:
-                    line = read_progress(d)
+                for d, f in zip(dirs, futures):
+                    line = "" if f.done() else read_progress(d)
                     if line.startswith("cycle "):
                         running += int(line.split()[1])
                 elapsed = time.time() - t_sim
@@ -239,12 +245,13 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
     rtl_text = tokenizer.decode(rtl_ids)
     if rtl_ids != ids or rtl_text != golden_text:
         raise SeptetError("the text from the tile's results differs from golden's integer path")
+    timings["tile simulation (wall, with the replay decoder)"] = wall
     _summary(args, config, runner, linears, steps, per_token, cycles_done, gemvs_done, wall, sim_seconds,
-             time.time() - t0)
+             time.time() - t0, timings)
     return 0
 
 
-def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wall, sim_seconds, total):
+def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wall, sim_seconds, total, timings):
     import math
 
     from sim.config import load_chip
@@ -261,8 +268,11 @@ def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wal
     print(f"tile cycles per token: {cyc_token:,.0f} ({weights / 1e6:.1f} M weights, {stream_bits / weights:.3f} "
           f"stream bits per weight, bus efficiency {ideal / cyc_token:.4f})", file=sys.stderr)
     print(f"simulated {cycles / 1e6:.1f} M cycles in {wall:.1f} s wall ({cycles / wall / 1e3:.0f} k cycles/s over "
-          f"{args.workers} processes; simulators busy {sim_seconds:.1f} s); whole command {total:.1f} s",
-          file=sys.stderr)
+          f"{args.workers} simulators; simulators busy {sim_seconds:.1f} s); whole command {total:.1f} s for "
+          f"{len(per_token)} tokens", file=sys.stderr)
+    other = total - sum(timings.values())
+    print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+          + f", the rest {other:.1f} s (wall clock on this machine, shared or not)", file=sys.stderr)
     print(f"one tile at {args.clock_mhz:g} MHz: {cyc_token / f * 1e3:.3f} ms per token = {f / cyc_token:.1f} tok/s "
           f"(weights only: attention, norms and the KV cache are not counted)", file=sys.stderr)
     if (config.lanes, config.bus_width) != (16, 64):
