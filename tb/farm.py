@@ -39,6 +39,7 @@ GEMV, so ``efficiency = ideal / cycles`` shows those costs.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -363,6 +364,10 @@ class FarmSettings:
         Keep the simulation directories of passing tasks too (failing ones are always kept).
     task_cycles : int
         Target cycles per task (part of the task plan, so of the run's identity).
+    persistent_simulator : bool
+        Each worker runs its tasks in one simulator that stays up (:class:`tb.simulate.MemServer`)
+        instead of a new simulator process per task (not part of the identity: both give the
+        same results, cycle for cycle).
     """
 
     config: object
@@ -375,6 +380,7 @@ class FarmSettings:
     attempts: "str | None" = None
     keep: bool = False
     task_cycles: int = DEFAULT_TASK_CYCLES
+    persistent_simulator: bool = True
 
     def identity(self) -> dict:
         """What determines the results (a rerun with another identity must not reuse them)."""
@@ -394,8 +400,11 @@ _TILES: dict = {}
 _TILES_LOCK = threading.Lock()
 
 
-def prepare_worker(settings: FarmSettings) -> dict:
-    """Generate and build the tile once in this worker process (content-keyed cache); reuse it afterwards."""
+def prepare_worker(settings: FarmSettings, *, serve: bool = False) -> dict:
+    """Generate and build the tile once in this process (content-keyed cache); reuse it afterwards.
+
+    ``serve``: also start this process's persistent simulator (:func:`_server`) when the settings use one.
+    """
     from tb.simulate import build_tile, rtl_tile
 
     key = (settings.config, settings.hdl_clock)
@@ -406,15 +415,77 @@ def prepare_worker(settings: FarmSettings) -> dict:
             built = build_tile(tile, "mem", hdl_clock=settings.hdl_clock)
             _TILES[key] = (tile, {"build_seconds": round(time.perf_counter() - start, 3),
                                   "compiled": not built.cached, "build_key": built.key})
-        return {"worker": _worker_name(), **_TILES[key][1]}
+        info = {"worker": _worker_name(), **_TILES[key][1]}
+    if serve and settings.persistent_simulator:
+        start = time.perf_counter()
+        _server(settings)
+        info["simulator_start_seconds"] = round(time.perf_counter() - start, 3)
+    return info
+
+
+#: This process's persistent simulators (:class:`tb.simulate.MemServer`), by (tile config, HDL clock).
+_SERVERS: dict = {}
+#: A persistent simulator is replaced (its weights file removed) once that file passes this size: every
+#: task appends its weights (8 bytes per cycle on a 64-bit bus), the file only grows while a simulator reads it.
+SERVER_WEIGHTS_BYTES = 256 << 20
+
+
+def _scratch(settings: FarmSettings) -> Path:
+    return Path(settings.scratch or tempfile.gettempdir()) / "septet-verify"
+
+
+def _server(settings: FarmSettings):
+    """This process's persistent simulator for ``settings`` (started, or restarted when it ended or its weights
+    file grew past :data:`SERVER_WEIGHTS_BYTES`)."""
+    from tb.simulate import MemServer
+
+    key = (settings.config, settings.hdl_clock)
+    server = _SERVERS.get(key)
+    if server is not None and (not server.alive or server.weights_path.stat().st_size > SERVER_WEIGHTS_BYTES):
+        _stop_server(key)
+        server = None
+    if server is None:
+        root = _scratch(settings)
+        _remove_stale_servers(root)
+        directory = root / f"server.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        if not _SERVERS:
+            atexit.register(_stop_servers)
+        server = _SERVERS[key] = MemServer(_TILES[key][0], directory, hdl_clock=settings.hdl_clock)
+    return server
+
+
+def _stop_server(key) -> None:
+    server = _SERVERS.pop(key)
+    try:
+        server.close(kill=not server.alive)
+    finally:
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def _stop_servers() -> None:
+    for key in list(_SERVERS):
+        _stop_server(key)
+
+
+def _remove_stale_servers(root: Path) -> None:
+    """Remove the directories of this host's persistent simulators whose worker process is gone (a killed
+    worker leaves its directory, and its weights file, behind)."""
+    host = socket.gethostname()
+    for directory in root.glob(f"server.{host}.*"):
+        try:
+            pid = int(directory.name[len(f"server.{host}."):].split(".")[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(directory, ignore_errors=True)
+        except PermissionError:     # another user's live process
+            continue
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the simulator): what a task costs a core."""
-    import resource
-
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+    """CPU time of this process and of its children (the simulator): what a task costs a core."""
+    return sum(_cpu_split())
 
 
 def _worker_name() -> str:
@@ -468,6 +539,8 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     config = settings.config
     spec = task.gemv
     profile.lap("setup")
+    server = _server(settings) if settings.persistent_simulator else None
+    profile.lap("simulator_start")
     a = gemv_activations(settings.seed, spec)
     gemvs = []
     for start, stop in task.panels:
@@ -478,18 +551,23 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
         gemvs.append(make_gemv(qm, a, config, name=f"{spec.name} columns {start}:{stop}"))
         profile.lap("stimulus")
     golden_seconds = time.perf_counter() - started
-    root = Path(settings.scratch or tempfile.gettempdir()) / "septet-verify" / settings.fingerprint()
-    test_dir = root / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    test_dir = _scratch(settings) / settings.fingerprint() / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     options = {"seed": settings.seed, "idle": settings.idle, "backpressure": settings.backpressure}
-    result = simulate(tile, GemvSet(config, gemvs, options), test_dir, mode="mem", hdl_clock=settings.hdl_clock,
-                      check=False, progress=_live_progress(task.task_id))
-    outcome = result.outcome
-    profile.split_simulation(result.wall_seconds, float(outcome.get("sim_seconds") or 0.0))
+    gemv_set = GemvSet(config, gemvs, options)
+    if server is None:
+        result = simulate(tile, gemv_set, test_dir, mode="mem", hdl_clock=settings.hdl_clock,
+                          check=False, progress=_live_progress(task.task_id))
+        outcome = result.outcome
+        profile.split_simulation(result.wall_seconds, float(outcome.get("sim_seconds") or 0.0))
+    else:
+        outcome, process_wall = _serve(server, gemv_set, task)
+        profile.split_simulation(process_wall, float(outcome.get("sim_seconds") or 0.0), persistent=True)
+        test_dir = server.directory
     starts, ends = outcome.get("starts") or [], outcome.get("ends") or []
     complete = len(starts) == len(ends) == len(gemvs)
     beats_expected = sum(g.n_blocks for g in gemvs)
     mismatches = outcome.get("mismatches")
-    passed = bool(result.passed) and complete and mismatches == 0
+    passed = bool(outcome.get("passed")) and complete and mismatches == 0
     if mismatches is None or (not passed and mismatches == 0):
         mismatches = beats_expected * config.lanes   # the run died or lost beats: nothing verified
     record = {
@@ -506,8 +584,15 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
         "worker": _worker_name(),
         "fingerprint": settings.fingerprint(),
     }
+    if server is not None and (settings.keep or not passed):
+        # The server's directory is the next task's: keep a copy of this set's files (not the shared weights).
+        kept = _scratch(settings) / settings.fingerprint() / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        shutil.copytree(test_dir, kept, ignore=lambda d, names: [n for n in names if n.endswith(".fifo")
+                                                                  or n == Path(server.weights_path).name])
+        test_dir = kept
     if passed and not settings.keep:
-        shutil.rmtree(test_dir, ignore_errors=True)
+        if server is None:
+            shutil.rmtree(test_dir, ignore_errors=True)
     else:
         record["report"] = str(outcome.get("report") or "")[:4000]
         record["test_dir"] = str(test_dir)
@@ -517,6 +602,22 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     record["profile"] = profile.phases
     record["started_at"], record["finished_at"] = round(profile.epoch_start, 3), round(time.time(), 3)
     return record
+
+
+def _serve(server, gemv_set, task: Task) -> "tuple[dict, float]":
+    """Run ``gemv_set`` in the persistent simulator ``server``: (outcome, wall seconds from request to reply).
+
+    A simulator that ended (a crash, or a set that timed out, which ends it) fails this task
+    only; the next task starts a new one.
+    """
+    from tb.toolchain import SimulationFailed
+
+    offsets = [server.add_weights(g.weights) for g in gemv_set.gemvs]
+    try:
+        result = server.run(gemv_set, weight_offsets=offsets, progress=_live_progress(task.task_id))
+    except SimulationFailed as exc:
+        return {"passed": False, "mismatches": None, "cycles": [], "report": str(exc)}, 0.0
+    return result.outcome, result.wall_seconds
 
 
 class _Profile:
@@ -541,27 +642,56 @@ class _Profile:
         phase["simulator_cpu"] = round(phase["simulator_cpu"] + simulator, 4)
         self._mark = now
 
-    def split_simulation(self, process_wall: float, simulation_wall: float) -> None:
-        """Close the simulate() phase: files (before the process), the process outside the simulation, the simulation."""
+    def split_simulation(self, process_wall: float, simulation_wall: float, *, persistent: bool = False) -> None:
+        """Close the simulation phase: input files, the simulator outside the simulation, the simulation.
+
+        ``process_wall`` is the simulator's part: a whole process (``persistent`` False: start-up,
+        imports, reading the set, checking the results, exit) or one request to a persistent
+        simulator (reading the set, checking the results).
+        """
         self.lap("simulate")
         phase = self.phases.pop("simulate")
         self.phases["input_files"] = {"wall": round(max(0.0, phase["wall"] - process_wall), 4),
                                       "worker_cpu": phase["worker_cpu"], "simulator_cpu": 0.0}
         share = simulation_wall / process_wall if process_wall > 0 else 0.0
-        self.phases["simulator_start_and_check"] = {
+        self.phases["simulator_outside_simulation"] = {
             "wall": round(max(0.0, process_wall - simulation_wall), 4), "worker_cpu": 0.0,
-            "simulator_cpu": round(phase["simulator_cpu"] * (1 - share), 4), "cpu_split": "by wall share"}
+            "simulator_cpu": round(phase["simulator_cpu"] * (1 - share), 4), "cpu_split": "by wall share",
+            "includes": "reading the set, checking every result beat" if persistent else
+                        "process start (Verilator model, Python, imports), reading the set, checking, exit"}
         self.phases["simulation"] = {"wall": round(simulation_wall, 4), "worker_cpu": 0.0,
                                      "simulator_cpu": round(phase["simulator_cpu"] * share, 4),
                                      "cpu_split": "by wall share"}
 
 
 def _cpu_split() -> "tuple[float, float]":
-    """(CPU seconds of this process, of its finished children)."""
+    """(CPU seconds of this process, of its children: finished ones and running ones such as a persistent simulator)."""
     import resource
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time(), children.ru_utime + children.ru_stime
+    return time.process_time(), children.ru_utime + children.ru_stime + _running_descendants_cpu()
+
+
+def _running_descendants_cpu() -> float:
+    """CPU seconds so far of this process's running descendants (Linux ``/proc``; 0.0 elsewhere)."""
+    if not _SERVERS:
+        return 0.0     # without a persistent simulator every child is waited for: getrusage has them
+    parents: dict = {}
+    times: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parents.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = int(fields[11]) + int(fields[12])   # utime, stime (clock ticks)
+    total, todo = 0, list(parents.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo.extend(parents.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -695,8 +825,8 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
     if pending:
         # Build the tile on every worker before timing anything (each worker once; the cache is content-keyed).
         workers = _worker_addresses(client)
-        preparations = [client.submit(prepare_worker, settings, workers=[w], allow_other_workers=True, pure=False,
-                                      key=f"prepare-{fingerprint}-{i}") for i, w in enumerate(workers)]
+        preparations = [client.submit(prepare_worker, settings, serve=True, workers=[w], allow_other_workers=True,
+                                      pure=False, key=f"prepare-{fingerprint}-{i}") for i, w in enumerate(workers)]
         builds = client.gather(preparations)
         del preparations   # release them: a lost worker must not make the scheduler recompute them
         compiled = [b for b in builds if b["compiled"]]
@@ -785,8 +915,8 @@ def _workers_cpu(client) -> dict:
 
 
 #: Phases of a task (:class:`_Profile`), in the order they run.
-TASK_PHASES = ("setup", "weights", "quantize", "stimulus", "input_files", "simulator_start_and_check", "simulation",
-               "cleanup")
+TASK_PHASES = ("setup", "simulator_start", "weights", "quantize", "stimulus", "input_files",
+               "simulator_outside_simulation", "simulation", "cleanup")
 
 
 def run_profile(records, run_start: float, run_end: float, workers_before: dict, workers_after: dict,

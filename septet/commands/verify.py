@@ -52,6 +52,9 @@ def add_arguments(p):
                         "(default 1,2) and report wall-time speedup and efficiency")
     p.add_argument("--no-hdl-clock", dest="hdl_clock", action="store_false",
                    help="cocotb drives the clock (slower per cycle, quicker build)")
+    p.add_argument("--simulator-per-task", dest="persistent_simulator", action="store_false",
+                   help="start a new simulator process for every task instead of one per worker that stays up "
+                        "(slower: for comparison)")
     p.add_argument("--keep", action="store_true", help="keep the simulation directories of passing tasks")
     p.add_argument("--scratch", default=None, metavar="DIR",
                    help="where workers put simulation directories (default: their temporary directory)")
@@ -237,7 +240,8 @@ def run(args):
 
     settings = FarmSettings(config=config, seed=args.seed, hdl_clock=args.hdl_clock, idle=args.idle,
                             backpressure=args.backpressure, weights=weights, scratch=args.scratch,
-                            attempts=None, keep=args.keep, task_cycles=task_cycles)
+                            attempts=None, keep=args.keep, task_cycles=task_cycles,
+                            persistent_simulator=args.persistent_simulator)
     print(f"septet verify: {name}, {len(specs)} GEMVs ({sum(s.weights for s in specs):,} weights) in {len(tasks)} "
           f"tasks, tile {config.fmt} {config.arithmetic} g{config.group_size or 'col'} L={config.lanes} "
           f"W={config.bus_width}", file=sys.stderr)
@@ -279,6 +283,10 @@ def run(args):
     from tb.farm import check_out_dir
 
     check_out_dir(out, settings)
+    if args.scheduler is None:
+        from tb.farm import prepare_worker
+
+        prepare_worker(settings)    # build (or find) the tile here, once, before the workers start and need it
     asked = time.perf_counter()
     try:
         client, cluster = open_client(workers=args.workers, scheduler=args.scheduler)

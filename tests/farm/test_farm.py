@@ -196,6 +196,10 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
         assert sum(p["wall"] for p in record["profile"].values()) == pytest.approx(record["task_seconds"], abs=0.05)
         assert record["profile"]["simulation"]["wall"] == pytest.approx(record["sim_seconds"], abs=1e-3)
         assert record["started_at"] < record["finished_at"]
+    # Each worker's simulator stays up (it started before the tasks: a worker started after the kill starts its
+    # own in its first task), and its CPU is counted while it runs.
+    assert sum(r["profile"]["simulator_start"]["wall"] < 0.5 for r in reported) >= len(reported) - 2
+    assert sum(r["profile"]["simulation"]["simulator_cpu"] for r in reported) > 0   # counted in 10 ms ticks
     profile = summary["total"]["profile"]
     assert sum(w["tasks"] for w in profile["workers"]) == len(reported)
     assert 0 < profile["worker_utilization"] <= 1
@@ -206,7 +210,8 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     def argv(seed):
         return ["verify", "--model", str(TINY), "--layers", "1", "--projections", "q,k,v", "--lanes", "8",
                 "--bus-width", "32", "--group-size", "none", "--seed", str(seed), "--task-cycles", "20000",
-                "--workers", "1", "--out", str(out), "--scratch", str(tmp_path / "scratch"), "--timeout", "300"]
+                "--workers", "1", "--out", str(out), "--scratch", str(tmp_path / "scratch"), "--timeout", "300",
+                "--simulator-per-task"]     # the other way to run a task, same results
 
     assert main(argv(5)) == 0
     summary = json.loads((out / "summary.json").read_text())
