@@ -47,7 +47,7 @@ quality: $(STAMP)
 # One full LLaMA-2-70B layer (7 GEMVs, 856 M weights) through the RTL on a 2-worker local Dask cluster.
 verify: $(STAMP)
 	$(BIN)/septet verify --model llama2-70b --layers 0:1 --projections q,k,v,o,gate,up,down --workers 2 \
-		--out build/verify/llama2-70b-layer0
+		--out build/verify/llama2-70b-layer0 --set-aside
 
 # SmolLM2 generating a few tokens with every GEMV in the Verilated tile, checked bit for bit (prints its timing).
 generate: $(STAMP)

@@ -90,9 +90,10 @@ PROJECTIONS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate
                "up": "up_proj", "down": "down_proj", "lm_head": "lm_head"}
 #: Weights per panel (a target; a panel is a whole number of lane blocks).
 PANEL_WEIGHTS = 1 << 23
-#: Default target cycles per task: big enough that the simulator start (about a second) is small
-#: beside it, small enough that one LLaMA-70B layer gives a dozen tasks to balance.
-DEFAULT_TASK_CYCLES = 4_000_000
+#: Default target cycles per task: big enough that a task's fixed costs (golden's set-up, a round trip to the
+#: scheduler: a persistent simulator has no start per task) are small beside it, small enough that one
+#: LLaMA-70B layer gives 27 tasks, which 2 workers finish within 0.5% of each other (13 tasks of 4 M: 5%).
+DEFAULT_TASK_CYCLES = 2_000_000
 #: The format of the files in ``OUT/results`` and of the summary.
 SCHEMA = "septet.verify/1"
 RESULTS_DIR = "results"
@@ -390,10 +391,27 @@ class FarmSettings:
             weights = {"path": str(Path(self.weights).resolve()), "bytes": stat.st_size}
         return {"schema": SCHEMA, "tile": self.config.as_dict(), "seed": self.seed, "hdl_clock": self.hdl_clock,
                 "idle": self.idle, "backpressure": self.backpressure, "weights": weights,
-                "panel_weights": PANEL_WEIGHTS, "task_cycles": self.task_cycles}
+                "panel_weights": PANEL_WEIGHTS, "task_cycles": self.task_cycles, "sources": sources_digest()}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def sources_digest() -> str:
+    """Hash of what a verified result depends on besides the settings: the RTL and golden (the Verilog's
+    inputs, :func:`tb.simulate.verilog_inputs_digest`), the testbench (every ``.py``, ``.sv`` and ``.vlt``
+    of ``tb/``: the wrapper, the scoreboard, this farm) and the simulator's version.  Part of a run's
+    identity: results verified by other sources are stale, never resumed.  Errs on the safe side (an
+    edit anywhere in ``tb/`` invalidates them)."""
+    from tb.simulate import verilog_inputs_digest
+    from tb.toolchain import simulator_name
+
+    digest = hashlib.sha256(f"{verilog_inputs_digest()}\0{simulator_name()}\0".encode())
+    here = Path(__file__).resolve().parent
+    for path in sorted(p for p in here.iterdir() if p.suffix in (".py", ".sv", ".vlt")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 _TILES: dict = {}
@@ -772,16 +790,29 @@ def _fmt_seconds(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def check_out_dir(out, settings: FarmSettings) -> None:
-    """Raise ``ValueError`` when ``out`` holds a run made with other settings (results are never mixed)."""
-    run_path = Path(out) / RUN_FILE
+def check_out_dir(out, settings: FarmSettings, *, set_aside: bool = False) -> "Path | None":
+    """Raise ``ValueError`` when ``out`` holds a run made with other settings (results are never mixed).
+
+    ``set_aside``: instead, move that run's files into ``out/other-<its fingerprint>/`` (nothing is
+    deleted) and return that directory.
+    """
+    out = Path(out)
+    run_path = out / RUN_FILE
     if run_path.is_file():
         previous = json.loads(run_path.read_text())
         if previous.get("fingerprint") != settings.fingerprint():
             theirs, ours = previous.get("identity") or {}, settings.identity()
             differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            raise ValueError(f"--out {out} holds a run with other settings (differing: {', '.join(differ)}); "
-                             f"choose another --out or remove it")
+            if not set_aside:
+                raise ValueError(f"--out {out} holds a run with other settings (differing: {', '.join(differ)}); "
+                                 f"choose another --out, remove it, or set it aside with --set-aside")
+            aside = out / f"other-{previous.get('fingerprint') or 'unknown'}-{uuid.uuid4().hex[:6]}"
+            aside.mkdir()
+            for name in (RESULTS_DIR, ATTEMPTS_DIR, SUMMARY_FILE, RUN_FILE):
+                if (out / name).exists():
+                    (out / name).rename(aside / name)
+            return aside
+    return None
 
 
 def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout: "float | None" = None,

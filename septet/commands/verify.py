@@ -44,7 +44,7 @@ def add_arguments(p):
                          help="an existing Dask scheduler, e.g. tcp://host:8786 (LSF/SLURM via dask-jobqueue)")
     p.add_argument("--task-cycles", type=int, default=None, metavar="C",
                    help="target tile cycles per task: big GEMVs are cut into column tasks of about C cycles "
-                        "(default 4000000)")
+                        "(default 2000000)")
     p.add_argument("--cores", default="1,64,1024", metavar="C,...",
                    help="core counts for the projected wall time of the whole decode step; default 1,64,1024")
     p.add_argument("--scaling", nargs="?", const="1,2", default=None, metavar="N,M,...",
@@ -61,6 +61,9 @@ def add_arguments(p):
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory: results/<task>.json, summary.json (default build/verify/<model>-<format>)")
+    p.add_argument("--set-aside", action="store_true",
+                   help="when --out holds a run with other settings or sources (stale results), move it into "
+                        "OUT/other-<fingerprint>/ and start over instead of refusing")
     p.add_argument("--json", action="store_true", help="print the summary JSON to stdout (progress goes to stderr)")
 
 
@@ -282,7 +285,12 @@ def run(args):
         settings = replace(settings, attempts=str((out / "attempts").resolve()))
     from tb.farm import check_out_dir
 
-    check_out_dir(out, settings)
+    try:
+        aside = check_out_dir(out, settings, set_aside=args.set_aside)
+    except ValueError as exc:
+        raise SeptetError(str(exc)) from None
+    if aside is not None:
+        print(f"septet verify: {out} held a run with other settings or sources; moved to {aside}", file=sys.stderr)
     if args.scheduler is None:
         from tb.farm import prepare_worker
 

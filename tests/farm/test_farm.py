@@ -281,3 +281,20 @@ def test_machine_parallelism_calibration():
     two = farm.machine_parallelism(2, seconds=0.05)
     # Two processes of this session get between a shared core and two free ones (with some timing noise).
     assert 0.3 < two["parallelism"] < 2.5 and two["together_seconds"] > 0
+
+
+def test_results_of_other_sources_are_refused_or_set_aside(tmp_path):
+    """A run's identity includes the sources (RTL, golden, testbench): stale results are never resumed."""
+    settings = farm.FarmSettings(config=SMALL_TILE, seed=5)
+    assert settings.identity()["sources"] == farm.sources_digest()
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    stale = {**settings.identity(), "sources": "0" * 16}
+    farm.write_json_atomic(out / "run.json", {"fingerprint": "f" * 16, "identity": stale, "tasks": []})
+    (out / "results" / "t.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"differing: sources\)"):
+        farm.check_out_dir(out, settings)
+    aside = farm.check_out_dir(out, settings, set_aside=True)
+    assert aside.parent == out and aside.name.startswith("other-" + "f" * 16)
+    assert (aside / "results" / "t.json").is_file() and (aside / "run.json").is_file()
+    assert not (out / "run.json").exists() and farm.check_out_dir(out, settings) is None
