@@ -41,7 +41,8 @@ def add_arguments(p):
     p.add_argument("--through", default="golden", choices=("golden", "rtl"), help="default golden")
     p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help=f"tile lanes (rtl); default {DEFAULT_LANES}")
     p.add_argument("--bus-width", type=int, default=DEFAULT_BUS, help=f"tile bus width (rtl); default {DEFAULT_BUS}")
-    p.add_argument("--workers", type=int, default=2, help="simulators (each up for the whole run) sharing each token's GEMVs (rtl); default 2")
+    p.add_argument("--workers", type=int, default=2,
+                   help="simulators (each up for the whole run) sharing each token's GEMVs (rtl); default 2")
     p.add_argument("--layers", type=int, default=None, help="run only the first blocks (a reduced model)")
     p.add_argument("--vocab", type=int, default=None, help="keep only the first ids of the vocabulary and head "
                                                            "(a reduced model for quick checks)")
