@@ -29,6 +29,7 @@ text, and it equals golden's because every result matched.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import shutil
 import threading
 import time
@@ -206,6 +207,8 @@ class TileRunner:
         """Queue a step's GEMVs; returns ``(futures, index groups, simulator dirs)`` for :meth:`collect`."""
         gemvs = self.gemvs(step, records)
         offsets = [self._offset(r.name, g) for r, g in zip(records, gemvs)]
+        # The words are in the weights file: a queued step holds only its activations and expected results.
+        gemvs = [dataclasses.replace(g, weights=g.weights[:0]) for g in gemvs]
         groups = split_balanced([g.stream_bits for g in gemvs], self.workers)
         futures, dirs = [], []
         for w, idx in enumerate(groups):

@@ -167,6 +167,8 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
         bank = directory / FILES["weights"]
         words_in_bank = bank.stat().st_size // pad if bank.exists() else 0
         for g, o, n in zip(gemv_set.gemvs, offsets, n_words):
+            if len(g.weights) not in (0, n):
+                raise ValueError(f"{g.name}: {len(g.weights)} weight words, its stream needs {n}")
             if o + n > words_in_bank:
                 raise ValueError(f"{g.name}: words [{o}, {o + n}) are beyond the weights file's {words_in_bank}")
     if (offsets[-1] + n_words[-1]) * pad > MAX_WEIGHTS_FILE_BYTES:
