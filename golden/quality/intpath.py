@@ -108,12 +108,18 @@ class TileLinear:
                              f"{qm.fmt.max_k_int32(qm.arithmetic)} (the tile's slot sums would overflow)")
         # sum_g sum_t m (acc - z sa) = a @ (m q) - sa @ (m z): every term an integer, every partial sum
         # below 2**53 (checked), so float64 BLAS gives the exact integer whatever its summation order.
-        row_mant = qm.mant[qm.group_of_row(), qm.slot_of_row()]                   # (K_pad, N)
-        scaled = row_mant * qm.grid_codes()
-        self._scaled_codes = scaled.astype(np.float64)
+        # m * qm.grid_codes(), built in float64 in place (a 16-bit mantissa times a code is exact): no int64
+        # temporaries of the matrix's size, whose fresh pages cost most of the time.
+        scaled = qm.mant.astype(np.float64)[qm.group_of_row(), qm.slot_of_row()]    # (K_pad, N)
+        scaled *= qm.codes
+        shift = qm.fmt.odd_shift(qm.arithmetic)
+        if shift:
+            scaled[1::2] *= 1 << shift
+        self._scaled_codes = scaled
         self._mant_zero = (qm.mant * qm.zeros).reshape(-1, qm.N).astype(np.float64)   # (groups*slots, N)
-        bound = (-ACT_MIN) * qm.K_pad * max(int(np.abs(scaled).max(initial=0)),
-                                              int(np.abs(self._mant_zero).max(initial=0)))
+        peak = max(float(scaled.max(initial=0)), -float(scaled.min(initial=0)),
+                   float(np.abs(self._mant_zero).max(initial=0)))
+        bound = (-ACT_MIN) * qm.K_pad * int(peak)
         if bound >= _F64_EXACT:
             raise ValueError(f"{name}: integer sums up to {bound} are beyond float64's exact range")
         self._unit = np.exp2(-qm.exp.astype(np.float64))
