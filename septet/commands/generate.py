@@ -167,13 +167,13 @@ def _golden_steps(args, decoder, linears, prompt_ids, on_step):
 
 def _run_rtl(args, model, tokenizer, linears, decoder, prompt_ids, prefilled, fmt, spec, t0, timings):
     from golden.quality.intpath import Decoder
-    from tb.gemv_data import TileConfig
+    from rtl.params import TileParams
     from tb.llm import ReplayLinear
 
-    config = TileConfig(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
+    config = TileParams(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
                         group_size=spec["group_size"])
     status = _Status()
-    status.show(f"building the tile {config.as_dict()} (cached by content) ...", force=True)
+    status.show(f"building the tile {config.build_record()} (cached by content) ...", force=True)
     out = Path(args.out)
     replay_lin = {name: ReplayLinear(lin, name) for name, lin in linears.items()}
     replay = Decoder(model, replay_lin, n_layers=args.layers, max_len=len(prompt_ids) + args.tokens + 1)
