@@ -293,3 +293,41 @@ class TileParams:
             "slot_acc_bits": SLOT_ACC_BITS,
             "out_bits": self.out_bits,
         }
+
+    # -- the build parameters alone: to rebuild, to record, to read back ---------------------------
+
+    def build_kwargs(self) -> dict:
+        """The keyword arguments that rebuild these parameters (``TileParams(**p.build_kwargs()) == p``).
+
+        What :func:`rtl.top.generate_verilog` takes besides its output directory.
+        """
+        from dataclasses import fields
+
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def build_record(self) -> dict:
+        """The build parameters alone, JSON-serialisable (format and arithmetic by name).
+
+        The tile of a measurement record and of the files a cocotb process reads; the first
+        build keys of :meth:`as_dict`, without its derived widths.  :meth:`from_record` reads it back.
+        """
+        record = {"format": self.fmt.name, "arithmetic": self.arithmetic.value}
+        record.update((name, value) for name, value in self.build_kwargs().items() if name not in ("fmt", "arithmetic"))
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TileParams":
+        """The parameters of a :meth:`build_record` (or :meth:`as_dict`) record, validated anew.
+
+        Raises
+        ------
+        ValueError
+            When a build parameter is missing from ``record``.
+        """
+        from dataclasses import fields
+
+        names = ["format" if f.name == "fmt" else f.name for f in fields(cls)]
+        missing = [name for name in names if name not in record]
+        if missing:
+            raise ValueError(f"a tile record needs the keys {names}; missing {missing}")
+        return cls(**{"fmt" if name == "format" else name: record[name] for name in names})

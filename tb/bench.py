@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 from tb import toolchain
-from tb.gemv_data import GemvSet, TileConfig, random_gemv
+from rtl.params import TileParams
+from tb.gemv_data import GemvSet, random_gemv
 from tb.simulate import rtl_tile, simulate
 
-DEFAULT_TILE = TileConfig(fmt="4+3", lanes=16, bus_width=64)
+DEFAULT_TILE = TileParams(fmt="4+3", lanes=16, bus_width=64)
 
 
 def _run(tile, gemv, directory, mode, hdl_clock=False):

@@ -348,7 +348,7 @@ class FarmSettings:
 
     Attributes
     ----------
-    config : tb.gemv_data.TileConfig
+    config : rtl.params.TileParams
     seed : int
         Seed of the weights, the activations and the stall generators.
     hdl_clock : bool
@@ -389,7 +389,7 @@ class FarmSettings:
         if self.weights is not None:
             stat = Path(self.weights).stat()
             weights = {"path": str(Path(self.weights).resolve()), "bytes": stat.st_size}
-        return {"schema": SCHEMA, "tile": self.config.as_dict(), "seed": self.seed, "hdl_clock": self.hdl_clock,
+        return {"schema": SCHEMA, "tile": self.config.build_record(), "seed": self.seed, "hdl_clock": self.hdl_clock,
                 "idle": self.idle, "backpressure": self.backpressure, "weights": weights,
                 "panel_weights": PANEL_WEIGHTS, "task_cycles": self.task_cycles, "sources": sources_digest()}
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +29,15 @@ import numpy as np
 from golden.format import ACT_BITS, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, byte_count
 from golden.quantize import QuantizedMatrix
 from golden.vectors import DEFAULT_SATURATE, GemvVectors, gemv_vectors, random_vectors
-from rtl.params import DEFAULT_ACC_WIDTH, DEFAULT_MAX_K, TileParams
+from rtl.params import TileParams
 
 __all__ = [
-    "TileConfig",
     "port_widths",
     "Gemv",
     "GemvSet",
     "make_gemv",
     "gemv_from_vectors",
     "random_gemv",
-    "bytes_per_beat",
     "bytes_to_lanes",
 ]
 
@@ -50,82 +47,27 @@ PARAM_LANE_BITS = REQUANT_MULT_BITS + REQUANT_SHIFT_BITS
 ACT_BEAT_BITS = 2 * ACT_BITS
 
 
-def bytes_per_beat(bits: int) -> int:
-    """Bytes of a beat of ``bits`` bits once padded to whole bytes (the Verilog top's tdata width / 8)."""
-    return byte_count(bits)
+def port_widths(config: TileParams) -> dict:
+    """The tdata width of each stream port by the tile contract (rtl/TILE.md), in bits before byte padding.
 
-
-@dataclass(frozen=True)
-class TileConfig:
-    """The tile's build parameters as the testbench carries them: a thin view of :class:`rtl.params.TileParams`.
-
-    The fields are plain strings, integers and booleans (they travel as JSON to the
-    cocotb process and into measurement records); validation and every derived width
-    are ``TileParams``' (:attr:`params`), never repeated here.  The testbench checks the
-    port widths it derives (:func:`port_widths`) against the RTL's generated JSON and
-    against the built model's ports.
+    The testbench checks these against the RTL's generated JSON and the built model's ports.
     """
-
-    fmt: str = "4+3"
-    arithmetic: str = "own"
-    lanes: int = 16
-    bus_width: int = 64
-    group_size: "int | None" = None
-    acc_width: int = DEFAULT_ACC_WIDTH
-    max_k: int = DEFAULT_MAX_K
-    requant: bool = False
-
-    def __post_init__(self):
-        params = TileParams(**self.rtl_params())          # validates, with the RTL's messages
-        object.__setattr__(self, "fmt", params.fmt.name)
-        object.__setattr__(self, "arithmetic", params.arithmetic.value)
-
-    @cached_property
-    def params(self) -> TileParams:
-        """The one parameter object (validated widths, latencies)."""
-        return TileParams(**self.rtl_params())
-
-    @property
-    def result_bits(self) -> int:
-        """Width of one lane's result on ``m_axis_result`` (``TileParams.out_bits``)."""
-        return self.params.out_bits
-
-    def rtl_params(self) -> dict:
-        """Keyword arguments of ``TileParams`` and of the RTL's ``generate_verilog``."""
-        return {"fmt": self.fmt, "arithmetic": self.arithmetic, "lanes": self.lanes,
-                "bus_width": self.bus_width, "group_size": self.group_size, "acc_width": self.acc_width,
-                "max_k": self.max_k, "requant": self.requant}
-
-    def as_dict(self) -> dict:
-        return {"format": self.fmt, "arithmetic": self.arithmetic, "lanes": self.lanes,
-                "bus_width": self.bus_width, "group_size": self.group_size, "acc_width": self.acc_width,
-                "max_k": self.max_k, "requant": self.requant}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TileConfig":
-        return cls(fmt=d["format"], arithmetic=d["arithmetic"], lanes=d["lanes"], bus_width=d["bus_width"],
-                   group_size=d["group_size"], acc_width=d["acc_width"], max_k=d["max_k"],
-                   requant=d["requant"])
-
-
-def port_widths(config: TileConfig) -> dict:
-    """The tdata width of each stream port by the tile contract (rtl/TILE.md), in bits before byte padding."""
     widths = {"s_axis_weights__tdata": config.bus_width, "s_axis_act__tdata": ACT_BEAT_BITS,
-              "m_axis_result__tdata": config.lanes * config.result_bits}
+              "m_axis_result__tdata": config.lanes * config.out_bits}
     if config.requant:
         widths["s_axis_params__tdata"] = config.lanes * PARAM_LANE_BITS
     return widths
 
 
 def _words_to_bytes(words, bits: int) -> np.ndarray:
-    """Python-int words of ``bits`` bits -> uint8 array (n, bytes_per_beat(bits)), little-endian."""
-    nbytes = bytes_per_beat(bits)
+    """Python-int words of ``bits`` bits -> uint8 array (n, byte_count(bits)), little-endian."""
+    nbytes = byte_count(bits)
     return np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
                          dtype=np.uint8).reshape(len(words), nbytes)
 
 
 def _stream_words(ps, bus_width: int) -> np.ndarray:
-    """The stream's bus words as uint8 (words, bytes_per_beat(W)): byte slicing when W is whole bytes."""
+    """The stream's bus words as uint8 (words, byte_count(W)): byte slicing when W is whole bytes."""
     if bus_width % 8:
         return _words_to_bytes(ps.words(bus_width), bus_width)
     step = bus_width // 8
@@ -136,12 +78,12 @@ def _stream_words(ps, bus_width: int) -> np.ndarray:
 
 
 def _lanes_to_bytes(values: np.ndarray, lane_bits: int) -> np.ndarray:
-    """(beats, lanes) unsigned lane fields -> uint8 (beats, bytes_per_beat(lanes * lane_bits))."""
+    """(beats, lanes) unsigned lane fields -> uint8 (beats, byte_count(lanes * lane_bits))."""
     beats, lanes = values.shape
     total = lanes * lane_bits
     bits = ((values[..., None].astype(np.uint64) >> np.arange(lane_bits, dtype=np.uint64)) & 1).astype(np.uint8)
     bits = bits.reshape(beats, total)
-    pad = bytes_per_beat(total) * 8 - total
+    pad = byte_count(total) * 8 - total
     if pad:
         bits = np.concatenate([bits, np.zeros((beats, pad), np.uint8)], axis=1)
     return np.packbits(bits, axis=1, bitorder="little")
@@ -207,7 +149,7 @@ class Gemv:
         return -(-self.stream_bits // bus_width)
 
 
-def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv", requant=None,
+def make_gemv(qm: QuantizedMatrix, a, config: TileParams, *, name: str = "gemv", requant=None,
               packed=None, y=None) -> Gemv:
     """Bus payloads and oracle results of ``qm @ a`` on a tile built with ``config``.
 
@@ -217,7 +159,7 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
         Must match ``config`` (format, arithmetic, group size when the tile has one).
     a : array of int8, shape (K,)
         Activations in the original channel order.
-    config : TileConfig
+    config : TileParams
     name : str
     requant : (M, shift) arrays of shape (N,), optional
         Requantization parameters (required when ``config.requant``).
@@ -226,8 +168,9 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
     y : int64 array (N,), optional
         ``golden.oracle.gemv_int(qm, a)`` when the caller already computed it exactly (skips the oracle).
     """
-    if qm.fmt.name != config.fmt or qm.arithmetic.value != config.arithmetic:
-        raise ValueError(f"matrix is {qm.fmt.name}/{qm.arithmetic.value}, tile is {config.fmt}/{config.arithmetic}")
+    if qm.fmt != config.fmt or qm.arithmetic != config.arithmetic:
+        raise ValueError(f"matrix is {qm.fmt.name}/{qm.arithmetic.value}, "
+                         f"tile is {config.fmt.name}/{config.arithmetic.value}")
     tile_group = config.group_size or qm.K_pad
     if qm.group_size != tile_group and not (qm.group_size >= qm.K_pad and tile_group >= qm.K_pad):
         raise ValueError(f"matrix group_size {qm.group_size} does not match the tile's {config.group_size}")
@@ -240,7 +183,7 @@ def make_gemv(qm: QuantizedMatrix, a, config: TileConfig, *, name: str = "gemv",
     return gemv_from_vectors(vectors, config, name=name)
 
 
-def gemv_from_vectors(v: GemvVectors, config: TileConfig, *, name: str = "gemv") -> Gemv:
+def gemv_from_vectors(v: GemvVectors, config: TileParams, *, name: str = "gemv") -> Gemv:
     """The bus payloads of golden's vectors ``v`` on a tile built with ``config``."""
     qm, ps, L = v.qm, v.packed, config.lanes
     n_blocks = ps.layout.n_blocks
@@ -261,7 +204,7 @@ def gemv_from_vectors(v: GemvVectors, config: TileConfig, *, name: str = "gemv")
                 params=params, expected=expected.reshape(n_blocks, L))
 
 
-def random_gemv(config: TileConfig, K: int, N: int, *, seed: int = 0, name: "str | None" = None,
+def random_gemv(config: TileParams, K: int, N: int, *, seed: int = 0, name: "str | None" = None,
                 weights=None, activations=None, clip: str = "none", saturate: float = DEFAULT_SATURATE) -> Gemv:
     """A GEMV of Gaussian (or given) weights and uniform INT8 activations, quantized for ``config``.
 
@@ -270,7 +213,7 @@ def random_gemv(config: TileConfig, K: int, N: int, *, seed: int = 0, name: "str
 
     Parameters
     ----------
-    config : TileConfig
+    config : TileParams
     K, N : int
         Shape (ignored where ``weights`` is given).
     seed : int
@@ -294,7 +237,7 @@ class GemvSet:
 
     Parameters
     ----------
-    config : TileConfig
+    config : TileParams
     gemvs : list of Gemv
     options : dict
         Run options for the cocotb module (``idle``, ``backpressure``, ``seed``, ``reset_at`` ...).
@@ -303,7 +246,7 @@ class GemvSet:
     DATA = "gemvs.npz"
     META = "gemvs.json"
 
-    def __init__(self, config: TileConfig, gemvs, options: "dict | None" = None):
+    def __init__(self, config: TileParams, gemvs, options: "dict | None" = None):
         self.config = config
         self.gemvs = list(gemvs)
         self.options = dict(options or {})
@@ -325,7 +268,7 @@ class GemvSet:
             meta.append({"name": g.name, "K": g.K, "N": g.N, "n_blocks": g.n_blocks,
                          "stream_bits": g.stream_bits, "info": g.info})
         np.savez(directory / self.DATA, **arrays)
-        (directory / self.META).write_text(json.dumps({"config": self.config.as_dict(), "gemvs": meta,
+        (directory / self.META).write_text(json.dumps({"config": self.config.build_record(), "gemvs": meta,
                                                         "options": self.options}, indent=1))
         return directory
 
@@ -333,7 +276,7 @@ class GemvSet:
     def read(cls, directory) -> "GemvSet":
         directory = Path(directory)
         meta = json.loads((directory / cls.META).read_text())
-        config = TileConfig.from_dict(meta["config"])
+        config = TileParams.from_record(meta["config"])
         gemvs = []
         with np.load(directory / cls.DATA) as arrays:
             for i, m in enumerate(meta["gemvs"]):

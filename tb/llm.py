@@ -29,6 +29,7 @@ text, and it equals golden's because every result matched.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import shutil
 import threading
 import time
@@ -37,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tb.gemv_data import GemvSet, TileConfig, bytes_to_lanes, make_gemv
+from rtl.params import TileParams
+from tb.gemv_data import GemvSet, bytes_to_lanes, make_gemv
 
 __all__ = ["TileRunner", "StepResult", "ReplayLinear", "split_balanced", "bench"]
 
@@ -64,7 +66,7 @@ def _tile_results(test_dir, config, gemvs) -> list:
     from tb.mem_wrapper import read_results
 
     beats, _, _, _, _ = read_results(test_dir, config)
-    values = bytes_to_lanes(beats, config.lanes, config.result_bits, signed=True) if len(beats) else None
+    values = bytes_to_lanes(beats, config.lanes, config.out_bits, signed=True) if len(beats) else None
     ys, b0 = [], 0
     for g in gemvs:
         if values is None or b0 + g.n_blocks > len(values):
@@ -107,7 +109,7 @@ class TileRunner:
 
     Parameters
     ----------
-    config : TileConfig
+    config : TileParams
         The tile (format, arithmetic and group size must match the matrices).
     linears : dict name -> golden.quality.intpath.TileLinear
     out_dir : path-like
@@ -118,7 +120,7 @@ class TileRunner:
         Keep every step's input and result files (``stepNNN/wW``) and the weights file.
     """
 
-    def __init__(self, config: TileConfig, linears: dict, out_dir, *, workers: int = 2, keep: bool = False):
+    def __init__(self, config: TileParams, linears: dict, out_dir, *, workers: int = 2, keep: bool = False):
         from tb.simulate import MemServer, build_tile, rtl_tile
 
         if not isinstance(workers, int) or workers < 1:
@@ -206,6 +208,8 @@ class TileRunner:
         """Queue a step's GEMVs; returns ``(futures, index groups, simulator dirs)`` for :meth:`collect`."""
         gemvs = self.gemvs(step, records)
         offsets = [self._offset(r.name, g) for r, g in zip(records, gemvs)]
+        # The words are in the weights file: a queued step holds only its activations and expected results.
+        gemvs = [dataclasses.replace(g, weights=g.weights[:0]) for g in gemvs]
         groups = split_balanced([g.stream_bits for g in gemvs], self.workers)
         futures, dirs = [], []
         for w, idx in enumerate(groups):
@@ -280,7 +284,7 @@ def bench(shapes=((16, 64), (32, 128), (64, 256)), *, K: int = 576, N: int = 153
 
     rows = []
     for lanes, bus in shapes:
-        config = TileConfig(fmt="4+3", lanes=lanes, bus_width=bus, group_size=128)
+        config = TileParams(fmt="4+3", lanes=lanes, bus_width=bus, group_size=128)
         tile = rtl_tile(config)
         build_tile(tile, "mem", hdl_clock=True)
         gemvs = [random_gemv(config, K, N, seed=i) for i in range(n_gemv)]

@@ -45,14 +45,14 @@ def run_record(config, gemv, *, cycles: int, mismatches: int, backpressure: floa
 
     Parameters
     ----------
-    config : tb.gemv_data.TileConfig
+    config : rtl.params.TileParams
     gemv : tb.gemv_data.Gemv
     cycles : int
         Measured cycles (see the module docstring).
     """
     ideal = gemv.ideal_cycles(config.bus_width)
     record = {
-        "format": config.fmt, "arithmetic": config.arithmetic, "lanes": config.lanes,
+        "format": config.fmt.name, "arithmetic": config.arithmetic.value, "lanes": config.lanes,
         "bus_width": config.bus_width, "group_size": config.group_size, "k": gemv.K, "n": gemv.N,
         "requant": config.requant, "stream_bits": int(gemv.stream_bits), "ideal_cycles": int(ideal),
         "cycles": int(cycles), "latency_cycles": int(cycles) - int(ideal),

@@ -37,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tb.gemv_data import GemvSet, TileConfig, bytes_per_beat, port_widths
+from golden.format import byte_count
+from rtl.params import TileParams
+from tb.gemv_data import GemvSet, port_widths
 
 __all__ = ["HALF_PERIOD_NS", "MEM_BUILD_ARGS", "MEM_TB", "MEM_TB_WAIVERS", "wrapper_build_args", "write_inputs",
            "append_weights", "beat_file_bytes", "stall_threshold", "read_results", "FILES", "LFSR_BITS",
@@ -57,7 +59,7 @@ MEM_TB_WAIVERS = Path(__file__).with_name("mem_tb_waivers.vlt")
 
 
 def _padded(bits: int) -> int:
-    return 8 * bytes_per_beat(bits)
+    return 8 * byte_count(bits)
 
 
 #: Half a clock period in the wrapper's own clock (timescale 1ns/1ps: a 10 ns clock).
@@ -75,7 +77,7 @@ def wrapper_build_args(tile, *, hdl_clock: bool = False) -> tuple:
     clock (``always #HALF_PERIOD_NS``; Verilator's ``--timing``) and exposes it as an output,
     so no clock edge passes through cocotb; otherwise cocotb drives the ``clk`` input.
     """
-    config: TileConfig = tile.config
+    config: TileParams = tile.config
     widths = {name: _padded(bits) for name, bits in port_widths(config).items()}
     for name, bits in widths.items():
         published = tile.port_map.get(name)
@@ -111,7 +113,7 @@ def beat_file_bytes(beats: np.ndarray) -> bytes:
 
 
 def append_weights(path, words: np.ndarray) -> int:
-    """Append weight words (uint8 (n, bytes_per_beat(W))) to the weights file ``path``; return the word index
+    """Append weight words (uint8 (n, byte_count(W))) to the weights file ``path``; return the word index
     where they start (the offset a set's GEMV names, see :func:`write_inputs`).
 
     The file only grows (a simulator reading earlier words is not disturbed); it must stay below
@@ -154,7 +156,7 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
     ideal = sum(g.ideal_cycles(config.bus_width) for g in gemv_set.gemvs)
     if max_cycles is None:
         max_cycles = int(opts.get("timeout_cycles", 0)) or 50 * ideal + 10_000
-    pad = bytes_per_beat(config.bus_width)
+    pad = byte_count(config.bus_width)
     n_words = [g.ideal_cycles(config.bus_width) if weight_offsets is not None else len(g.weights)
                for g in gemv_set.gemvs]
     if weight_offsets is None:
@@ -167,6 +169,8 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
         bank = directory / FILES["weights"]
         words_in_bank = bank.stat().st_size // pad if bank.exists() else 0
         for g, o, n in zip(gemv_set.gemvs, offsets, n_words):
+            if len(g.weights) not in (0, n):
+                raise ValueError(f"{g.name}: {len(g.weights)} weight words, its stream needs {n}")
             if o + n > words_in_bank:
                 raise ValueError(f"{g.name}: words [{o}, {o + n}) are beyond the weights file's {words_in_bank}")
     if (offsets[-1] + n_words[-1]) * pad > MAX_WEIGHTS_FILE_BYTES:
@@ -192,7 +196,7 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
     (directory / FILES["meta"]).write_text(meta)
 
 
-def read_results(directory, config: TileConfig):
+def read_results(directory, config: TileParams):
     """The result beats and cycle marks the wrapper wrote.
 
     Returns
@@ -204,7 +208,7 @@ def read_results(directory, config: TileConfig):
     timed_out : bool
     """
     directory = Path(directory)
-    nbytes = bytes_per_beat(config.lanes * config.result_bits)
+    nbytes = byte_count(config.lanes * config.out_bits)
     beats, lasts = [], []
     path = directory / FILES["results"]
     if path.is_file():

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tb.gemv_data import Gemv, bytes_per_beat, bytes_to_lanes
+from golden.format import byte_count
+from tb.gemv_data import Gemv, bytes_to_lanes
 
 __all__ = ["Mismatch", "Scoreboard"]
 
@@ -59,7 +60,7 @@ class Scoreboard:
         self.gemvs: list[Gemv] = list(gemvs)
         self.lanes = lanes
         self.result_bits = result_bits
-        self.beat_bytes = bytes_per_beat(lanes * result_bits)
+        self.beat_bytes = byte_count(lanes * result_bits)
         self.report_limit = report_limit
         self.mismatches: list[Mismatch] = []
         self.mismatch_count = 0

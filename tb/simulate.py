@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tb import toolchain
-from tb.gemv_data import GemvSet, TileConfig, port_widths
+from rtl.params import TileParams
+from tb.gemv_data import GemvSet, port_widths
 from tb.outcome import read_outcome, read_progress
 
 __all__ = ["Tile", "SimResult", "rtl_tile", "simulate", "measure", "MemServer", "MODES"]
@@ -55,7 +56,7 @@ class Tile:
 
     Attributes
     ----------
-    config : TileConfig
+    config : TileParams
     sources : tuple of Path
         Verilog files (the top module is ``septet_tile``).
     port_map : dict
@@ -68,7 +69,7 @@ class Tile:
         The RTL's JSON beside the Verilog (parameters, port map, cycle constants).
     """
 
-    config: TileConfig
+    config: TileParams
     sources: tuple
     port_map: dict = field(default_factory=dict)
     description: str = "rtl"
@@ -106,9 +107,9 @@ def verilog_inputs_digest() -> str:
     return digest.hexdigest()
 
 
-def _config_hash(config: TileConfig) -> str:
+def _config_hash(config: TileParams) -> str:
     """The Verilog cache key: the build parameters and :func:`verilog_inputs_digest`."""
-    key = json.dumps({"config": config.as_dict(), "sources": verilog_inputs_digest()}, sort_keys=True)
+    key = json.dumps({"config": config.build_record(), "sources": verilog_inputs_digest()}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -118,7 +119,7 @@ def _port_widths(meta: dict) -> dict:
             for port in meta["ports"]}
 
 
-def _checked_port_widths(config: TileConfig, meta: dict) -> dict:
+def _checked_port_widths(config: TileParams, meta: dict) -> dict:
     """The RTL's port map, checked against the widths the testbench derives from the tile contract."""
     published = _port_widths(meta)
     for name, bits in port_widths(config).items():
@@ -128,7 +129,7 @@ def _checked_port_widths(config: TileConfig, meta: dict) -> dict:
     return published
 
 
-def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
+def rtl_tile(config: TileParams, *, out_root: "Path | None" = None) -> Tile:
     """Generate (or reuse) the tile's Verilog from ``rtl`` for ``config``.
 
     Calls the RTL's ``generate_verilog(out_dir, **params)``; the Verilog and its
@@ -145,7 +146,7 @@ def rtl_tile(config: TileConfig, *, out_root: "Path | None" = None) -> Tile:
     with toolchain.locked(directory.parent / f".{directory.name}.lock"):
         if not done.is_file():
             directory.mkdir(parents=True, exist_ok=True)
-            verilog, meta_path = generate_verilog(directory, **config.rtl_params())
+            verilog, meta_path = generate_verilog(directory, **config.build_kwargs())
             pending = done.with_suffix(".tmp")
             pending.write_text(json.dumps({"verilog": str(verilog), "json": str(meta_path)}))
             pending.replace(done)
@@ -387,7 +388,7 @@ class MemServer:
         return self._thread.is_alive() and self._requests is not None
 
     def add_weights(self, words) -> int:
-        """Append weight words (uint8 (n, bytes_per_beat(W)), as :attr:`tb.gemv_data.Gemv.weights`) to this
+        """Append weight words (uint8 (n, byte_count(W)), as :attr:`tb.gemv_data.Gemv.weights`) to this
         server's weights file; return the word where they start (for :meth:`run`'s ``weight_offsets``)."""
         from tb.mem_wrapper import append_weights
 

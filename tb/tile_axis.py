@@ -28,7 +28,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from tb.gemv_data import GemvSet, bytes_per_beat, port_widths
+from golden.format import byte_count
+from tb.gemv_data import GemvSet, port_widths
 from tb.outcome import ProgressWriter, write_outcome
 from tb.scoreboard import Scoreboard
 from tb.stalls import pause_generator
@@ -52,7 +53,7 @@ def check_port_widths(dut, config) -> None:
     """Fail with the port's name if a tdata width differs from the contract (whole bytes of the real width)."""
     for name, bits in port_widths(config).items():
         got = len(getattr(dut, name))
-        assert got == 8 * bytes_per_beat(bits), f"{name} is {got} bits, the contract says {8 * bytes_per_beat(bits)}"
+        assert got == 8 * byte_count(bits), f"{name} is {got} bits, the contract says {8 * byte_count(bits)}"
 
 
 class CycleCounter:
@@ -101,7 +102,7 @@ class TB:
     ----------
     dut
         The ``septet_tile`` top.
-    config : tb.gemv_data.TileConfig
+    config : rtl.params.TileParams
     """
 
     def __init__(self, dut, config):
@@ -186,7 +187,7 @@ async def gemvs_match_golden(dut):
         counter.restart()
         gemvs = gemvs[1:]
 
-    scoreboard = Scoreboard(gemvs, config.lanes, config.result_bits)
+    scoreboard = Scoreboard(gemvs, config.lanes, config.out_bits)
     start = time.perf_counter()
     for gemv in gemvs:
         tb.send(gemv)

@@ -62,7 +62,7 @@ async def run_set(dut, directory: Path, gemv_set: GemvSet, request: int) -> dict
         progress.update(elapsed)
     sim_seconds = time.perf_counter() - start
     beats, lasts, starts, ends, timed_out = read_results(directory, config)
-    scoreboard = Scoreboard(gemv_set.gemvs, config.lanes, config.result_bits)
+    scoreboard = Scoreboard(gemv_set.gemvs, config.lanes, config.out_bits)
     scoreboard.check_beats(beats, lasts)
     cycles = [e - s + 1 for s, e in zip(starts, ends)]
     return write_outcome(directory, mode="mem", cycles=cycles, starts=starts, ends=ends, scoreboard=scoreboard,

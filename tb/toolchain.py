@@ -46,7 +46,6 @@ __all__ = [
     "locked",
     "run_test",
     "simulator_name",
-    "verilator_root",
     "worker_id",
 ]
 

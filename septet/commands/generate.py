@@ -41,7 +41,8 @@ def add_arguments(p):
     p.add_argument("--through", default="golden", choices=("golden", "rtl"), help="default golden")
     p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help=f"tile lanes (rtl); default {DEFAULT_LANES}")
     p.add_argument("--bus-width", type=int, default=DEFAULT_BUS, help=f"tile bus width (rtl); default {DEFAULT_BUS}")
-    p.add_argument("--workers", type=int, default=2, help="simulators (each up for the whole run) sharing each token's GEMVs (rtl); default 2")
+    p.add_argument("--workers", type=int, default=2,
+                   help="simulators (each up for the whole run) sharing each token's GEMVs (rtl); default 2")
     p.add_argument("--layers", type=int, default=None, help="run only the first blocks (a reduced model)")
     p.add_argument("--vocab", type=int, default=None, help="keep only the first ids of the vocabulary and head "
                                                            "(a reduced model for quick checks)")
@@ -119,18 +120,38 @@ def run(args):
         raise SeptetError(f"--prompt has token id {max(prompt_ids)}, beyond the reduced vocabulary --vocab "
                           f"{model.config.vocab_size}")
     decoder = Decoder(model, linears, n_layers=args.layers, max_len=len(prompt_ids) + args.tokens + 1)
+    t_prefill = time.time()
     for tok in prompt_ids[:-1]:
         decoder.step(tok)
+    timings["prompt prefill (golden)"] = time.time() - t_prefill
     prefilled = ([k.copy() for k in decoder.cache_k], [v.copy() for v in decoder.cache_v], decoder.pos)
+    if args.through == "golden":
+        print(args.prompt, end="", flush=True)
+        shown = ""
 
-    # Golden's integer path: the tokens, and every GEMV of every new token.
-    t_golden = time.time()
+        def show(s, ids, record):
+            nonlocal shown
+            text = tokenizer.decode(ids)
+            print(text[len(shown):], end="", flush=True)
+            shown = text
+
+        ids, steps, golden_seconds = _golden_steps(args, decoder, linears, prompt_ids, show)
+        print()
+        print(f"golden integer path: {args.tokens} tokens, {len(steps[0])} GEMVs per token, {golden_seconds:.1f} s"
+              + (" (every GEMV also equal to golden.oracle.gemv_int)" if args.oracle else ""), file=sys.stderr)
+        return 0
+    return _run_rtl(args, model, tokenizer, linears, decoder, prompt_ids, prefilled, fmt, spec, t0, timings)
+
+
+def _golden_steps(args, decoder, linears, prompt_ids, on_step):
+    """Golden's integer path: the new tokens and every GEMV of each (``on_step(s, ids, record)`` after each)."""
+    import numpy as np
+
+    from golden.quality.intpath import check_record
+
+    start = time.time()
     ids, steps = [], []
     current = prompt_ids[-1]
-    stream_golden = args.through == "golden"
-    if stream_golden:
-        print(args.prompt, end="", flush=True)
-    shown = ""
     for s in range(args.tokens):
         record = []
         logits = decoder.step(current, record)
@@ -140,33 +161,19 @@ def run(args):
         current = int(np.argmax(logits))
         ids.append(current)
         steps.append(record)
-        if stream_golden:
-            text = tokenizer.decode(ids)
-            print(text[len(shown):], end="", flush=True)
-            shown = text
-    golden_seconds = time.time() - t_golden
-    timings["golden integer path"] = golden_seconds
-    golden_text = tokenizer.decode(ids)
-    n_gemv = len(steps[0])
-    if stream_golden:
-        print()
-        print(f"golden integer path: {args.tokens} tokens, {n_gemv} GEMVs per token, {golden_seconds:.1f} s"
-              + (" (every GEMV also equal to golden.oracle.gemv_int)" if args.oracle else ""), file=sys.stderr)
-        return 0
-    return _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0,
-                    timings)
+        on_step(s, ids, record)
+    return ids, steps, time.time() - start
 
 
-def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0,
-             timings):
+def _run_rtl(args, model, tokenizer, linears, decoder, prompt_ids, prefilled, fmt, spec, t0, timings):
     from golden.quality.intpath import Decoder
-    from tb.gemv_data import TileConfig
+    from rtl.params import TileParams
     from tb.llm import ReplayLinear
 
-    config = TileConfig(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
+    config = TileParams(fmt=fmt.name, arithmetic=spec["arithmetic"], lanes=args.lanes, bus_width=args.bus_width,
                         group_size=spec["group_size"])
     status = _Status()
-    status.show(f"building the tile {config.as_dict()} (cached by content) ...", force=True)
+    status.show(f"building the tile {config.build_record()} (cached by content) ...", force=True)
     out = Path(args.out)
     replay_lin = {name: ReplayLinear(lin, name) for name, lin in linears.items()}
     replay = Decoder(model, replay_lin, n_layers=args.layers, max_len=len(prompt_ids) + args.tokens + 1)
@@ -175,21 +182,18 @@ def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps,
     # A terminated run unwinds (SystemExit) so that the runner stops the simulators it started.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text,
-                         replay, replay_lin, t0, timings)
+        return _simulate(args, config, status, out, tokenizer, linears, decoder, prompt_ids, replay, replay_lin, t0,
+                         timings)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text, replay,
-              replay_lin, t0, timings):
+def _simulate(args, config, status, out, tokenizer, linears, decoder, prompt_ids, replay, replay_lin, t0, timings):
     import numpy as np
 
     from tb.llm import TileRunner
     from tb.outcome import read_progress
 
-    n_gemv = len(steps[0])
-    total_gemv = n_gemv * len(steps)
     with TileRunner(config, linears, out / "rtl", workers=args.workers, keep=args.keep) as runner:
         status.clear()
         timings["tile build"] = runner.build_seconds
@@ -198,14 +202,26 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
               f"group {config.group_size}; build {runner.build_seconds:.1f} s "
               f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulators started in "
               f"{runner.start_seconds:.1f} s", file=sys.stderr, flush=True)
-        print(args.prompt, end="", flush=True)
+        # Golden's integer path first (each GEMV's input comes from it); every token's GEMVs go to the
+        # simulators as soon as golden has them, so the simulation overlaps the rest of golden's tokens.
         t_sim = time.time()
-        pending = [runner.submit(0, steps[0])]
+        pending = []
+
+        def submit(s, ids, record):
+            pending.append(runner.submit(s, record))
+            status.show(f"golden integer path: token {s + 1}/{args.tokens} (its {len(record)} GEMVs queued for "
+                        f"the tile)")
+
+        ids, steps, golden_seconds = _golden_steps(args, decoder, linears, prompt_ids, submit)
+        timings["golden integer path (the simulators already running)"] = golden_seconds
+        golden_text = tokenizer.decode(ids)
+        n_gemv = len(steps[0])
+        total_gemv = n_gemv * len(steps)
+        status.clear()
+        print(args.prompt, end="", flush=True)
         rtl_ids, shown, cycles_done, gemvs_done, per_token, sim_seconds = [], "", 0, 0, [], 0.0
         current = prompt_ids[-1]
         for s in range(len(steps)):
-            if s + 1 < len(steps):
-                pending.append(runner.submit(s + 1, steps[s + 1]))
             futures, groups, dirs = pending.pop(0)
             while not all(f.done() for f in futures):
                 running = 0
@@ -245,7 +261,7 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
     rtl_text = tokenizer.decode(rtl_ids)
     if rtl_ids != ids or rtl_text != golden_text:
         raise SeptetError("the text from the tile's results differs from golden's integer path")
-    timings["tile simulation (wall, with the replay decoder)"] = wall
+    timings["tile simulation after golden (wall, with the replay decoder)"] = wall - golden_seconds
     _summary(args, config, runner, linears, steps, per_token, cycles_done, gemvs_done, wall, sim_seconds,
              time.time() - t0, timings)
     return 0

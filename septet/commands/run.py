@@ -53,13 +53,13 @@ def add_arguments(p):
 
 
 def run(args):
+    from rtl.params import TileParams
     from septet.commands.sim import simulate_formats
-    from tb.gemv_data import TileConfig
     from tb.measurement import comparisons, write_measurements
 
     out = Path(args.out)
     command = "septet run" + ("" if len(sys.argv) < 3 else " " + " ".join(sys.argv[2:]))
-    configs = [TileConfig(fmt=fmt, arithmetic=args.int4_arithmetic if fmt == "4+4" else arithmetic,
+    configs = [TileParams(fmt=fmt, arithmetic=args.int4_arithmetic if fmt == "4+4" else arithmetic,
                           lanes=args.lanes, bus_width=args.bus_width, group_size=args.group_size)
                for fmt, arithmetic in FORMATS]
     records, failed = simulate_formats(configs, args.k, args.n, out / "sim", name=f"LLaMA-70B-shaped {args.k}x{args.n}",

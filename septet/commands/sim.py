@@ -72,7 +72,7 @@ def simulate_formats(configs, K, N, out, *, weights=None, name=None, mode="mem",
 
     Parameters
     ----------
-    configs : sequence of tb.gemv_data.TileConfig
+    configs : sequence of rtl.params.TileParams
     K, N : int
         Shape of the GEMV (``weights``' shape when it is given).
     out : Path
@@ -104,14 +104,14 @@ def simulate_formats(configs, K, N, out, *, weights=None, name=None, mode="mem",
     for config in configs:
         if K > config.max_k:
             raise SeptetError(f"--k must be <= --max-k {config.max_k}, got {K}")
-        label = run_label(config.as_dict())
+        label = run_label(config.build_record())
         print(f"{label}: generating Verilog and building (cached after the first time) ...", file=sys.stderr)
         tile = rtl_tile(config)
         gemv = random_gemv(config, K, N, seed=seed, weights=weights, name=name)
         print(f"{label}: Verilog {tile.sources[0]} (ports and cycle constants: {tile.info}); simulating K={K} N={N}: "
               f"{gemv.stream_bits} stream bits, {gemv.ideal_cycles(config.bus_width)} bus words ...",
               file=sys.stderr, flush=True)
-        run_dir = out / config.fmt.replace("+", "p")
+        run_dir = out / config.fmt.name.replace("+", "p")
         record, result = measure(tile, gemv, run_dir, mode=mode, idle=idle, backpressure=backpressure, seed=seed,
                                  waves=waves, hdl_clock=hdl_clock, progress=progress, command=command)
         records.append(record)
@@ -132,8 +132,8 @@ def simulate_formats(configs, K, N, out, *, weights=None, name=None, mode="mem",
 
 def run(args):
     from golden.format import parse_format
+    from rtl.params import TileParams
     from tb import toolchain
-    from tb.gemv_data import TileConfig
     from tb.measurement import comparisons as measurement_comparisons
     from tb.measurement import write_measurements
     from tb.stalls import validate_probability
@@ -163,7 +163,7 @@ def run(args):
     command = _command(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sim" else [])
     # With --json, stdout carries only the JSON document; the summary goes to stderr.
     summary = sys.stderr if args.json else sys.stdout
-    configs = [TileConfig(fmt=fmt, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
+    configs = [TileParams(fmt=fmt, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
                           group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k,
                           requant=args.requant) for fmt in formats]
     records, failed = simulate_formats(configs, K, N, out, weights=weights, mode=args.mode, idle=args.idle,

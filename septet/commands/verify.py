@@ -189,9 +189,9 @@ def _process_start() -> float:
 
 
 def run(args):
+    from rtl.params import TileParams
     from tb.farm import (DEFAULT_TASK_CYCLES, FarmSettings, open_client, plan_gguf, plan_step, project_step,
                          scaling, split_tasks, verify)
-    from tb.gemv_data import TileConfig
     from tb.stalls import validate_probability
 
     validate_probability("idle", args.idle)
@@ -205,7 +205,7 @@ def run(args):
     if args.timeout is not None and not args.timeout > 0:
         raise SeptetError(f"--timeout must be > 0 seconds, got {args.timeout}")
     projections = _projections(args.projections)
-    config = TileConfig(fmt=args.format, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
+    config = TileParams(fmt=args.format, arithmetic=args.arithmetic, lanes=args.lanes, bus_width=args.bus_width,
                         group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k, requant=args.requant)
     if config.requant:
         raise SeptetError("--requant is not supported by septet verify (it checks the int32/acc_width results)")
@@ -234,7 +234,7 @@ def run(args):
         raise SeptetError(f"{too_long[0].name} has K = {too_long[0].K}; --max-k must be >= it")
     tasks = split_tasks(specs, config, task_cycles)
     label = Path(weights).stem if weights else Path(args.model or DEFAULT_MODEL).stem
-    out = Path(args.out or Path("build") / "verify" / f"{label}-{config.fmt.replace('+', 'p')}"
+    out = Path(args.out or Path("build") / "verify" / f"{label}-{config.fmt.name.replace('+', 'p')}"
                f"-g{config.group_size or 'col'}-L{config.lanes}-W{config.bus_width}")
     summary_stream = sys.stderr if args.json else sys.stdout
 
@@ -246,7 +246,7 @@ def run(args):
                             attempts=None, keep=args.keep, task_cycles=task_cycles,
                             persistent_simulator=args.persistent_simulator)
     print(f"septet verify: {name}, {len(specs)} GEMVs ({sum(s.weights for s in specs):,} weights) in {len(tasks)} "
-          f"tasks, tile {config.fmt} {config.arithmetic} g{config.group_size or 'col'} L={config.lanes} "
+          f"tasks, tile {config.fmt} {config.arithmetic.value} g{config.group_size or 'col'} L={config.lanes} "
           f"W={config.bus_width}", file=sys.stderr)
     if args.scaling is not None:
         if args.scheduler is not None:

@@ -13,11 +13,12 @@ import pytest
 
 from golden.oracle import gemv_int
 from golden.quantize import quantize
+from rtl.params import TileParams
 from septet.cli import main
 from sim.config import load_model
 from sim.model import linear_shapes
 from tb import farm
-from tb.gemv_data import TileConfig, make_gemv
+from tb.gemv_data import make_gemv
 
 #: Every test here has a time limit (the cluster test sets its own, longer one).
 pytestmark = pytest.mark.timeout(120)
@@ -26,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 TINY = HERE / "tiny-llama.toml"
 #: The 8-lane, 32-bit-bus tile of tests/tb/test_tile.py (SEPTET_W32), also in memory mode with the HDL clock:
 #: the session builds it once for both.
-SMALL_TILE = TileConfig(fmt="4+3", lanes=8, bus_width=32)
+SMALL_TILE = TileParams(fmt="4+3", lanes=8, bus_width=32)
 LAYER = ["q", "k", "v", "o", "gate", "up", "down"]
 
 
@@ -45,7 +46,7 @@ def test_llama2_70b_plan_comes_from_sim_configs():
 
 
 def test_tasks_cover_every_column_once_and_balance_the_layer():
-    config = TileConfig(fmt="4+3", lanes=16, bus_width=64, group_size=128)
+    config = TileParams(fmt="4+3", lanes=16, bus_width=64, group_size=128)
     specs = farm.plan_step(load_model("llama2-70b"), layers=[3], projections=LAYER)
     tasks = farm.split_tasks(specs, config)
     for spec in specs:
@@ -234,7 +235,7 @@ def test_task_time_model_and_step_projection():
     assert model["golden_seconds_per_weight"] == pytest.approx(5e-8)
     assert model["sim_seconds_per_cycle"] == pytest.approx(2e-6)
     assert model["max_relative_error"] == pytest.approx(0, abs=1e-9)
-    config = TileConfig(fmt="4+3", lanes=16, bus_width=64, group_size=128)
+    config = TileParams(fmt="4+3", lanes=16, bus_width=64, group_size=128)
     settings = farm.FarmSettings(config=config)
     step = farm.plan_step(load_model("llama2-70b"))
     summary = {"total": {"cycles": 101, "ideal_cycles": 100, "task_time_model": model}}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from golden.format import parse_format
+from golden.format import Arithmetic
+from rtl.params import TileParams
 from tb import toolchain
-from tb.gemv_data import TileConfig
 from tb.simulate import Tile, rtl_tile
 
 HERE = Path(__file__).resolve().parent
@@ -18,15 +18,14 @@ if str(HERE) not in sys.path:  # the passthrough and mock designs live beside th
     sys.path.insert(0, str(HERE))
 
 
-def mock_tile(config: TileConfig, *, bug: bool = False) -> Tile:
+def mock_tile(config: TileParams, *, bug: bool = False) -> Tile:
     """The behavioural stand-in ``mock_tile.sv`` configured like ``config``; ``bug`` corrupts lane 1.
 
     The parameters are written into a copy's defaults (not ``-G``), so the mock also works below the
     memory-mode wrapper, where it is not the top module.
     """
-    fmt = parse_format(config.fmt)
-    values = {"L": config.lanes, "W": config.bus_width, "E": fmt.even_bits, "O": fmt.odd_bits,
-              "SHARED": int(config.arithmetic == "shared"),
+    values = {"L": config.lanes, "W": config.bus_width, "E": config.fmt.even_bits, "O": config.fmt.odd_bits,
+              "SHARED": int(config.arithmetic is Arithmetic.SHARED),
               "GP": 0 if config.group_size is None else config.group_size // 2, "ACC": config.acc_width,
               "REQUANT": int(config.requant), "BUG": int(bug)}
     text = (HERE / "mock_tile.sv").read_text()
@@ -48,7 +47,7 @@ def tile_of():
     """``tile_of(config)``: the RTL tile for ``config`` (Verilog generated once per session)."""
     cache = {}
 
-    def get(config: TileConfig) -> Tile:
+    def get(config: TileParams) -> Tile:
         if config not in cache:
             cache[config] = rtl_tile(config)
         return cache[config]

@@ -13,21 +13,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rtl.params import TileParams
 from tb import toolchain
-from tb.gemv_data import TileConfig
 from tb.simulate import _config_hash, verilog_inputs_digest
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = TileConfig(fmt="4+3", lanes=2, bus_width=16, group_size=4)
+CONFIG = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4)
 
 _PROBE = """
 import json, sys
 from pathlib import Path
 import rtl
+from rtl.params import TileParams
 from tb import toolchain
-from tb.gemv_data import TileConfig
 from tb.simulate import rtl_tile
-tile = rtl_tile(TileConfig(**json.loads(sys.argv[1])), out_root=Path(sys.argv[2]))
+tile = rtl_tile(TileParams.from_record(json.loads(sys.argv[1])), out_root=Path(sys.argv[2]))
 print(json.dumps({"rtl": rtl.__file__, "verilog": str(tile.sources[0]),
                   "key": toolchain.build_key(tile.sources, "septet_tile")}))
 """
@@ -58,9 +58,7 @@ def _copy_project(into: Path) -> Path:
 
 
 def _rtl_tile_in(copy: Path, cache: Path) -> dict:
-    params = {"fmt": CONFIG.fmt, "lanes": CONFIG.lanes, "bus_width": CONFIG.bus_width,
-              "group_size": CONFIG.group_size}
-    run = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(params), str(cache)], cwd=copy,
+    run = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(CONFIG.build_record()), str(cache)], cwd=copy,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     found = json.loads(run.stdout.strip().splitlines()[-1])
@@ -94,5 +92,5 @@ def test_rtl_or_format_edit_regenerates_verilog_and_changes_the_build_key(tmp_pa
 def test_key_of_this_checkout_depends_on_config_and_sources():
     digest = verilog_inputs_digest()
     assert len(digest) == 64 and digest == verilog_inputs_digest()
-    assert _config_hash(CONFIG) != _config_hash(TileConfig(fmt="4+4", lanes=2, bus_width=16, group_size=4))
+    assert _config_hash(CONFIG) != _config_hash(TileParams(fmt="4+4", lanes=2, bus_width=16, group_size=4))
     assert toolchain.build_key([ROOT / "rtl" / "TILE.md"], "x") != toolchain.build_key([ROOT / "README.md"], "x")

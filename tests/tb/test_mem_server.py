@@ -12,12 +12,13 @@ import pytest
 from conftest import mock_tile
 
 from golden.quantize import quantize
+from rtl.params import TileParams
 from tb import toolchain
-from tb.gemv_data import GemvSet, TileConfig, make_gemv, random_gemv
+from tb.gemv_data import GemvSet, make_gemv, random_gemv
 from tb.mem_wrapper import FILES, beat_file_bytes, write_inputs
 from tb.simulate import MemServer, _children_with_env, simulate
 
-MOCK = TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8)
+MOCK = TileParams(fmt="4+3", lanes=4, bus_width=61, group_size=8)
 
 
 def _shared_matrix_gemvs():

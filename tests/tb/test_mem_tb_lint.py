@@ -3,13 +3,13 @@
 import pytest
 
 from rtl.lint import lint
-from tb.gemv_data import TileConfig
+from rtl.params import TileParams
 from tb.mem_wrapper import MEM_TB, MEM_TB_WAIVERS, wrapper_build_args
 from tb.simulate import rtl_tile
 
 # Configurations the other tb tests build too (their Verilog is cached), with and without requantization.
-CONFIGS = [TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8),
-           TileConfig(fmt="3+3", arithmetic="shared", lanes=3, bus_width=32, group_size=6, requant=True)]
+CONFIGS = [TileParams(fmt="4+3", lanes=4, bus_width=61, group_size=8),
+           TileParams(fmt="3+3", arithmetic="shared", lanes=3, bus_width=32, group_size=6, requant=True)]
 
 
 @pytest.mark.parametrize("hdl_clock", [False, True], ids=["cocotb-clock", "hdl-clock"])

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from conftest import mock_tile
 
+from rtl.params import TileParams
 from septet.cli import main as septet_main
 from tb import simulate as simulate_module
 from tb import toolchain
-from tb.gemv_data import GemvSet, TileConfig, _lanes_to_bytes, bytes_to_lanes, random_gemv
+from tb.gemv_data import GemvSet, _lanes_to_bytes, bytes_to_lanes, random_gemv
 from tb.measurement import RUN_KEYS, SCHEMA, comparisons, read_measurements
 from tb.scoreboard import Scoreboard
 from tb.simulate import simulate
 
-MOCK = TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8)
+MOCK = TileParams(fmt="4+3", lanes=4, bus_width=61, group_size=8)
 
 
 def _two_gemvs(config):
@@ -41,7 +42,7 @@ def test_corrupted_results_fail_with_gemv_and_column(mode, tmp_path):
 
 def _beats(config, gemv):
     """The result beats a correct tile sends for ``gemv``, as bytes."""
-    return _lanes_to_bytes(np.asarray(gemv.expected) & ((1 << config.result_bits) - 1), config.result_bits)
+    return _lanes_to_bytes(np.asarray(gemv.expected) & ((1 << config.out_bits) - 1), config.out_bits)
 
 
 def test_axis_testbench_fails_with_a_timeout_rather_than_hanging(tmp_path):
@@ -54,12 +55,12 @@ def test_axis_testbench_fails_with_a_timeout_rather_than_hanging(tmp_path):
 def test_scoreboard_accepts_exact_beats_and_reports_each_kind_of_error():
     config = MOCK
     gemvs = _two_gemvs(config)
-    good = Scoreboard(gemvs, config.lanes, config.result_bits)
+    good = Scoreboard(gemvs, config.lanes, config.out_bits)
     for gemv in gemvs:
         good.check_frame(_beats(config, gemv).tobytes())
     assert good.passed() and good.beats_checked == sum(g.n_blocks for g in gemvs)
 
-    bad = Scoreboard(gemvs, config.lanes, config.result_bits)
+    bad = Scoreboard(gemvs, config.lanes, config.out_bits)
     beats = _beats(config, gemvs[0])
     beats[1, 0] ^= 0x01                                  # block 1, lane 0: off by one
     lasts = [0] * gemvs[0].n_blocks                      # tlast missing on the last block
@@ -81,15 +82,29 @@ def test_result_lane_packing_round_trips_signed_values():
         assert np.array_equal(np.asarray(bytes_to_lanes(packed, 3, bits, signed=True), dtype=np.int64), values)
 
 
-def test_tile_config_is_validated_by_the_rtl_parameters_and_port_widths_are_checked_against_the_json():
-    from rtl.params import TileParams
+def test_tile_parameters_travel_as_a_record_and_port_widths_are_checked_against_the_json(tmp_path):
+    import dataclasses
+    import pickle
+
     from tb.gemv_data import port_widths
     from tb.simulate import _checked_port_widths
 
-    config = TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8, requant=True)
-    assert config.params == TileParams(**config.rtl_params()) and config.result_bits == config.params.out_bits == 8
+    config = TileParams(fmt="4+3", lanes=4, bus_width=61, group_size=8, requant=True)
+    # The record of measurements and of the cocotb process's files: build parameters only, by name.
+    record = config.build_record()
+    assert record == {"format": "4+3", "arithmetic": "own", "lanes": 4, "bus_width": 61, "group_size": 8,
+                      "acc_width": config.acc_width, "max_k": config.max_k, "requant": True}
+    assert TileParams.from_record(json.loads(json.dumps(record))) == config == TileParams.from_record(config.as_dict())
+    assert TileParams(**config.build_kwargs()) == config
+    assert pickle.loads(pickle.dumps(config)) == config                     # Dask ships it to workers
+    assert GemvSet.read(GemvSet(config, [random_gemv(config, 6, 3)]).write(tmp_path)).config == config
+    with pytest.raises(ValueError, match=r"missing \['requant'\]"):
+        TileParams.from_record({k: v for k, v in record.items() if k != "requant"})
+    assert dataclasses.replace(config, lanes=2) == TileParams(fmt="4+3", lanes=2, bus_width=61, group_size=8,
+                                                              requant=True)
     with pytest.raises(ValueError, match=r"max_k must be an integer in \[2, "):
-        TileConfig(fmt="8+8", max_k=1 << 20)                      # past the int32 bound TileParams enforces
+        dataclasses.replace(config, fmt="8+8", max_k=1 << 20)     # replace validates like the constructor
+    assert config.out_bits == 8
     meta = {"ports": [{"name": name, "width": bits} for name, bits in port_widths(config).items()]}
     assert _checked_port_widths(config, meta)["m_axis_result__tdata"]["width"] == 4 * 8
     meta["ports"][2]["width"] += 1

@@ -10,22 +10,22 @@ from safetensors.numpy import load_file
 from golden.format import ACT_MAX, ACT_MIN, Arithmetic, parse_format
 from golden.quantize import QuantizedMatrix, quantize, quantize_activations
 from rtl.params import TileParams
-from tb.gemv_data import GemvSet, TileConfig, make_gemv, random_gemv
+from tb.gemv_data import GemvSet, make_gemv, random_gemv
 from tb.simulate import measure, simulate
 
 #: 3.5-bit, groups of 8, a bus of 61 bits (a multiple of neither 7 nor 8), 4 lanes: per-beat (axis) tests.
-SEPTET_SMALL = TileConfig(fmt="4+3", lanes=4, bus_width=61, group_size=8)
+SEPTET_SMALL = TileParams(fmt="4+3", lanes=4, bus_width=61, group_size=8)
 #: Uniform 3-bit on the shared grid, requantized, 3 lanes, 32-bit bus.
-INT3_SHARED_REQUANT = TileConfig(fmt="3+3", arithmetic="shared", lanes=3, bus_width=32, group_size=6,
+INT3_SHARED_REQUANT = TileParams(fmt="3+3", arithmetic="shared", lanes=3, bus_width=32, group_size=6,
                                  requant=True)
 #: INT8 built for the largest K its int32 slot sums allow, with the narrowest wide accumulator that holds it.
 _INT8_MAX_K = parse_format("8+8").max_k_int32(Arithmetic.OWN)
-INT8_AT_BOUND = TileConfig(fmt="8+8", lanes=2, bus_width=64, max_k=_INT8_MAX_K,
+INT8_AT_BOUND = TileParams(fmt="8+8", lanes=2, bus_width=64, max_k=_INT8_MAX_K,
                            acc_width=TileParams(fmt="8+8", lanes=2, max_k=_INT8_MAX_K, acc_width=64).min_acc_width)
 #: 3.5-bit and INT4 on the same 32-bit bus, per column, 8 lanes: half the default tile (half its build
 #: time), still bus-bound (a beat of 8 pairs is 56 or 64 bits, at least a bus word, as 16 lanes are on W = 64).
-SEPTET_W32 = TileConfig(fmt="4+3", lanes=8, bus_width=32)
-INT4_W32 = TileConfig(fmt="4+4", lanes=8, bus_width=32)
+SEPTET_W32 = TileParams(fmt="4+3", lanes=8, bus_width=32)
+INT4_W32 = TileParams(fmt="4+4", lanes=8, bus_width=32)
 
 
 def _constant_columns(K, N, seed):
@@ -104,12 +104,12 @@ def test_bus_efficiency_and_the_septet_to_int4_cycle_ratio(tile_of, tmp_path):
     cycles = {}
     for config in (SEPTET_W32, INT4_W32):
         gemv = random_gemv(config, 4096, 64, seed=7)
-        record, result = measure(tile_of(config), gemv, tmp_path / config.fmt, mode="mem", hdl_clock=True)
+        record, result = measure(tile_of(config), gemv, tmp_path / config.fmt.name, mode="mem", hdl_clock=True)
         assert result.passed and record["mismatches"] == 0
         assert record["bus_efficiency"] >= 0.99
         # Bus-bound with no stalls: exactly the RTL's published formula, ceil(bits / W) + fixed latency.
         assert record["latency_cycles"] == tile_of(config).fixed_latency
-        cycles[config.fmt] = record["cycles"]
+        cycles[config.fmt.name] = record["cycles"]
     septet, int4 = (parse_format(f).pair_bits for f in ("4+3", "4+4"))
     assert abs(cycles["4+3"] / cycles["4+4"] / (septet / int4) - 1.0) < 0.005
 
