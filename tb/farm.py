@@ -443,6 +443,7 @@ def prepare_worker(settings: FarmSettings, *, serve: bool = False) -> dict:
 
 #: This process's persistent simulators (:class:`tb.simulate.MemServer`), by (tile config, HDL clock).
 _SERVERS: dict = {}
+_SERVERS_AT_EXIT: list = []     # non-empty once _stop_servers is registered to run at exit
 #: A persistent simulator is replaced (its weights file removed) once that file passes this size: every
 #: task appends its weights (8 bytes per cycle on a 64-bit bus), the file only grows while a simulator reads it.
 SERVER_WEIGHTS_BYTES = 256 << 20
@@ -466,23 +467,25 @@ def _server(settings: FarmSettings):
         root = _scratch(settings)
         _remove_stale_servers(root)
         directory = root / f"server.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        if not _SERVERS:
+        if not _SERVERS_AT_EXIT:
             atexit.register(_stop_servers)
+            _SERVERS_AT_EXIT.append(True)
         server = _SERVERS[key] = MemServer(_TILES[key][0], directory, hdl_clock=settings.hdl_clock)
     return server
 
 
-def _stop_server(key) -> None:
+def _stop_server(key, *, kill: bool = False) -> None:
     server = _SERVERS.pop(key)
     try:
-        server.close(kill=not server.alive)
+        server.close(kill=kill or not server.alive)
     finally:
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def _stop_servers() -> None:
+    """At the worker's exit: every result is delivered, so end the simulators at once (a short teardown)."""
     for key in list(_SERVERS):
-        _stop_server(key)
+        _stop_server(key, kill=True)
 
 
 def _remove_stale_servers(root: Path) -> None:
@@ -887,6 +890,13 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - a task that could not run is a failed task
                     record = _error_record(task, settings, exc)
+                if record.get("fingerprint") != fingerprint:
+                    # Verified by other sources than this run's identity (another checkout, or files edited during
+                    # the run): not what run.json claims, so not a pass.
+                    record.update(passed=False, worker_fingerprint=record.get("fingerprint"), fingerprint=fingerprint,
+                                  error=f"the worker ran other sources or settings than the client (fingerprint "
+                                        f"{record.get('fingerprint')} vs {fingerprint}): same checkout, unchanged "
+                                        f"during the run?")
                 record["attempts"] = _attempts(settings.attempts, task.task_id)
                 if task.task_id in new:
                     raise RuntimeError(f"task {task.task_id} reported twice")   # cannot happen: one key, one result
@@ -1223,7 +1233,8 @@ def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progres
             client.close()
             cluster.close()
         closed = time.perf_counter()
-        cpu = [load_results(directory, settings.fingerprint())[t.task_id].get("cpu_seconds") or 0.0 for t in tasks]
+        results = load_results(directory, settings.fingerprint())
+        cpu = [(results.get(t.task_id) or {}).get("cpu_seconds") or 0.0 for t in tasks]
         total = summary["total"]
         runs.append({"workers": n, "wall_seconds": round(closed - asked, 3),
                      "components": {"cluster_start_seconds": round(started - asked, 3),
