@@ -727,9 +727,12 @@ def write_json_atomic(path: Path, document) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode()), force=True, param="--out")
 
 
-def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None):
+def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None, quiet: bool = True):
     """A Dask client: on a new :class:`~distributed.LocalCluster` of ``workers`` single-threaded worker
-    processes, or on the existing cluster at ``scheduler``.  Returns ``(client, cluster or None)``."""
+    processes, or on the existing cluster at ``scheduler``.  Returns ``(client, cluster or None)``.
+
+    ``quiet``: the local cluster runs with :data:`QUIET_CLUSTER_CONFIG` (False: Dask's defaults, for comparison).
+    """
     import logging
 
     from distributed import Client, LocalCluster
@@ -747,7 +750,7 @@ def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None)
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
     # The nannies and the scheduler live in this process, next to the client; the workers inherit this configuration.
-    with dask.config.set(QUIET_CLUSTER_CONFIG):
+    with dask.config.set(QUIET_CLUSTER_CONFIG if quiet else {}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
         return Client(cluster), cluster
@@ -1198,7 +1201,7 @@ def project_step(step_specs, name: str, settings: FarmSettings, summary: dict, c
     return out
 
 
-def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progress=None) -> dict:
+def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progress=None, quiet: bool = True) -> dict:
     """Verify the same tasks on a fresh LocalCluster of each size in ``worker_counts``; wall-time ratios.
 
     The tile is built (or found in the cache) in this process before any clock starts.  Then, per
@@ -1221,7 +1224,7 @@ def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progres
             f"core(s) for {n} CPU-bound process(es)")
         load_before = os.getloadavg()
         asked = time.perf_counter()
-        client, cluster = open_client(workers=n)
+        client, cluster = open_client(workers=n, quiet=quiet)
         try:
             started = time.perf_counter()
             info = client.run(_process_cpu)
@@ -1266,7 +1269,9 @@ def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progres
         base_time = base["free_cores_makespan_seconds"] * base["workers"]
         r["estimated_efficiency_on_free_cores"] = round(
             base_time / (r["workers"] * r["free_cores_makespan_seconds"]), 4) if r["free_cores_makespan_seconds"] else None
-    return {"definition": SCALING_DEFINITION, "runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup()}
+    return {"definition": SCALING_DEFINITION, "runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup(),
+            "persistent_simulator": settings.persistent_simulator, "dask_config": QUIET_CLUSTER_CONFIG if quiet else
+            "Dask's defaults"}
 
 
 #: What ``efficiency`` means in the scaling report (written into it).

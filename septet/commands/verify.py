@@ -55,6 +55,9 @@ def add_arguments(p):
     p.add_argument("--simulator-per-task", dest="persistent_simulator", action="store_false",
                    help="start a new simulator process for every task instead of one per worker that stays up "
                         "(slower: for comparison)")
+    p.add_argument("--dask-defaults", dest="quiet_cluster", action="store_false",
+                   help="run the local cluster with Dask's default profiler and monitor settings instead of "
+                        "quieter ones (for comparison)")
     p.add_argument("--keep", action="store_true", help="keep the simulation directories of passing tasks")
     p.add_argument("--scratch", default=None, metavar="DIR",
                    help="where workers put simulation directories (default: their temporary directory)")
@@ -252,7 +255,7 @@ def run(args):
         if args.scheduler is not None:
             raise SeptetError("--scaling starts its own local clusters; it excludes --scheduler")
         counts = parse_int_list(args.scaling, "--scaling", low=1)
-        result = scaling(tasks, settings, out / "scaling", counts, progress=progress)
+        result = scaling(tasks, settings, out / "scaling", counts, progress=progress, quiet=args.quiet_cluster)
         for r in result["runs"]:
             c = r["components"]
             print(f"{r['workers']} worker(s): wall {r['wall_seconds']:.1f} s (cluster start {c['cluster_start_seconds']:.1f}, "
@@ -297,7 +300,7 @@ def run(args):
         prepare_worker(settings)    # build (or find) the tile here, once, before the workers start and need it
     asked = time.perf_counter()
     try:
-        client, cluster = open_client(workers=args.workers, scheduler=args.scheduler)
+        client, cluster = open_client(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet_cluster)
     except ValueError as exc:
         raise SeptetError(str(exc)) from None
     started = time.perf_counter()
