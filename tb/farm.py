@@ -10,14 +10,16 @@ worker, which
   hundred bytes) or reads them from a GGUF file, and the GEMV's INT8 activations;
 * makes the stimulus and the expectations with golden (``tb.gemv_data.make_gemv``:
   quantize, pack, integer oracle);
-* simulates them in the Verilated tile in memory-model mode (``tb.simulate``, the
-  SystemVerilog wrapper streams the beats from files) and checks every result beat
-  bit for bit with the testbench's scoreboard;
-* returns a small record: cycles, ideal cycles, mismatches, timings.
+* simulates them in the Verilated tile in memory-model mode (the SystemVerilog wrapper
+  streams the beats from binary files) in its one simulator that stays up for all its
+  tasks (:class:`tb.simulate.MemServer`; ``persistent_simulator=False``: a process per
+  task), and checks every result beat bit for bit with the testbench's scoreboard;
+* returns a small record: cycles, ideal cycles, mismatches, and where its time went
+  (:class:`_Profile`: wall and CPU seconds per phase).
 
 The client writes each record to ``OUT/results/<task>.json`` as it arrives
 (temporary name, then rename), so nothing finished is lost; a rerun with the same
-settings skips every task already verified (resume).  A worker that dies mid-task
+settings and sources (:func:`sources_digest`) skips every task already verified (resume).  A worker that dies mid-task
 is Dask's to handle: the scheduler reruns the task on another worker (up to
 ``distributed.scheduler.allowed-failures`` times), and the client writes a result per
 task key exactly once.
@@ -644,9 +646,10 @@ def _serve(server, gemv_set, task: Task) -> "tuple[dict, float]":
 class _Profile:
     """Wall and CPU seconds per phase of a task, phase after phase (:meth:`lap` closes the current one).
 
-    CPU is this process's (``worker``: golden, files, Python around the simulator) and its finished
-    children's (``simulator``).  The simulator's run is split with its own clock into the simulation
-    proper and the rest of the process (start-up, imports, reading the stimulus, checking the results, exit).
+    CPU is this process's (``worker``: golden, files, Python around the simulator, Dask's threads)
+    and its children's (``simulator``: finished ones from ``getrusage``, a running persistent
+    simulator from ``/proc``, in 10 ms ticks).  The simulator's part is split with its own clock
+    into the simulation proper and the rest (:meth:`split_simulation`).
     """
 
     def __init__(self):
@@ -760,7 +763,7 @@ def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None,
 #: The defaults (a statistical profiler sampling every worker's threads every 10 ms, event-loop health
 #: checks every 20 ms, system and memory monitors every 0.1-0.5 s) cost about 7% of a core for a
 #: 2-worker cluster whose tasks wait on a simulator process; these settings cost about 1%
-#: (measured with idle tasks; see README, "Where the time goes").
+#: (measured with tasks that only sleep; README, "Verify a whole decode step").
 QUIET_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
