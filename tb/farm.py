@@ -506,11 +506,6 @@ def _remove_stale_servers(root: Path) -> None:
             continue
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its children (the simulator): what a task costs a core."""
-    return sum(_cpu_split())
-
-
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -550,9 +545,8 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     from tb.simulate import simulate
     from golden.quantize import quantize
 
-    started = time.perf_counter()
-    cpu_start = _cpu_seconds()
-    profile = _Profile()
+    profile = _Profile()      # one clock for the phases and the totals (reading /proc takes time under load)
+    started, cpu_start = profile.now()
     if settings.attempts:
         marker = Path(settings.attempts) / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -603,7 +597,7 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
         "mismatches": int(mismatches), "beats_checked": int(outcome.get("beats_checked") or 0),
         "beats_expected": beats_expected, "passed": passed,
         "golden_seconds": round(golden_seconds, 3), "sim_seconds": float(outcome.get("sim_seconds") or 0.0),
-        "task_seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(_cpu_seconds() - cpu_start, 3),
+        "task_seconds": None, "cpu_seconds": None,     # set at the end, from the profile's clock
         "worker": _worker_name(),
         "fingerprint": settings.fingerprint(),
     }
@@ -620,8 +614,9 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
         record["report"] = str(outcome.get("report") or "")[:4000]
         record["test_dir"] = str(test_dir)
     profile.lap("cleanup")
-    record["task_seconds"] = round(time.perf_counter() - started, 3)
-    record["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 3)
+    finished, cpu_end = profile.now()
+    record["task_seconds"] = round(finished - started, 3)
+    record["cpu_seconds"] = round(cpu_end - cpu_start, 3)
     record["profile"] = profile.phases
     record["started_at"], record["finished_at"] = round(profile.epoch_start, 3), round(time.time(), 3)
     return record
@@ -656,6 +651,10 @@ class _Profile:
         self.epoch_start = time.time()
         self.phases: dict = {}
         self._mark = (time.perf_counter(), *_cpu_split())
+
+    def now(self) -> "tuple[float, float]":
+        """(wall clock, CPU seconds of this process and its children) at the end of the last lap."""
+        return self._mark[0], self._mark[1] + self._mark[2]
 
     def lap(self, name: str) -> None:
         now = (time.perf_counter(), *_cpu_split())

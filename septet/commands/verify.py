@@ -147,9 +147,12 @@ def _print_summary(summary, projection, out, stream):
     _print_profile(t.get("profile"), stream)
     command = t.get("command")
     if command:
-        print(f"this command: {command['command_seconds']:.1f} s in all (cluster start {command['cluster_start_seconds']:.1f} s, "
-              f"verify {command['verify_seconds']:.1f} s, teardown {command['teardown_seconds']:.1f} s, the rest imports, "
-              f"planning and the projection)", file=stream)
+        built = command.get("tile_build_seconds")
+        tile = "" if built is None else (f"tile {'compiled' if command.get('tile_compiled') else 'found in the cache'} "
+                                         f"{built:.1f} s, ")
+        print(f"this command: {command['command_seconds']:.1f} s in all ({tile}cluster start "
+              f"{command['cluster_start_seconds']:.1f} s, verify {command['verify_seconds']:.1f} s, teardown "
+              f"{command['teardown_seconds']:.1f} s, the rest imports, planning and the projection)", file=stream)
     print(f"results: {out}", file=stream)
 
 
@@ -294,10 +297,11 @@ def run(args):
         raise SeptetError(str(exc)) from None
     if aside is not None:
         print(f"septet verify: {out} held a run with other settings or sources; moved to {aside}", file=sys.stderr)
+    build = None
     if args.scheduler is None:
         from tb.farm import prepare_worker
 
-        prepare_worker(settings)    # build (or find) the tile here, once, before the workers start and need it
+        build = prepare_worker(settings)    # build (or find) the tile here, once, before the workers start and need it
     asked = time.perf_counter()
     try:
         client, cluster = open_client(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet_cluster)
@@ -315,7 +319,9 @@ def run(args):
     summary["total"]["command"] = {"cluster_start_seconds": round(started - asked, 3),
                                    "verify_seconds": round(finished - started, 3),
                                    "teardown_seconds": round(closed - finished, 3),
-                                   "command_seconds": round(time.time() - _process_start(), 3)}
+                                   "command_seconds": round(time.time() - _process_start(), 3),
+                                   "tile_build_seconds": build["build_seconds"] if build else None,
+                                   "tile_compiled": build["compiled"] if build else None}
     summary["projection"] = project_step(step_specs, name, settings, summary, cores)
     from tb.farm import SUMMARY_FILE, write_json_atomic
 
