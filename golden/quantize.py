@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.checks import check_int
 from golden.format import (
     ACT_MAX,
     EXPONENT_BITS,
@@ -205,9 +206,11 @@ def _check_perm(perm, K: int) -> "np.ndarray | None":
     if perm is None:
         return None
     perm = np.asarray(perm)
-    if perm.shape != (K,) or not np.issubdtype(perm.dtype, np.integer) \
-            or not np.array_equal(np.sort(perm), np.arange(K)):
-        raise ValueError(f"perm must be a permutation of range(K) = range({K}) as an integer array")
+    message = f"perm must be a permutation of range(K) = range({K}) as an integer array"
+    if not np.issubdtype(perm.dtype, np.integer):
+        raise TypeError(f"{message}, got dtype {perm.dtype}")
+    if perm.shape != (K,) or not np.array_equal(np.sort(perm), np.arange(K)):
+        raise ValueError(message)
     return perm.astype(np.int64)
 
 
@@ -316,9 +319,7 @@ def quantize(W, fmt="4+3", *, arithmetic="own", group_size=None, clip="none", pe
     if (clip == "output") != (importance is not None):
         raise ValueError("importance (one non-negative value per input channel) is required by, and only "
                          "used with, clip='output'")
-    if (not isinstance(scale_bits, (int, np.integer)) or isinstance(scale_bits, bool)
-            or not 2 <= scale_bits <= SCALE_BITS):
-        raise ValueError(f"scale_bits must be an integer in [2, {SCALE_BITS}], got {scale_bits!r}")
+    check_int("scale_bits", scale_bits, 2, SCALE_BITS)
     K, N = W.shape
     K_pad = K + (K % 2)
     G = _check_group_size(group_size, K_pad)
@@ -705,8 +706,7 @@ def quantize_table(W, tables, fmt="4+3", *, group_size=64, scale_bits=SCALE_BITS
     for t, b, name in ((tabs[0], fmt.even_bits, "even"), (tabs[1], fmt.odd_bits, "odd")):
         if t.shape != (1 << b,) or np.any(np.diff(t) <= 0) or 0 not in t:
             raise ValueError(f"tables[{name}] must be {1 << b} ascending integers holding 0, got {t.tolist()}")
-    if not isinstance(scale_bits, (int, np.integer)) or not 2 <= scale_bits <= SCALE_BITS:
-        raise ValueError(f"scale_bits must be an integer in [2, {SCALE_BITS}], got {scale_bits!r}")
+    check_int("scale_bits", scale_bits, 2, SCALE_BITS)
     K, N = W.shape
     K_pad = K + (K % 2)
     G = _check_group_size(group_size, K_pad)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.checks import check_int, check_number
 from golden.format import ACT_MAX, ACT_MIN
 from golden.oracle import gemv_int, requant_params, requantize, row_activations
 from golden.pack import PackedStream, pack
@@ -84,10 +85,7 @@ def output_scale(qm: QuantizedMatrix, y, *, s_a: float = 1.0, saturate: float = 
         Fraction of results (about) beyond ``ACT_MAX`` in magnitude, in ``[0, 1)``.
         ``0`` maps the largest result to ``ACT_MAX``: nothing saturates.
     """
-    if not isinstance(saturate, (int, float)) or isinstance(saturate, bool):
-        raise TypeError(f"saturate must be a number in [0, 1), got {saturate!r}")
-    if not 0.0 <= saturate < 1.0:
-        raise ValueError(f"saturate must be a number in [0, 1), got {saturate!r}")
+    saturate = check_number("saturate", saturate, 0.0, 1.0, open_high=True)
     real = np.abs(np.asarray(y, dtype=np.float64) * s_a * np.exp2(-qm.exp.astype(np.float64)))
     level = float(np.percentile(real, 100.0 * (1.0 - saturate))) if real.size else 0.0
     if not level > 0.0:
@@ -156,9 +154,7 @@ def random_vectors(rng: np.random.Generator, fmt, K: int, N: int, *, lanes: int,
     """
     if weights is None:
         for name, value in (("K", K), ("N", N)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise (TypeError if not isinstance(value, (int, np.integer)) or isinstance(value, bool)
-                       else ValueError)(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, value, 1)
         weights = rng.standard_normal((K, N))
         if column_scales is not None:
             weights = weights * rng.uniform(*column_scales, size=N)

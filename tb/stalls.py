@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import random
 
+from golden.checks import check_int, check_number
+
 __all__ = ["pause_generator", "validate_probability"]
 
 
 def validate_probability(name: str, probability) -> float:
-    """Return ``probability`` as a float in [0, 1); raise ``ValueError`` naming ``name`` otherwise."""
-    try:
-        value = float(probability)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1), got {probability!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {probability!r}")
-    return value
+    """Return ``probability`` as a float in [0, 1) (a stream paused every cycle would never move).
+
+    Raises
+    ------
+    TypeError
+        When it is not a real number (a string, ``None``, a bool).
+    ValueError
+        When it lies outside [0, 1) or is NaN; the message names ``name``.
+    """
+    return check_number(name, probability, 0.0, 1.0, open_high=True)
 
 
 def pause_generator(probability: float, seed: int, *, burst: int = 1):
@@ -40,8 +44,7 @@ def pause_generator(probability: float, seed: int, *, burst: int = 1):
     bool
     """
     probability = validate_probability("probability", probability)
-    if not isinstance(burst, int) or burst < 1:
-        raise ValueError(f"burst must be an integer >= 1, got {burst!r}")
+    check_int("burst", burst, 1)
     rng = random.Random(seed)
     if probability == 0.0:
         while True:

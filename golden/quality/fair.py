@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.checks import check_int
+
 __all__ = [
     "CAL_TOKENS_DEFAULT", "N_WINDOWS_DEFAULT", "SEQ_LEN_DEFAULT", "EVAL_KINDS", "DOC_MODULES",
     "FairText", "fair_text", "window_nll", "smollm2_logits", "RatioInterval", "paired_ratio",
@@ -67,12 +69,6 @@ DOC_MODULES = ("argparse", "collections", "textwrap", "fractions", "statistics",
 CACHE_DIR = pathlib.Path(os.environ.get("SEPTET_CACHE", "build/cache"))
 #: Bump when the meaning of a cached statistic changes.
 _CACHE_VERSION = 1
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -199,9 +195,9 @@ def fair_text(model, *, cal_tokens: int = CAL_TOKENS_DEFAULT, n_windows: int = N
 
     from golden.quality.smollm2 import Tokenizer
 
-    seq_len = _check_int("seq_len", seq_len, 8)
-    cal_tokens = _check_int("cal_tokens", cal_tokens, seq_len)
-    n_windows = _check_int("n_windows", n_windows, 2)
+    seq_len = check_int("seq_len", seq_len, 8)
+    cal_tokens = check_int("cal_tokens", cal_tokens, seq_len)
+    n_windows = check_int("n_windows", n_windows, 2)
     if cal_tokens % seq_len:
         raise ValueError(f"cal_tokens must be a multiple of seq_len = {seq_len}, got {cal_tokens}")
     kinds = tuple(kinds)
@@ -273,7 +269,7 @@ def window_nll(logits_fn, windows, *, batch: int = 4) -> np.ndarray:
     windows = np.asarray(windows)
     if windows.ndim != 2 or windows.shape[1] < 2:
         raise ValueError(f"windows must have shape (n_windows, T) with T >= 2, got {windows.shape}")
-    batch = _check_int("batch", batch, 1)
+    batch = check_int("batch", batch, 1)
     out = np.empty(len(windows), dtype=np.float64)
     for b0 in range(0, len(windows), batch):
         seq = windows[b0:b0 + batch]
@@ -367,8 +363,8 @@ def paired_ratio(nll_a, nll_b, tokens_per_window, *, n_boot: int = 10_000, level
             raise ValueError(f"paired windows must be 1-D arrays of equal length >= 2, got {x.shape} and {y.shape}")
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise ValueError("window NLLs must be finite")
-    tokens_per_window = _check_int("tokens_per_window", tokens_per_window, 1)
-    n_boot = _check_int("n_boot", n_boot, 100)
+    tokens_per_window = check_int("tokens_per_window", tokens_per_window, 1)
+    n_boot = check_int("n_boot", n_boot, 100)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     n_total = sum(len(x) for x in a)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.checks import check_int
 from golden.format import ACT_MAX, ACT_MIN
 from golden.oracle import gemv_int
 from golden.quantize import QuantizedMatrix
@@ -502,11 +503,9 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
     model = full
     cfg = model.config
     n_layers = cfg.n_layers if n_layers is None else n_layers
-    if not isinstance(n_layers, int) or not 1 <= n_layers <= cfg.n_layers:
-        raise ValueError(f"n_layers must be an integer in [1, {cfg.n_layers}], got {n_layers!r}")
+    check_int("n_layers", n_layers, 1, cfg.n_layers)
     if vocab is not None:
-        if not isinstance(vocab, int) or not 2 <= vocab <= cfg.vocab_size:
-            raise ValueError(f"vocab must be an integer in [2, {cfg.vocab_size}], got {vocab!r}")
+        check_int("vocab", vocab, 2, cfg.vocab_size)
         model = dataclasses.replace(model, embedding=model.embedding[:vocab],
                                     config=dataclasses.replace(cfg, vocab_size=vocab))
     tokenizer = Tokenizer(model.tokens, model.merges)

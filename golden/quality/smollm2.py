@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.checks import check_int
 from golden.quality.models import SmolLM2Weights, load_smollm2
 
 __all__ = ["Tokenizer", "forward", "perplexity", "calibration_inputs", "block_forward", "TextSplit", "text_split", "LINEAR_INPUTS"]
@@ -272,8 +273,7 @@ def text_split(model: SmolLM2Weights, *, cal_tokens: int = 512, n_seq: int = 4, 
     from pydoc_data import topics
 
     for name, v in (("cal_tokens", cal_tokens), ("n_seq", n_seq), ("seq_len", seq_len)):
-        if not isinstance(v, int) or v < 2:
-            raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
+        check_int(name, v, 2)
     text = "\n\n".join(topics.topics[k] for k in sorted(topics.topics))
     need = cal_tokens + n_seq * seq_len
     tok = Tokenizer(model.tokens, model.merges)

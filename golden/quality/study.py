@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.checks import check_int
 from golden.format import SCALE_BITS, Arithmetic, parse_arithmetic
+from golden.io import load_array
 from golden.quantize import (NL_TABLES, gptq_codes, gptq_table_codes, quantize, quantize_symmetric,
                              quantize_table, salience_permutation)
 from golden.quality import ggml as ggml_peers
@@ -164,7 +166,7 @@ def run_study(model: str, *, weights_path: "str | None" = None, n_seq: int = 4, 
     acts = {}
     ref_bpw = 32.0
     if weights_path is not None:
-        W = np.load(weights_path, allow_pickle=False)
+        W = load_array(weights_path, "--weights")
         if W.ndim != 2 or not np.issubdtype(W.dtype, np.floating):
             raise ValueError(f"--weights must hold a 2-D float array (K, N), got {W.dtype} {W.shape}")
         mats = {"user": ("user", W.astype(np.float32))}
@@ -568,9 +570,7 @@ def run_fair_study(*, cal_tokens: int = 2048, n_windows: int = 16, seq_len: int 
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels) or labels[0] != "reference":
         raise ValueError("methods must have unique labels and start with the reference")
-    out_err_windows = fair._check_int("out_err_windows", out_err_windows, 1)
-    if out_err_windows > n_windows:
-        raise ValueError(f"out_err_windows must be in [1, n_windows={n_windows}], got {out_err_windows}")
+    out_err_windows = check_int("out_err_windows", out_err_windows, 1, n_windows)
     t_start = time.time()
     model = load_smollm2()
     digest = fair.model_file_digest(smollm2_gguf_path())

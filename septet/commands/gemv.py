@@ -3,11 +3,11 @@
 import numpy as np
 
 from golden.format import ACT_MAX, ACT_MIN
-from golden.io import check_output_path, load_packed, save_array, save_arrays
+from golden.io import check_output_path, load_array, load_packed, save_array, save_arrays
 from golden.oracle import gemv_int, requant_params, requantize
 from golden.quantize import quantize_activations
 from septet.cli import SeptetError
-from septet.commands.quantize import _load_npy, naming_parameters
+from septet.commands.quantize import naming_parameters
 
 
 def add_arguments(p):
@@ -56,7 +56,7 @@ def run(args):
         raise SeptetError(f"--requant-scale must be a finite positive number, got {args.requant_scale}")
     with naming_parameters({"packed file": "--packed"}):
         qm, _ = load_packed(args.packed)
-    x = _load_npy(args.activations, "activations")
+    x = load_array(args.activations, "--activations")
     a, s_a = activation_codes(x, qm.K)
     y = gemv_int(qm, a)
     real = y * s_a * np.exp2(-qm.exp.astype(np.float64))

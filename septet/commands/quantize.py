@@ -1,12 +1,11 @@
 """``septet quantize``: bring your own weights."""
 
 import contextlib
-import pathlib
 
 import numpy as np
 
 from golden.format import FORMATS
-from golden.io import check_output_path, save_packed
+from golden.io import check_output_path, load_array, save_packed
 from golden.quantize import CLIP_MODES, quantize, quantize_symmetric
 from septet.cli import SeptetError
 
@@ -36,28 +35,6 @@ def add_arguments(p):
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
 
-def _load_npy(path, what):
-    """One array from a user's .npy file; every failure is one line naming ``--what``."""
-    p = pathlib.Path(path)
-    if not p.exists():
-        raise SeptetError(f"--{what}: file {path!r} does not exist")
-    if not p.is_file():
-        raise SeptetError(f"--{what}: {path!r} is not a regular file")
-    with open(p, "rb") as fh:                # ours to close, also when NumPy gives up halfway
-        try:
-            arr = np.load(fh, allow_pickle=False)
-        except ValueError as exc:
-            reason = ("it holds pickled Python objects, which septet never loads" if "pickle" in str(exc)
-                      else "it is not a NumPy .npy file")
-            raise SeptetError(f"--{what}: {path!r} is not a readable .npy array: {reason}") from None
-        except Exception:  # noqa: BLE001 - truncated header, bad magic, ...: the user's input
-            raise SeptetError(f"--{what}: {path!r} is not a readable .npy array (corrupt or truncated)") from None
-        if not isinstance(arr, np.ndarray):
-            arr.close()
-            raise SeptetError(f"--{what}: {path!r} is an .npz archive; give a single-array .npy file")
-    return arr
-
-
 #: Leading words of golden's validation messages -> the option they come from.
 QUANTIZE_PARAMETERS = {"W ": "--weights", "K=": "--weights", "weight scales": "--weights", "group_size": "--group-size",
                        "perm ": "--perm", "importance": "--importance", "format": "--format", "even_bits": "--format",
@@ -77,17 +54,17 @@ def naming_parameters(names: dict):
 
 def run(args):
     check_output_path(args.out, force=args.force)      # fail before the work, not after it
-    W = _load_npy(args.weights, "weights")
+    W = load_array(args.weights, "--weights")
     if args.transpose:
         if W.ndim != 2:
             raise SeptetError(f"--weights must be 2-D, got shape {W.shape}")
         W = W.T
-    perm = _load_npy(args.perm, "perm") if args.perm else None
+    perm = load_array(args.perm, "--perm") if args.perm else None
     if args.symmetric and (args.arithmetic != "own" or args.clip != "none"):
         raise SeptetError("--symmetric takes neither --arithmetic shared nor --clip")
     if not isinstance(args.lanes, int) or args.lanes < 1:
         raise SeptetError(f"--lanes must be an integer >= 1, got {args.lanes}")
-    importance = _load_npy(args.importance, "importance") if args.importance else None
+    importance = load_array(args.importance, "--importance") if args.importance else None
     with naming_parameters(QUANTIZE_PARAMETERS):
         if args.symmetric:
             qm = quantize_symmetric(W, args.format, group_size=args.group_size, perm=perm)

@@ -47,14 +47,9 @@ def _command(argv) -> str:
 
 
 def _load_weights(path):
-    import numpy as np
+    from golden.io import load_array
 
-    try:
-        W = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SeptetError(f"--weights: file {path!r} does not exist") from None
-    except Exception as exc:  # noqa: BLE001
-        raise SeptetError(f"--weights: {path!r} is not a readable .npy array ({exc})") from None
+    W = load_array(path, "--weights")
     if W.ndim != 2:
         raise SeptetError(f"--weights must be a 2-D array [K, N], got shape {W.shape}")
     return W

@@ -154,3 +154,27 @@ def test_a_full_disk_never_destroys_the_good_file(tmp_path):
     assert "--out" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert good.read_bytes() == b"good file"
     assert _listing(tmp_path) == ["big.npy", "o.npz"]
+
+
+def test_one_numpy_file_reader_names_the_file_and_what_is_wrong(tmp_path):
+    """golden.io.open_numpy: the checks load_packed and the CLI's .npy inputs share, one line each."""
+    from golden.io import InputFileError, PackedFileError, load_array, load_packed
+
+    np.save(tmp_path / "a.npy", np.arange(3))
+    np.savez(tmp_path / "z.npz", a=np.arange(3))
+    np.save(tmp_path / "objects.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "text.npy").write_text("1 2 3\n")
+    (tmp_path / "dir.npy").mkdir()
+    assert load_array(tmp_path / "a.npy", "--weights").tolist() == [0, 1, 2]
+    cases = [("missing.npy", "does not exist"), ("dir.npy", "is not a regular file"),
+             ("z.npz", "is not a readable .npy array (it is an .npz archive)"),
+             ("objects.npy", "is not a readable .npy array (it holds pickled Python objects"),
+             ("text.npy", "is not a readable .npy array (")]
+    for name, message in cases:
+        with pytest.raises(InputFileError) as raised:
+            load_array(tmp_path / name, "--weights")
+        assert str(raised.value).startswith(f"--weights: file {str(tmp_path / name)!r} {message}")
+    with pytest.raises(PackedFileError, match=r"packed file '.*a\.npy' is not a septet \.npz file \(it holds a single"):
+        load_packed(tmp_path / "a.npy")
+    with pytest.raises(PackedFileError, match="does not exist"):
+        load_packed(tmp_path / "missing.npz")

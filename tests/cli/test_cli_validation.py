@@ -106,7 +106,8 @@ def test_garbage_in_padding_lanes_and_padding_row_is_refused(made):
     # The odd-K padding row (row 21, odd slot of column 0, pair 10) must hold the last group's odd zero point.
     from golden.pack import StreamLayout
     lay = StreamLayout(qm.fmt, qm.arithmetic, 4, K, N, qm.group_size)
-    pair_bit = int(lay.pair_offsets()[10, 0]) + qm.fmt.even_bits      # odd code's low bit, column 0
+    # Pair 10 of lane 0 in block 0 (FORMAT.md section 4): after the headers of its group and those before.
+    pair_bit = (10 // lay.group_pairs + 1) * lay.header_bits + 10 * lay.beat_bits + qm.fmt.even_bits
     _rewrite(tmp / "w.npz", tmp / "bad.npz", stream=lambda s: s ^ _set_bit(np.zeros_like(s), pair_bit))
     with pytest.raises(ValueError, match="padding row"):
         load_packed(tmp / "bad.npz")

@@ -306,6 +306,12 @@ def test_bad_parameters_are_rejected_clearly(kwargs, match):
         quantize(np.ones((4, 4)), fmt, **kwargs)
 
 
+def test_a_perm_of_another_kind_is_a_type_error():
+    with pytest.raises(TypeError, match=r"perm must be a permutation of range\(K\) = range\(4\) as an integer array, "
+                                        "got dtype float64"):
+        quantize(np.ones((4, 4)), "4+3", perm=[0.0, 1.0, 2.0, 3.0])
+
+
 def test_bad_activations_are_rejected_clearly():
     qm = quantize(np.ones((4, 2)), "4+3")
     with pytest.raises(ValueError, match=r"shape \(4,\)"):

@@ -36,17 +36,14 @@ TILE_MD = Path(__file__).resolve().parents[2] / "rtl" / "TILE.md"
 # -- late requantization parameters ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("K,N", [(2, 4), (10, 5)])
-def test_late_params_beat_holds_the_block(K, N):
-    """The params beat comes long after the block's last beat is ready; until then its payload is noise.
+def _run_requant_job(p, job, *, params_delay: int = 0, sink_delay: int = 0, noise_seed: int = 0, what: str):
+    """Run ``job`` on a requantizing tile and check it against golden.
 
-    A block may close only with its params beat valid: with K = 2 the last beat is ready at once.
+    Before each params beat its source waits ``params_delay`` cycles, not valid, showing noise on the
+    payload (a source may show anything meanwhile); the sink takes nothing for ``sink_delay`` cycles.
     """
-    p = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4, requant=True)
-    rng = np.random.default_rng(K * 100 + N)
-    job = make_job(p, rng, K=K, N=N)
     dut = SeptetTile(params=p)
-    noise = random.Random(K)
+    noise = random.Random(noise_seed)
     got = []
 
     async def weights(ctx):
@@ -57,14 +54,15 @@ def test_late_params_beat_holds_the_block(K, N):
 
     async def params(ctx):
         for beat in job["params"]:
-            # Not valid for a long while; a source may show anything on the payload meanwhile.
-            for _ in range(25):
+            for _ in range(params_delay):
                 ctx.set(dut.params_in.payload, [{"mult": noise.getrandbits(16), "shift": noise.randint(1, 63)}
                                                 for _ in range(p.lanes)])
                 await ctx.tick()
             await send(ctx, dut.params_in, [beat])
 
     async def results(ctx):
+        if sink_delay:
+            await ctx.tick().repeat(sink_delay)
         got.append(result_lanes(p, await receive(ctx, dut.result, job["blocks"])))
 
     sim = Simulator(dut)
@@ -72,8 +70,19 @@ def test_late_params_beat_holds_the_block(K, N):
     for bench in (weights, acts, params):
         sim.add_testbench(bench, background=True)
     sim.add_testbench(results)
-    run_simulation(sim, cycles=40 * job["blocks"] + jobs_cycle_budget([job]), what="late params run")
+    run_simulation(sim, cycles=40 * job["blocks"] + jobs_cycle_budget([job]), what=what)
     check([job], got)
+
+
+@pytest.mark.parametrize("K,N", [(2, 4), (10, 5)])
+def test_late_params_beat_holds_the_block(K, N):
+    """The params beat comes long after the block's last beat is ready; until then its payload is noise.
+
+    A block may close only with its params beat valid: with K = 2 the last beat is ready at once.
+    """
+    p = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4, requant=True)
+    job = make_job(p, np.random.default_rng(K * 100 + N), K=K, N=N)
+    _run_requant_job(p, job, params_delay=25, noise_seed=K, what="late params run")
 
 
 def test_params_beat_waits_while_the_output_queue_is_full():
@@ -83,29 +92,8 @@ def test_params_beat_waits_while_the_output_queue_is_full():
     """
     p = TileParams(fmt="4+3", lanes=2, bus_width=16, group_size=4, requant=True)
     job = make_job(p, np.random.default_rng(31), K=4, N=2 * (p.output_queue_depth + 4))
-    dut = SeptetTile(params=p)
-    got = []
-
-    async def weights(ctx):
-        await send(ctx, dut.weights, job["words"])
-
-    async def acts(ctx):
-        await send(ctx, dut.act, job["acts"])
-
-    async def params(ctx):
-        await send(ctx, dut.params_in, job["params"])
-
-    async def results(ctx):
-        await ctx.tick().repeat(40 * job["blocks"])          # long enough to use every credit
-        got.append(result_lanes(p, await receive(ctx, dut.result, job["blocks"])))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for bench in (weights, acts, params):
-        sim.add_testbench(bench, background=True)
-    sim.add_testbench(results)
-    run_simulation(sim, cycles=40 * job["blocks"] + jobs_cycle_budget([job]), what="stalled sink run")
-    check([job], got)
+    # Long enough to use every credit.
+    _run_requant_job(p, job, sink_delay=40 * job["blocks"], what="stalled sink run")
 
 
 # -- a final block of exactly one bus word -----------------------------------------------------------

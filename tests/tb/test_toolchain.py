@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tb import toolchain
-from tb.stalls import pause_generator
+from tb.stalls import pause_generator, validate_probability
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,7 +53,16 @@ def test_pause_generator_fraction_and_bursts():
         assert longest <= burst
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, "x", None])
-def test_pause_generator_rejects_bad_probability(bad):
-    with pytest.raises(ValueError, match="probability must be a number in \\[0, 1\\)"):
+@pytest.mark.parametrize("bad, error", [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError),
+                                        ("0.5", TypeError), (None, TypeError), (True, TypeError)])
+def test_pause_generator_rejects_bad_probability(bad, error):
+    with pytest.raises(error, match="probability must be a number in \\[0, 1\\), got "):
         next(pause_generator(bad, 0))
+    with pytest.raises(error, match="idle must be a number in \\[0, 1\\)"):
+        validate_probability("idle", bad)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (2.0, TypeError), ("2", TypeError)])
+def test_pause_generator_rejects_bad_burst(bad, error):
+    with pytest.raises(error, match="burst must be an integer >= 1, got "):
+        next(pause_generator(0.5, 0, burst=bad))
