@@ -11,8 +11,8 @@ Every free input is a top-level port of the harness.  Amaranth 0.5 has no ``Past
 * :class:`TileHarness` — the whole tile with every input free (reset included): the stream rules
   at its ports and the RTL's own invariants (credits, output queue, gearbox capacity), plus: no
   result without a block, and never more blocks pending than the queue holds.
-* :class:`AccumulationHarness` — the MAC lanes and the group scaler fed any well-formed sequence
-  of headers and beats (any data, any grouping, at most ``max_k`` rows per block): every block
+* :class:`AccumulationHarness` — the MAC lanes and the epilogue (drain, group scaler, gather) fed
+  any well-formed sequence of headers and beats (any data, any grouping, at most ``max_k`` rows per block): every block
   result equals the exact (unbounded) sum, so no slot sum or accumulator overflows.
 
 ``broken=True`` builds a deliberately broken variant that the proof must reject.
@@ -191,7 +191,7 @@ class TileHarness(Elaboratable):
 
 
 class AccumulationHarness(Elaboratable):
-    """MAC lanes then group scaler, for every block of at most ``max_k`` rows: no sum leaves its width.
+    """MAC lanes then the epilogue, for every block of at most ``max_k`` rows: no sum leaves its width.
 
     The operations are free inputs constrained to the sequencer's grammar: a header, then one or
     more beats, the last of a group marked ``group_end``, the last of a block ``block_end`` (which
@@ -213,7 +213,7 @@ class AccumulationHarness(Elaboratable):
     """
 
     def __init__(self, *, params: TileParams, check: str = "bounds", broken: bool = False):
-        from rtl.correct import GroupScaler
+        from rtl.epilogue import Epilogue
         from rtl.lanes import MacLanes
 
         if check not in ("bounds", "exact"):
@@ -227,7 +227,7 @@ class AccumulationHarness(Elaboratable):
         self.params, self.check = params, check
         self.lanes = self.scaler = None
         if check == "exact":
-            self.lanes, self.scaler = MacLanes(params=params), GroupScaler(params=params)
+            self.lanes, self.scaler = MacLanes(params=params), Epilogue(params=params)
         self.op = Signal(lane_op_layout(params))
         self.op_valid = Signal()
 
@@ -343,6 +343,6 @@ class AccumulationHarness(Elaboratable):
             with m.If(scaler.o.valid):
                 m.d.comb += Assert(expected.r_rdy, "a block result without a block")
                 for lane in range(p.lanes):
-                    m.d.comb += Assert(scaler.o.payload.y[lane] == expected.r_data.word_select(lane, wide).as_signed(),
+                    m.d.comb += Assert(scaler.o.payload.data[lane] == expected.r_data.word_select(lane, wide).as_signed(),
                                        "a block result differs from the exact sum")
         return m

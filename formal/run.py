@@ -71,8 +71,9 @@ PROOFS = [
           bmc_depth=16, cover_depth=12, broken_depth=10, prove_depth=8, quick_depth=6),
     Proof("tile", "stream rules at every port, credits, output queue never written full, gearbox capacity, no "
           "result without a block (2+2 shared, 1 lane, W=24, groups of 2, any input, any reset)",
-          # Since issue 12's deeper epilogue (L + 11 cycles) the credits first run out at step 28 (35 with
-          # requantization) and the broken one-entry queue overflows at step 24: the depths reach past them.
+          # With issue 12's epilogue (L + 12 cycles, L + 17 with requantization) the credits first run out at
+          # step 25 (31 with requantization) and the broken one-entry queue overflows at step 24: the depths
+          # reach past them.
           ("tile", _TILE), bmc_depth=32, cover_depth=32, broken_depth=26, quick_depth=6),
     Proof("tile-requant", "the same with requantization (the params stream)", ("tile", _TILE_REQUANT),
           bmc_depth=38, cover_depth=38, broken_depth=None),

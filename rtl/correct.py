@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.format import SCALE_BITS
-from rtl.layouts import block_result_layout, group_sums_layout
-from rtl.params import SCALER_DEPTH, SLOT_ACC_BITS, TileParams
+from rtl.drain import drain_output_layout
+from rtl.layouts import group_common_layout, lane_result_layout, lane_sums_layout, requant_layout
+from rtl.params import SLOT_ACC_BITS, TileParams
 
-__all__ = ["GroupScaler", "split_product"]
+__all__ = ["GroupScaler", "split_product", "LATENCY", "ZERO_OPERAND_BITS"]
+
+#: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa`` as DSP partial products, their
+#: sum, the correction, ``m * corr`` as DSP partial products, their sum, the sum over the slots (registered),
+#: the wide add (combinational into ``o``).
+LATENCY = 6
+#: Width the zero point enters its DSP with (``z + 2**(ZERO_OPERAND_BITS - 1)``): the synthesis flow maps a
+#: multiply to a DSP only when both operands have at least ``rtl.synth.DSP_MIN_WIDTH`` bits.
+ZERO_OPERAND_BITS = 6
 
 #: Width of the low, unsigned part of an operand split for an 18x18 DSP (17 bits + a zero sign bit).
 DSP_CHUNK = 17
@@ -29,7 +38,7 @@ def split_product(m, domain, a, b_unsigned, name):
         high = min(low + DSP_CHUNK, width)
         top = high == width
         chunk = a[low:high].as_signed() if top else a[low:high]
-        reg = Signal(signed(len(chunk) + len(b_unsigned) + 1), name=f"{name}_pp{index}")
+        reg = Signal(signed(len(chunk) + len(b_unsigned) + 1), name=f"{name}_pp{index}", reset_less=True)
         domain_stmts = getattr(m.d, domain)
         domain_stmts += reg.eq(chunk * b_unsigned)
         parts.append((low, reg))
@@ -43,20 +52,20 @@ def split_product(m, domain, a, b_unsigned, name):
 
 
 class GroupScaler(wiring.Component):
-    """Per group: ``corr = acc - z * Σa`` per slot, then ``y += m * corr`` into the wide accumulator.
+    """Per lane and group: ``corr = acc - z * Σa`` per slot, then ``y += m * corr`` into the wide accumulator.
 
-    Time-shared: the group's sums and header are captured when they arrive, then one lane per
-    cycle passes a registered pipeline (``z * Σa``; ``acc - z * Σa``; ``m * corr`` as registered
-    17-bit DSP partial products; their shift-add; the sum over the slots; the wide accumulation),
-    so the block needs one correction and one scaling datapath per slot instead of one per lane
-    and slot.  The wide accumulators form a ring of ``L`` registers that turns by one lane per
-    step (no multiplexer); the first group of a block starts them afresh.  At the end of a block
-    the results leave on ``o``, all lanes at once, ``SCALER_DEPTH + L`` cycles after the group's
-    sums arrived.
+    Time-shared: the group's lanes arrive one per cycle (from :class:`~rtl.drain.LaneDrain`) and
+    pass a registered pipeline (``z * Σa`` and ``m * corr`` each as registered 17-bit DSP partial
+    products and their shift-add; ``acc - z * Σa`` between them; the sum over the slots; the wide
+    accumulation), so the block needs one correction and one scaling datapath per slot instead of
+    one per lane and slot.
+    The wide accumulators form a ring of ``L`` registers that turns by one lane per step (no
+    multiplexer); the last group of a block writes zeros behind it (a synchronous clear), so the
+    next block starts afresh.  At the end of a block each lane's result leaves on ``o``, one per
+    cycle, ``LATENCY`` cycles after the lane entered, with its requantization parameters.
 
-    The input never stalls: the tile spaces group ends at least ``params.epilogue_interval``
-    cycles apart (one group in the scaler at a time).  ``|corr|`` fits int32 for every
-    ``K <= max_k`` (FORMAT.md section 3); ``acc_width`` was validated to hold ``y``.
+    The input never stalls and every group brings all ``L`` lanes, lane 0 first.  ``|corr|`` fits
+    int32 for every ``K <= max_k`` (FORMAT.md section 3); ``acc_width`` was validated to hold ``y``.
 
     Parameters
     ----------
@@ -64,100 +73,88 @@ class GroupScaler(wiring.Component):
 
     Attributes
     ----------
-    i : In(stream.Signature(group_sums_layout(params), always_ready=True))
-    o : Out(stream.Signature(block_result_layout(params), always_ready=True))
+    i : In(stream.Signature(drain_output_layout(lane_sums_layout(params), group_common_layout(params)),
+        always_ready=True))
+    o : Out(stream.Signature(lane_result_layout(params), always_ready=True))
+        Valid for the lanes of a block's last group; the payload is combinational from the last stage.
     """
 
     def __init__(self, *, params: TileParams):
         self.params = params
         super().__init__({
-            "i": In(stream.Signature(group_sums_layout(params), always_ready=True)),
-            "o": Out(stream.Signature(block_result_layout(params), always_ready=True)),
+            "i": In(stream.Signature(drain_output_layout(lane_sums_layout(params), group_common_layout(params)),
+                                     always_ready=True)),
+            "o": Out(stream.Signature(lane_result_layout(params), always_ready=True)),
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        g = self.i.payload
         L, S = p.lanes, p.n_slots
+        head = self.i.payload.lane
+        common = self.i.payload.common
 
-        # Capture, then shift one lane per step towards lane 0 (the head).
-        lane_layout = data.StructLayout({
-            "acc": data.ArrayLayout(signed(SLOT_ACC_BITS), S),
-            "header": g.header.shape().elem_shape,
-        })
-        snap = [Signal(lane_layout, name=f"snap_l{lane}") for lane in range(L)]
-        sa = [Signal(signed(SLOT_ACC_BITS), name=f"sa_s{t}") for t in range(S)]
-        block_end = Signal()
-        last = Signal()
-        first = Signal()                  # this group starts a block: the accumulators restart
-        block_start = Signal(init=1)      # the next group starts a block
-        remaining = Signal(range(L + 1))  # lanes still to enter the pipeline
-        step = Signal()
-        m.d.comb += step.eq(remaining.any())
-        with m.If(step):
-            m.d.sync += remaining.eq(remaining - 1)
-            for lane in range(L - 1):
-                m.d.sync += snap[lane].eq(snap[lane + 1])
-        with m.If(self.i.valid):
-            m.d.sync += [remaining.eq(L), block_end.eq(g.block_end), last.eq(g.last),
-                         first.eq(block_start), block_start.eq(g.block_end)]
-            for lane in range(L):
-                m.d.sync += [snap[lane].acc.eq(g.acc[lane]), snap[lane].header.eq(g.header[lane])]
-            for t in range(S):
-                m.d.sync += sa[t].eq(g.sa[t])
-            if p.requant:
-                with m.If(g.block_end):
-                    m.d.sync += self.o.payload.requant.eq(g.requant)
-        head = snap[0]
+        # Markers (and the requantization parameters) travel alongside the lane, one register per stage.
+        fields = {"block_end": 1, "end": 1, "last": 1}
+        if p.requant:
+            fields["requant"] = requant_layout()
+        valid = [self.i.valid] + [Signal(name=f"v{n}") for n in range(1, LATENCY + 1)]
+        mark = [Signal(data.StructLayout(fields), name=f"mark{n}", reset_less=True) for n in range(LATENCY + 1)]
+        m.d.comb += [mark[0].block_end.eq(common.block_end), mark[0].end.eq(common.last),
+                     mark[0].last.eq(self.i.payload.last)]
+        if p.requant:
+            m.d.comb += mark[0].requant.eq(head.requant)
+        for n in range(1, LATENCY + 1):
+            m.d.sync += [valid[n].eq(valid[n - 1]), mark[n].eq(mark[n - 1])]
 
-        # Stage 1: z * Σa (and the sums and mantissas alongside).
-        v1 = Signal()
-        zs1 = [Signal(signed(SLOT_ACC_BITS + 9), name=f"zs1_s{t}") for t in range(S)]
-        acc1 = [Signal(signed(SLOT_ACC_BITS), name=f"acc1_s{t}") for t in range(S)]
-        mant1 = [Signal(unsigned(SCALE_BITS), name=f"mant1_s{t}") for t in range(S)]
-        m.d.sync += v1.eq(step)
+        # Stage 1: z * Σa as registered DSP partial products, with the zero point offset to a
+        # ZERO_OPERAND_BITS-bit operand: Σa * (z + 2**e) - Σa * 2**e, the second term added to acc here.
+        # corr = acc - z * Σa fits int32, so every term is kept modulo 2**32 (two's complement: exact).
+        acc1 = [Signal(signed(SLOT_ACC_BITS), name=f"acc1_s{t}", reset_less=True) for t in range(S)]
+        mant1 = [Signal(unsigned(SCALE_BITS), name=f"mant1_s{t}", reset_less=True) for t in range(S)]
+        zero_sum = []
         for t in range(S):
             slot = head.header[f"s{t}"]
-            m.d.sync += [zs1[t].eq(slot.zero * sa[t]), acc1[t].eq(head.acc[t]), mant1[t].eq(slot.mant)]
+            e = max(len(slot.zero), ZERO_OPERAND_BITS - 1)
+            operand = Cat(slot.zero, Const(0, e - len(slot.zero)), Const(1, 1))
+            zero_sum.append(split_product(m, "sync", common.sa[t], operand, f"zs_s{t}"))
+            m.d.sync += [acc1[t].eq(head.acc[t] + (common.sa[t] << e)), mant1[t].eq(slot.mant)]
 
-        # Stage 2: the correction.
-        v2 = Signal()
-        corr2 = [Signal(signed(SLOT_ACC_BITS), name=f"corr2_s{t}") for t in range(S)]
-        mant2 = [Signal(unsigned(SCALE_BITS), name=f"mant2_s{t}") for t in range(S)]
-        m.d.sync += v2.eq(v1)
+        # Stage 2: the exact (z + 2**e) * Σa; stage 3: the correction.
+        zs2 = [Signal(signed(SLOT_ACC_BITS), name=f"zs2_s{t}", reset_less=True) for t in range(S)]
+        acc2 = [Signal.like(acc1[t], name=f"acc2_s{t}", reset_less=True) for t in range(S)]
+        mant2 = [Signal(unsigned(SCALE_BITS), name=f"mant2_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
-            m.d.sync += [corr2[t].eq(acc1[t] - zs1[t]), mant2[t].eq(mant1[t])]
-
-        # Stage 3: m * corr as registered DSP partial products; stage 4: their sum.
-        v3, v4 = Signal(), Signal()
-        m.d.sync += [v3.eq(v2), v4.eq(v3)]
-        prod4 = [Signal(signed(SLOT_ACC_BITS + SCALE_BITS), name=f"prod4_s{t}") for t in range(S)]
+            m.d.sync += [zs2[t].eq(zero_sum[t]()), acc2[t].eq(acc1[t]), mant2[t].eq(mant1[t])]
+        corr3 = [Signal(signed(SLOT_ACC_BITS), name=f"corr3_s{t}", reset_less=True) for t in range(S)]
+        mant3 = [Signal(unsigned(SCALE_BITS), name=f"mant3_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
-            total = split_product(m, "sync", corr2[t], mant2[t], f"mc_s{t}")
-            m.d.sync += prod4[t].eq(total())
+            m.d.sync += [corr3[t].eq(acc2[t] - zs2[t]), mant3[t].eq(mant2[t])]
 
-        # Stage 5: the sum over the slots.
-        v5 = Signal()
-        sum5 = Signal(signed(SLOT_ACC_BITS + SCALE_BITS + 1))
-        m.d.sync += [v5.eq(v4), sum5.eq(sum(prod4[1:], prod4[0]))]
+        # Stage 4: m * corr as registered DSP partial products; stage 5: their sum.
+        prod5 = [Signal(signed(SLOT_ACC_BITS + SCALE_BITS), name=f"prod5_s{t}", reset_less=True) for t in range(S)]
+        for t in range(S):
+            total = split_product(m, "sync", corr3[t], mant3[t], f"mc_s{t}")
+            m.d.sync += prod5[t].eq(total())
 
-        # Stage 6: the wide accumulation, a ring of L registers turned one lane per step.
+        # Stage 6: the sum over the slots.
+        sum6 = Signal(signed(SLOT_ACC_BITS + SCALE_BITS + 1), reset_less=True)
+        m.d.sync += sum6.eq(sum(prod5[1:], prod5[0]))
+
+        # Then (combinational into o): the wide accumulation, a ring of L registers turned one lane
+        # per step; a block's last group leaves zeros behind, and the reset clears the ring too.
         ring = [Signal(signed(p.acc_width), name=f"wide_l{lane}") for lane in range(L)]
-        lane6 = Signal(L, init=1)         # one-hot: the lane leaving stage 5 in this cycle
         y = Signal(signed(p.acc_width))
-        m.d.comb += y.eq(sum5 + (0 if L == 0 else ring[0]))
-        with m.If(first):
-            m.d.comb += y.eq(sum5)
-        m.d.sync += self.o.valid.eq(0)
-        with m.If(v5):
+        last6, v6 = mark[LATENCY], valid[LATENCY]
+        m.d.comb += y.eq(sum6 + ring[0])
+        with m.If(v6):
             m.d.sync += [ring[lane].eq(ring[lane + 1]) for lane in range(L - 1)]
-            m.d.sync += [ring[L - 1].eq(y), lane6.eq(lane6.rotate_left(1))]
-            with m.If(block_end):
-                for lane in range(L):
-                    with m.If(lane6[lane]):
-                        m.d.sync += self.o.payload.y[lane].eq(y)
-                with m.If(lane6[L - 1]):
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last)]
-        assert SCALER_DEPTH == 6
+            with m.If(last6.block_end):
+                m.d.sync += ring[L - 1].eq(0)
+            with m.Else():
+                m.d.sync += ring[L - 1].eq(y)
+        m.d.comb += [self.o.valid.eq(v6 & last6.block_end), self.o.payload.data.eq(y),
+                     self.o.payload.last.eq(last6.last), self.o.payload.end.eq(last6.end)]
+        if p.requant:
+            m.d.comb += self.o.payload.requant.eq(last6.requant)
         return m

@@ -18,6 +18,7 @@ __all__ = [
     "word_layout", "act_layout", "pair_layout", "beat_layout", "slot_header_layout",
     "lane_header_layout", "header_layout", "lane_op_layout", "requant_layout", "requant_lanes_layout",
     "group_sums_layout", "block_result_layout", "result_layout", "ACT_PAIR_BITS",
+    "lane_sums_layout", "group_common_layout", "lane_result_layout",
 ]
 
 #: Bits of one activation pair on ``s_axis_act``: ``a[2i] | a[2i+1] << 8``.
@@ -103,6 +104,29 @@ def group_sums_layout(p: TileParams) -> data.StructLayout:
     }
     if p.requant:
         fields["requant"] = requant_lanes_layout(p)
+    return data.StructLayout(fields)
+
+
+def lane_sums_layout(p: TileParams) -> data.StructLayout:
+    """One lane's part of the group sums, as the epilogue takes them one lane per cycle."""
+    fields = {"acc": data.ArrayLayout(signed(SLOT_ACC_BITS), p.n_slots), "header": lane_header_layout(p)}
+    if p.requant:
+        fields["requant"] = requant_layout()
+    return data.StructLayout(fields)
+
+
+def group_common_layout(p: TileParams) -> data.StructLayout:
+    """The part of the group sums every lane shares: Σa per slot and the block markers."""
+    return data.StructLayout({"sa": data.ArrayLayout(signed(SLOT_ACC_BITS), p.n_slots),
+                              "block_end": unsigned(1), "last": unsigned(1)})
+
+
+def lane_result_layout(p: TileParams) -> data.StructLayout:
+    """One lane's wide result of a block, one lane per cycle: ``last`` on lane ``L - 1``, ``end`` on
+    the GEMV's final block, and the lane's requantization parameters (if built)."""
+    fields = {"data": signed(p.acc_width), "last": unsigned(1), "end": unsigned(1)}
+    if p.requant:
+        fields["requant"] = requant_layout()
     return data.StructLayout(fields)
 
 

@@ -20,7 +20,7 @@ from golden.format import (
     parse_format,
 )
 
-__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K", "SCALER_DEPTH", "REQUANT_DEPTH", "LANES_DEPTH"]
+__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K", "LANES_DEPTH"]
 
 #: Width of a lane's per-slot partial sum and of the shared activation sums (FORMAT.md section 3: int32).
 SLOT_ACC_BITS = 32
@@ -30,13 +30,8 @@ DEFAULT_ACC_WIDTH = 48
 DEFAULT_MAX_K = 65536
 
 #: Pipeline stages of the MAC lanes (rtl/lanes.py): the operation, the products, the accumulation.
+#: (The epilogue's blocks define their own ``LATENCY`` next to their code; ``result_latency`` sums them.)
 LANES_DEPTH = 3
-#: Pipeline stages of the time-shared group scaler after its last lane enters (rtl/correct.py):
-#: ``z * sa``, the correction, the DSP partial products, their sum, the sum over slots, the wide add.
-SCALER_DEPTH = 6
-#: Pipeline stages of the time-shared requantizer after its last lane enters (rtl/requant.py):
-#: the DSP partial products, their sum, plus the rounding term, the shift, the clamp.
-REQUANT_DEPTH = 5
 
 
 def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
@@ -210,15 +205,15 @@ class TileParams:
 
     @property
     def epilogue_interval(self) -> int:
-        """Fewest cycles between two group ends: the time-shared scaler holds one group at a time.
+        """Fewest cycles between two group ends: the lane drain in front of the epilogue holds one group.
 
-        The scaler takes ``L`` cycles to read a group's lanes and ``SCALER_DEPTH`` more to finish
-        it (the requantizer, ``L + REQUANT_DEPTH``, fits in the same interval).  A group of
-        ``g`` pairs takes at least ``g + 1`` cycles (its header and beats), so only groups
-        shorter than ``L + SCALER_DEPTH - 1`` pairs (and at the bus rate, shorter in time)
-        wait; the sequencer holds their closing beat until the interval has passed.
+        The drain (rtl/drain.py) hands a group's ``L`` lanes to the time-shared scaler one per
+        cycle; behind it the scaler and the requantizer take a lane every cycle.  A group of ``g``
+        pairs takes at least ``g + 1`` cycles (its header and beats), so only groups shorter than
+        ``L - 1`` pairs (and at the bus rate, shorter in time) wait; the sequencer holds their
+        closing beat until the interval has passed.
         """
-        return self.lanes + SCALER_DEPTH
+        return self.lanes
 
     @property
     def result_latency(self) -> int:
@@ -226,13 +221,16 @@ class TileParams:
 
         The word is written into the gearbox (1 edge; the last beat enters the lanes in the
         next cycle), the lanes register the operation, the products and the sums
-        (``LANES_DEPTH``), the scaler reads the ``L`` lanes
-        one per cycle and finishes in ``SCALER_DEPTH`` more, the requantizer (if built) reads
-        them again in ``L + REQUANT_DEPTH``, and the output queue (1).
+        (``LANES_DEPTH``), the drain hands out lane 0 after ``DRAIN_LATENCY`` and lane ``L - 1``
+        ``L - 1`` cycles later, the scaler (and the requantizer, if built) each add their
+        ``LATENCY`` per lane, the gather completes the beat (``GATHER_LATENCY``), and the output
+        queue (1).
         """
-        latency = 1 + LANES_DEPTH + self.lanes + SCALER_DEPTH + 1
+        from rtl import correct, drain, requant       # the blocks import this module: their constants on demand
+
+        latency = 1 + LANES_DEPTH + drain.DRAIN_LATENCY + self.lanes - 1 + correct.LATENCY + drain.GATHER_LATENCY + 1
         if self.requant:
-            latency += self.lanes + REQUANT_DEPTH
+            latency += requant.LATENCY
         return latency
 
     @property
@@ -248,11 +246,13 @@ class TileParams:
     def output_queue_depth(self) -> int:
         """Block results the output queue holds: enough that an always-ready sink never stalls the lanes.
 
-        Block results are at least ``epilogue_interval`` cycles apart, so at most
-        ``ceil(pipeline latency / interval)`` are in flight behind the lanes, plus one leaving.
+        Block results are at least ``epilogue_interval`` cycles apart and at least a header (its
+        ``len(header_chunks)`` records) and a beat apart, so at most ``ceil(pipeline latency /
+        spacing)`` are in flight behind the lanes, plus one leaving.
         """
         pipeline = self.result_latency - 1
-        return -(-pipeline // self.epilogue_interval) + 2
+        spacing = max(self.epilogue_interval, len(self.header_chunks) + 1)
+        return -(-pipeline // spacing) + 2
 
     def stream_bits(self, K: int, N: int) -> int:
         """Bits of one GEMV's packed stream: ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``."""

@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.format import OUT_BITS, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, REQUANT_SHIFT_MAX
+from golden.format import OUT_BITS, OUT_MAX, OUT_MIN, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS
 from rtl.correct import split_product
-from rtl.layouts import block_result_layout, requant_layout, result_layout
-from rtl.params import REQUANT_DEPTH, TileParams
+from rtl.drain import gather_input_layout
+from rtl.layouts import lane_result_layout
+from rtl.params import TileParams
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "LATENCY"]
 
-_OUT_MIN, _OUT_MAX = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
+#: Low bits of ``q = (y * M) >> (s - 1)`` kept for the rounding and the clamp: with the bits above them all
+#: equal to the sign, ``q`` fits ``_KEEP + 1`` bits, enough to tell every value that saturates.
+_KEEP = OUT_BITS + 2
+
+#: Cycles from a lane entering the requantizer to its INT8 result on ``o``: the input register, the DSP
+#: partial products, their sum, the shift in two steps (registered), the rounding and clamp (combinational).
+LATENCY = 5
+
+
+def _all_sign(bits, sign):
+    """Every bit of ``bits`` equals ``sign`` (true for no bits)."""
+    if len(bits) == 0:
+        return Const(1)
+    return Mux(sign, bits.all(), ~bits.any())
+
+
+def _shift_keeping(value, sign, fits, steps, *, keep):
+    """``value >> sum(k for bit, k in steps if bit)`` (arithmetic, ``sign`` above ``value``), low ``keep`` bits.
+
+    ``steps`` runs from the largest shift down; each keeps only the bits later steps and ``keep``
+    still need.  Returns the low bits and ``fits``: every higher bit of the shifted value equals
+    ``sign`` (and ``fits`` was already true), so the result is ``Cat(low, sign)`` exactly.
+    """
+    for index, (bit, k) in enumerate(steps):
+        need = keep + sum(later for _, later in steps[index + 1:])
+        width = len(value)
+        extended = Cat(value, sign.replicate(max(0, need + k - width)))
+        shifted = Mux(bit, extended[k:need + k], extended[:need])
+        above_if_shifted = value[min(need + k, width):]
+        above_if_not = value[min(need, width):min(need + k, width)]      # and above_if_shifted
+        fits = fits & _all_sign(above_if_shifted, sign) & (bit | _all_sign(above_if_not, sign))
+        value = shifted
+    return value, fits
 
 
 class Requantizer(wiring.Component):
-    """Every lane's ``y`` to INT8 with its column's multiplier and shift, one lane per cycle.
+    """Each lane's ``y`` to INT8 with its column's multiplier and shift, one lane per cycle.
 
-    Time-shared: the block's results and parameters are captured when they arrive, then one
-    lane per cycle passes a registered pipeline (``y * M`` as registered 17-bit DSP partial
-    products; their sum; plus the rounding term; the arithmetic shift; the clamp), so one
-    multiplier, shifter and clamp serve all lanes.  The results leave on ``o``, all lanes at
-    once, ``REQUANT_DEPTH + L`` cycles after the block's results arrived; the tile spaces
-    blocks at least ``params.epilogue_interval`` cycles apart (one block here at a time).
+    Time-shared: the lanes arrive one per cycle with their parameters (from the group scaler) and
+    pass a registered pipeline (the input; ``y * M`` as registered 17-bit DSP partial products;
+    their sum; the arithmetic shift by ``s - 1`` in two steps that keep only the bits the clamp can
+    see; plus one, halved, clamped, combinational into ``o``), so one multiplier, shifter and clamp
+    serve all lanes.  Each lane's result leaves on ``o`` ``LATENCY`` cycles after it entered, with
+    its ``last``/``end`` markers.
 
     Parameters
     ----------
@@ -33,8 +66,8 @@ class Requantizer(wiring.Component):
 
     Attributes
     ----------
-    i : In(stream.Signature(block_result_layout(params), always_ready=True))
-    o : Out(stream.Signature(result_layout(params), always_ready=True))
+    i : In(stream.Signature(lane_result_layout(params), always_ready=True))
+    o : Out(stream.Signature(gather_input_layout(signed(OUT_BITS)), always_ready=True))
     """
 
     def __init__(self, *, params: TileParams):
@@ -42,63 +75,60 @@ class Requantizer(wiring.Component):
             raise ValueError("Requantizer needs params with requant=True")
         self.params = params
         super().__init__({
-            "i": In(stream.Signature(block_result_layout(params), always_ready=True)),
-            "o": Out(stream.Signature(result_layout(params), always_ready=True)),
+            "i": In(stream.Signature(lane_result_layout(params), always_ready=True)),
+            "o": Out(stream.Signature(gather_input_layout(signed(OUT_BITS)), always_ready=True)),
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        L = p.lanes
-        lane_layout = data.StructLayout({"y": signed(p.acc_width), "prm": requant_layout()})
-        snap = [Signal(lane_layout, name=f"snap_l{lane}") for lane in range(L)]
-        last = Signal()
-        remaining = Signal(range(L + 1))
-        step = Signal()
-        m.d.comb += step.eq(remaining.any())
-        with m.If(step):
-            m.d.sync += remaining.eq(remaining - 1)
-            for lane in range(L - 1):
-                m.d.sync += snap[lane].eq(snap[lane + 1])
-        with m.If(self.i.valid):
-            m.d.sync += [remaining.eq(L), last.eq(self.i.payload.last)]
-            for lane in range(L):
-                m.d.sync += [snap[lane].y.eq(self.i.payload.y[lane]), snap[lane].prm.eq(self.i.payload.requant[lane])]
-        head = snap[0]
+        marks = [Signal(2, name=f"marks{n}", reset_less=True) for n in range(LATENCY)]   # last, end
+        valid = [Signal(name=f"v{n}") for n in range(LATENCY)]
+        m.d.sync += [valid[0].eq(self.i.valid), marks[0].eq(Cat(self.i.payload.last, self.i.payload.end))]
+        for n in range(1, LATENCY):
+            m.d.sync += [valid[n].eq(valid[n - 1]), marks[n].eq(marks[n - 1])]
 
-        # Stage 1: y * M as registered DSP partial products; the shift and its rounding term.
-        v1 = Signal()
-        shift1 = Signal(unsigned(REQUANT_SHIFT_BITS))
-        round1 = Signal(REQUANT_SHIFT_MAX + 1)
-        m.d.sync += [v1.eq(step), shift1.eq(head.prm.shift),
-                     round1.eq((Const(1, REQUANT_SHIFT_MAX + 1) << head.prm.shift) >> 1)]
-        total = split_product(m, "sync", head.y, head.prm.mult, "ym")
+        # Stage 0: the input (the scaler's last adder is in front of it).
+        head = Signal(lane_result_layout(p), reset_less=True)
+        m.d.sync += head.eq(self.i.payload)
 
-        # Stage 2: the exact product; stage 3: plus the rounding term.
-        v2 = Signal()
-        prod2 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 1))
+        # Stage 1: y * M as registered DSP partial products; the shift less one.
+        # clamp((p + 2**(s-1)) >> s) == clamp((q + 1) >> 1) with q = p >> (s - 1): the rounding is an add
+        # on the shifted value, and the shift keeps only the bits the clamp can see (below).
+        shift1 = Signal(unsigned(REQUANT_SHIFT_BITS), reset_less=True)
+        m.d.sync += shift1.eq(head.requant.shift - 1)
+        total = split_product(m, "sync", head.data, head.requant.mult, "ym")
+
+        # Stage 2: the exact product.
+        prod2 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 1), reset_less=True)
         shift2 = Signal.like(shift1)
-        round2 = Signal.like(round1)
-        m.d.sync += [v2.eq(v1), prod2.eq(total()), shift2.eq(shift1), round2.eq(round1)]
-        v3 = Signal()
-        t3 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 2))
-        shift3 = Signal.like(shift1)
-        m.d.sync += [v3.eq(v2), t3.eq(prod2 + round2), shift3.eq(shift2)]
+        m.d.sync += [prod2.eq(total()), shift2.eq(shift1)]
+        sign = prod2[-1]
 
-        # Stage 4: the arithmetic shift; stage 5: the clamp into the lane's result.
-        v4 = Signal()
-        s4 = Signal.like(t3)
-        m.d.sync += [v4.eq(v3), s4.eq(t3 >> shift3)]
-        out = Signal(signed(OUT_BITS))
-        m.d.comb += out.eq(Mux(s4 > _OUT_MAX, _OUT_MAX, Mux(s4 < _OUT_MIN, _OUT_MIN, s4)))
-        lane4 = Signal(L, init=1)         # one-hot: the lane leaving stage 4 in this cycle
-        m.d.sync += self.o.valid.eq(0)
-        with m.If(v4):
-            m.d.sync += lane4.eq(lane4.rotate_left(1))
-            for lane in range(L):
-                with m.If(lane4[lane]):
-                    m.d.sync += self.o.payload.data[lane].eq(out)
-            with m.If(lane4[L - 1]):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last)]
-        assert REQUANT_DEPTH == 5
+        # Stages 3 and 4: q = prod >> (s - 1) by the shift's high then low three bits, keeping the low
+        # KEEP bits of q and whether every bit above them equals the sign (q fits KEEP + 1 bits).
+        fine = [(shift2[b], 1 << b) for b in range(3)][::-1]
+        coarse = [(shift2[b], 1 << b) for b in range(3, REQUANT_SHIFT_BITS)][::-1]
+        low3, ok3 = _shift_keeping(prod2, sign, Const(1), coarse, keep=_KEEP + sum(k for _, k in fine))
+        q3 = Signal(len(low3), reset_less=True)
+        fits3, sign3, shift3 = Signal(reset_less=True), Signal(reset_less=True), Signal(3, reset_less=True)
+        m.d.sync += [q3.eq(low3), fits3.eq(ok3), sign3.eq(sign), shift3.eq(shift2[:3])]
+        fine = [(shift3[b], 1 << b) for b in range(3)][::-1]
+        low4, ok4 = _shift_keeping(q3, sign3, fits3, fine, keep=_KEEP)
+        q4 = Signal(_KEEP, reset_less=True)
+        fits4, sign4 = Signal(reset_less=True), Signal(reset_less=True)
+        m.d.sync += [q4.eq(low4), fits4.eq(ok4), sign4.eq(sign3)]
+
+        # The rounding and the clamp, combinational into o.
+        q = Cat(q4, sign4).as_signed()
+        rounded = Signal(signed(_KEEP + 1))
+        m.d.comb += rounded.eq((q + 1) >> 1)
+        clamped = Mux(rounded > OUT_MAX, OUT_MAX, Mux(rounded < OUT_MIN, OUT_MIN, rounded))
+        last = LATENCY - 1
+        m.d.comb += [
+            self.o.valid.eq(valid[last]),
+            self.o.payload.data.eq(Mux(fits4, clamped, Mux(sign4, OUT_MIN, OUT_MAX))),
+            self.o.payload.last.eq(marks[last][0]),
+            self.o.payload.end.eq(marks[last][1]),
+        ]
         return m

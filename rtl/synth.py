@@ -64,7 +64,7 @@ GOALS = {
 BLOCKS = {
     "gearbox": ("gearbox",),
     "mac_lanes": ("lanes",),
-    "epilogue": ("scaler", "requant"),
+    "epilogue": ("epilogue",),
     "output_queue": ("out_queue",),
 }
 

@@ -7,12 +7,11 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from rtl.checks import stream_rules
-from rtl.correct import GroupScaler
+from rtl.epilogue import Epilogue
 from rtl.gearbox import Gearbox
 from rtl.lanes import MacLanes
 from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_layout
 from rtl.params import TileParams
-from rtl.requant import Requantizer
 
 __all__ = ["SeptetTile", "BEAT"]
 
@@ -76,16 +75,11 @@ class SeptetTile(wiring.Component):
         m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=p.gearbox_record_widths,
                                               capacity=p.gearbox_capacity)
         m.submodules.lanes = lanes = MacLanes(params=p)
-        m.submodules.scaler = scaler = GroupScaler(params=p)
         m.submodules.out_queue = queue = fifo.SyncFIFO(width=result_layout(p).size, depth=p.output_queue_depth)
         connect(m, wiring.flipped(self.weights), gear.i)
-        connect(m, lanes.o, scaler.i)
-        if p.requant:
-            m.submodules.requant = requant = Requantizer(params=p)
-            connect(m, scaler.o, requant.i)
-            results = requant.o
-        else:
-            results = scaler.o
+        m.submodules.epilogue = epilogue = Epilogue(params=p)
+        connect(m, lanes.o, epilogue.i)
+        results = epilogue.o
         m.d.comb += [
             queue.w_en.eq(results.valid),
             queue.w_data.eq(results.payload),
@@ -102,8 +96,8 @@ class SeptetTile(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + block_issued - result_taken)
         has_credit = in_flight < p.output_queue_depth
 
-        # Group ends at least epilogue_interval cycles apart (one group in the scaler at a time).
-        epilogue_wait = Signal(range(p.epilogue_interval))
+        # Group ends at least epilogue_interval cycles apart (one group in the drain at a time).
+        epilogue_wait = Signal(range(max(p.epilogue_interval, 2)))     # not zero bits wide at L = 1
         epilogue_free = Signal()
         m.d.comb += epilogue_free.eq(~epilogue_wait.any())
         with m.If(~epilogue_free):

@@ -20,10 +20,12 @@ from golden.format import (
 from golden.oracle import gemv_parts, requantize
 from golden.pack import pack
 from golden.quantize import quantize
-from rtl.correct import GroupScaler
+from rtl import requant as requant_block
 from rtl.decode import PairDecode
+from rtl.drain import LaneDrain, LaneGather
+from rtl.epilogue import Epilogue
 from rtl.lanes import MacLanes
-from rtl.params import LANES_DEPTH, REQUANT_DEPTH, TileParams
+from rtl.params import LANES_DEPTH, TileParams
 from rtl.requant import Requantizer
 from rtl.simutil import act_beats, run_simulation
 
@@ -56,11 +58,11 @@ def test_decode_every_pair(fmt, arith):
 
 
 def _run_scaler(p, groups):
-    """Feed group sums to a GroupScaler, one every ``epilogue_interval`` cycles (the tile's spacing).
+    """Feed group sums to the epilogue (drain, group scaler, gather), one every ``epilogue_interval`` cycles.
 
     Returns the block results (lists of y).
     """
-    dut = GroupScaler(params=p)
+    dut = Epilogue(params=p)
     out = []
 
     async def feed(ctx):
@@ -70,12 +72,12 @@ def _run_scaler(p, groups):
             await ctx.tick()
             ctx.set(dut.i.valid, 0)
             await ctx.tick().repeat(p.epilogue_interval - 1)
-        await ctx.tick().repeat(p.epilogue_interval + 2)
+        await ctx.tick().repeat(p.result_latency)        # more than the epilogue's own latency
 
     async def collect(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
             if valid:
-                out.append([int(payload.y[lane]) for lane in range(p.lanes)])
+                out.append([int(payload.data[lane]) for lane in range(p.lanes)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -140,31 +142,42 @@ def test_requantization_extremes_match_golden():
     mults = [0, 1, (1 << REQUANT_MULT_BITS) - 1, 12345]
     shifts = [REQUANT_SHIFT_MIN, 2, 7, 16, 31, 47, 62, REQUANT_SHIFT_MAX]
     cases = list(itertools.product(ys, mults, shifts))
-    while len(cases) % p.lanes:
-        cases.append(cases[0])
+    # Random cases, half of them at a rounding tie or a clamp edge: y * M = (edge + 1/2) * 2**s.
+    rng = random.Random(7)
+    for _ in range(300):
+        shift = rng.randint(REQUANT_SHIFT_MIN, 40)
+        mult = rng.randint(1, (1 << REQUANT_MULT_BITS) - 1)
+        if rng.random() < 0.5:
+            y = rng.randint(-top - 1, top) >> rng.randint(0, p.acc_width)
+        else:
+            edge = rng.choice([127, 128, -128, -129, 0, -1, 5])
+            y = max(-top - 1, min(top, ((2 * edge + 1) << (shift - 1)) // mult + rng.randint(-1, 1)))
+        cases.append((y, mult, shift))
     dut = Requantizer(params=p)
     got = []
+    depth = requant_block.LATENCY
 
     async def bench(ctx):
-        for start in range(0, len(cases), p.lanes):
-            chunk = cases[start:start + p.lanes]
-            ctx.set(dut.i.payload, {"y": [c[0] for c in chunk], "last": 0,
-                                    "requant": [{"mult": c[1], "shift": c[2]} for c in chunk]})
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick()
-            ctx.set(dut.i.valid, 0)
-            # The lanes pass the time-shared pipeline one per cycle: valid after L + REQUANT_DEPTH.
-            for wait in range(p.lanes + REQUANT_DEPTH):
-                _clk, _rst, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                assert valid == (wait == p.lanes + REQUANT_DEPTH - 1)
-            got.extend(int(payload.data[lane]) for lane in range(p.lanes))
+        # One lane per cycle, the block markers on every fourth: each result exactly LATENCY cycles later.
+        sent = []
+        for n in range(len(cases) + depth):
+            if n < len(cases):
+                y, mult, shift = cases[n]
+                marks = (int(n % p.lanes == p.lanes - 1), int(n % 7 == 3))
+                ctx.set(dut.i.payload, {"data": y, "last": marks[0], "end": marks[1],
+                                        "requant": {"mult": mult, "shift": shift}})
+                sent.append(marks)
+            ctx.set(dut.i.valid, n < len(cases))
+            _clk, _rst, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            assert valid == (depth <= n < len(cases) + depth)
+            if valid:
+                got.append(int(payload.data))
+                assert (payload.last, payload.end) == sent[n - depth]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
-    # Each chunk: one input cycle, then L + REQUANT_DEPTH cycles until its result.
-    chunks = len(cases) // p.lanes
-    run_simulation(sim, cycles=(1 + p.lanes + REQUANT_DEPTH) * chunks + 100, what="Requantizer run")
+    run_simulation(sim, cycles=len(cases) + depth + 100, what="Requantizer run")
     y, M, s = (np.array([c[i] for c in cases], dtype=np.int64) for i in range(3))
     assert got == requantize(y, M, s).tolist()
 
@@ -217,3 +230,62 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
     sim.add_testbench(collect, background=True)
     run_simulation(sim, cycles=4 * (qm.K_pad // 2 + qm.n_groups) + 100, what="MacLanes run")
     assert got == [(acc[g].tolist(), sa[g].tolist()) for g in range(qm.n_groups)]
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 5])
+def test_drain_then_gather_every_lane_once_at_the_shortest_interval(lanes):
+    """LaneDrain: records every ``L`` cycles (its shortest interval), each lane out once, in order, with
+    its record's shared part, ``first``/``last`` on lanes 0 and ``L - 1``, lane 0 ``DRAIN_LATENCY``
+    cycles after the record; LaneGather turns the lanes back into the record the cycle the last arrives."""
+    from amaranth.hdl import Elaboratable, Module, signed
+    from amaranth.lib import data
+    from rtl.drain import DRAIN_LATENCY, GATHER_LATENCY
+
+    lane_layout = data.StructLayout({"a": signed(9), "b": 4})
+    common_layout = data.StructLayout({"c": 6})
+    rng = random.Random(lanes)
+    records = [{"lanes": [{"a": rng.randint(-256, 255), "b": rng.randrange(16)} for _ in range(lanes)],
+                "common": {"c": rng.randrange(64)}} for _ in range(6)]
+
+    class Pair(Elaboratable):
+        def __init__(self):
+            self.drain = LaneDrain(lane_layout=lane_layout, common_layout=common_layout, lanes=lanes)
+            self.gather = LaneGather(shape=signed(9), lanes=lanes)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.drain, m.submodules.gather = self.drain, self.gather
+            m.d.comb += [self.gather.i.valid.eq(self.drain.o.valid),
+                         self.gather.i.payload.data.eq(self.drain.o.payload.lane.a),
+                         self.gather.i.payload.last.eq(self.drain.o.payload.last),
+                         self.gather.i.payload.end.eq(self.drain.o.payload.common.c[0])]
+            return m
+
+    dut = Pair()
+    seen, beats = [], []
+
+    async def bench(ctx):
+        for cycle in range(len(records) * lanes + DRAIN_LATENCY + lanes + 4):
+            index, phase = divmod(cycle, lanes)
+            feeding = phase == 0 and index < len(records)
+            if feeding:
+                ctx.set(dut.drain.i.payload, records[index])
+            ctx.set(dut.drain.i.valid, feeding)
+            _clk, _rst, valid, payload, beat_valid, beat = await ctx.tick().sample(
+                dut.drain.o.valid, dut.drain.o.payload, dut.gather.o.valid, dut.gather.o.payload)
+            if valid:
+                seen.append((cycle, {"a": payload.lane.a, "b": payload.lane.b}, payload.common.c,
+                             payload.first, payload.last))
+            if beat_valid:
+                beats.append((cycle, [int(beat.data[lane]) for lane in range(lanes)], beat.last))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    run_simulation(sim, cycles=len(records) * lanes + 100, what="LaneDrain run")
+    expected = [(index * lanes + DRAIN_LATENCY + lane, record["lanes"][lane], record["common"]["c"],
+                 int(lane == 0), int(lane == lanes - 1))
+                for index, record in enumerate(records) for lane in range(lanes)]
+    assert seen == expected
+    assert beats == [(index * lanes + DRAIN_LATENCY + lanes - 1 + GATHER_LATENCY, [x["a"] for x in record["lanes"]],
+                      record["common"]["c"] & 1) for index, record in enumerate(records)]

@@ -69,12 +69,12 @@ def test_cycles_lanes_bound():
 
 
 @pytest.mark.parametrize("config", [dict(fmt="4+3", lanes=8, bus_width=128, group_size=2, requant=True),
-                                    dict(fmt="4+4", lanes=6, bus_width=256, group_size=None)])
+                                    dict(fmt="4+4", lanes=16, bus_width=256, group_size=None)])
 def test_short_groups_wait_for_the_epilogue(config):
     """Groups (or per-column blocks) far shorter than the time-shared epilogue: exact, and held.
 
-    One pair per group (or K = 2..6 per column) closes a group every two records, while the
-    scaler needs ``epilogue_interval`` cycles per group: the closing beats wait, every result
+    One pair per group (or K = 2..6 per column) closes a group every few records, while the
+    lane drain needs ``epilogue_interval`` cycles per group: the closing beats wait, every result
     is exact, and the GEMV takes at least one interval per group.
     """
     p = TileParams(**config)

@@ -1,0 +1,161 @@
+"""Between parallel lanes and the time-shared epilogue: one lane per cycle out, and back to one beat.
+
+``LaneDrain`` turns a record of ``L`` lanes (all valid in one cycle) into ``L`` records, one
+lane per cycle; ``LaneGather`` turns ``L`` serial lane results back into one beat.  Area is
+what the epilogue is judged on, so both are built from flip-flops (free in LUT4-equivalents)
+and as few LUTs as the fabric allows:
+
+* the drain captures the lanes with a clock enable only, then each lane in its turn passes a
+  register that holds zero outside its turn (a synchronous clear, which the fabric's flip-flops
+  have built in), and an OR of those registers is the serial output: about ``(L - 1) / 3`` LUT4
+  per bit of a lane instead of ``L - 1`` for a load-or-shift chain or a multiplexer;
+* the gather is a shift register with a clock enable: no LUTs.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["LaneDrain", "LaneGather", "drain_input_layout", "drain_output_layout", "gather_input_layout",
+           "DRAIN_LATENCY", "GATHER_LATENCY"]
+
+#: Cycles from a record on the drain's input to its lane 0 on the output (lane ``l`` follows ``l`` cycles later).
+DRAIN_LATENCY = 2
+#: Cycles from the last lane on the gather's input to the whole beat on its output (it completes the beat).
+GATHER_LATENCY = 0
+
+
+def _check_lanes(lanes) -> int:
+    if not isinstance(lanes, int) or isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an integer >= 1, got {lanes!r}")
+    if lanes < 1:
+        raise ValueError(f"lanes must be an integer >= 1, got {lanes!r}")
+    return lanes
+
+
+def drain_input_layout(lane_layout, common_layout, lanes: int) -> data.StructLayout:
+    """A record of ``lanes`` lanes and the fields they share."""
+    return data.StructLayout({"lanes": data.ArrayLayout(lane_layout, lanes), "common": common_layout})
+
+
+def drain_output_layout(lane_layout, common_layout) -> data.StructLayout:
+    """One lane of a record, the record's shared fields, and ``first``/``last`` on its lanes 0 and ``L - 1``."""
+    return data.StructLayout({"lane": lane_layout, "common": common_layout, "first": 1, "last": 1})
+
+
+def gather_input_layout(shape) -> data.StructLayout:
+    """One lane's result; ``last`` on lane ``L - 1``, ``end`` on every lane of the GEMV's final block."""
+    return data.StructLayout({"data": shape, "last": 1, "end": 1})
+
+
+class LaneDrain(wiring.Component):
+    """A record of ``L`` lanes in, its lanes out one per cycle, lane 0 first, ``DRAIN_LATENCY`` cycles later.
+
+    The input never stalls and must be valid at most once every ``L`` cycles (the tile spaces
+    group ends ``params.epilogue_interval`` apart).  ``o.payload.common`` is the record's shared
+    part alongside each of its lanes.
+
+    Parameters
+    ----------
+    lane_layout : data.Layout
+        One lane's part of the record.
+    common_layout : data.Layout
+        The part every lane shares.
+    lanes : int
+        ``L``.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(drain_input_layout(lane_layout, common_layout, lanes), always_ready=True))
+    o : Out(stream.Signature(drain_output_layout(lane_layout, common_layout), always_ready=True))
+    """
+
+    def __init__(self, *, lane_layout, common_layout, lanes: int):
+        self.lanes = _check_lanes(lanes)
+        self.lane_layout, self.common_layout = lane_layout, common_layout
+        super().__init__({
+            "i": In(stream.Signature(drain_input_layout(lane_layout, common_layout, lanes), always_ready=True)),
+            "o": Out(stream.Signature(drain_output_layout(lane_layout, common_layout), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        width = data.Layout.cast(self.lane_layout).size
+        lanes_in = self.i.payload.lanes
+
+        # turn[l]: lane l is in its gated register this cycle (a one-hot walk started by the input).
+        turn = Signal(L)
+        m.d.sync += turn.eq(Cat(self.i.valid, turn[:-1]))
+        held = [Signal(width, name=f"held_l{lane}", reset_less=True) for lane in range(1, L)]
+        common = Signal(self.common_layout, reset_less=True)
+        with m.If(self.i.valid):
+            m.d.sync += [reg.eq(lanes_in[lane]) for lane, reg in enumerate(held, start=1)]
+            m.d.sync += common.eq(self.i.payload.common)
+        # Gated registers: a lane's value in its turn, zero otherwise (a synchronous clear, no LUT).
+        gated = [Signal(width, name=f"gated_l{lane}", reset_less=True) for lane in range(L)]
+        sources = [(self.i.valid, lanes_in[0])] + [(turn[lane - 1], held[lane - 1]) for lane in range(1, L)]
+        for reg, (enable, value) in zip(gated, sources):
+            with m.If(enable):
+                m.d.sync += reg.eq(value)
+            with m.Else():
+                m.d.sync += reg.eq(0)
+        # At most one gated register is non-zero: their OR is the lane in its turn.
+        lane_out = Signal(width, reset_less=True)
+        common_out = Signal(self.common_layout, reset_less=True)
+        m.d.sync += [lane_out.eq(reduce(lambda a, b: a | b, gated)), common_out.eq(common)]
+        m.d.sync += [self.o.valid.eq(turn.any()), self.o.payload.first.eq(turn[0]), self.o.payload.last.eq(turn[L - 1])]
+        m.d.comb += [self.o.payload.lane.eq(lane_out), self.o.payload.common.eq(common_out)]
+        return m
+
+
+class LaneGather(wiring.Component):
+    """``L`` serial lane results in (lane 0 first), one beat of ``L`` lanes out with the last of them.
+
+    A shift register with a clock enable holds lanes ``0 .. L-2``; the beat is valid in the cycle
+    lane ``L - 1`` arrives (``last``), marked ``last`` when the lanes carry ``end`` (the GEMV's
+    final block).
+
+    Parameters
+    ----------
+    shape : ShapeCastable
+        One lane's result.
+    lanes : int
+        ``L``.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(gather_input_layout(shape), always_ready=True))
+    o : Out(stream.Signature(StructLayout({"data": ArrayLayout(shape, L), "last": 1}), always_ready=True))
+        The tile's result beat layout (``rtl.layouts.result_layout``).
+    """
+
+    def __init__(self, *, shape, lanes: int):
+        self.lanes = _check_lanes(lanes)
+        self.shape = shape
+        out = data.StructLayout({"data": data.ArrayLayout(shape, lanes), "last": 1})
+        super().__init__({
+            "i": In(stream.Signature(gather_input_layout(shape), always_ready=True)),
+            "o": Out(stream.Signature(out, always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        # Lanes 0 .. L-2 wait in a shift register; lane L - 1 completes the beat as it arrives.
+        beat = [Signal(self.shape, name=f"beat_l{lane}", reset_less=True) for lane in range(L - 1)]
+        with m.If(self.i.valid):
+            m.d.sync += [beat[lane].eq(beat[lane + 1]) for lane in range(L - 2)]
+            if beat:
+                m.d.sync += beat[-1].eq(self.i.payload.data)
+        m.d.comb += [
+            self.o.valid.eq(self.i.valid & self.i.payload.last),
+            self.o.payload.last.eq(self.i.payload.end),
+            self.o.payload.data[L - 1].eq(self.i.payload.data),
+        ]
+        m.d.comb += [self.o.payload.data[lane].eq(beat[lane]) for lane in range(L - 1)]
+        return m
