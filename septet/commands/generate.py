@@ -198,7 +198,7 @@ def _simulate(args, config, status, out, tokenizer, linears, decoder, prompt_ids
         status.clear()
         timings["tile build"] = runner.build_seconds
         timings["simulator start"] = runner.start_seconds
-        print(f"tile: {config.fmt} {config.arithmetic}, {config.lanes} lanes, {config.bus_width}-bit bus, "
+        print(f"tile: {config.fmt} {config.arithmetic.value}, {config.lanes} lanes, {config.bus_width}-bit bus, "
               f"group {config.group_size}; build {runner.build_seconds:.1f} s "
               f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulators started in "
               f"{runner.start_seconds:.1f} s", file=sys.stderr, flush=True)
