@@ -10,14 +10,16 @@ worker, which
   hundred bytes) or reads them from a GGUF file, and the GEMV's INT8 activations;
 * makes the stimulus and the expectations with golden (``tb.gemv_data.make_gemv``:
   quantize, pack, integer oracle);
-* simulates them in the Verilated tile in memory-model mode (``tb.simulate``, the
-  SystemVerilog wrapper streams the beats from files) and checks every result beat
-  bit for bit with the testbench's scoreboard;
-* returns a small record: cycles, ideal cycles, mismatches, timings.
+* simulates them in the Verilated tile in memory-model mode (the SystemVerilog wrapper
+  streams the beats from binary files) in its one simulator that stays up for all its
+  tasks (:class:`tb.simulate.MemServer`; ``persistent_simulator=False``: a process per
+  task), and checks every result beat bit for bit with the testbench's scoreboard;
+* returns a small record: cycles, ideal cycles, mismatches, and where its time went
+  (:class:`_Profile`: wall and CPU seconds per phase).
 
 The client writes each record to ``OUT/results/<task>.json`` as it arrives
 (temporary name, then rename), so nothing finished is lost; a rerun with the same
-settings skips every task already verified (resume).  A worker that dies mid-task
+settings and sources (:func:`sources_digest`) skips every task already verified (resume).  A worker that dies mid-task
 is Dask's to handle: the scheduler reruns the task on another worker (up to
 ``distributed.scheduler.allowed-failures`` times), and the client writes a result per
 task key exactly once.
@@ -39,6 +41,7 @@ GEMV, so ``efficiency = ideal / cycles`` shows those costs.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -89,9 +92,10 @@ PROJECTIONS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate
                "up": "up_proj", "down": "down_proj", "lm_head": "lm_head"}
 #: Weights per panel (a target; a panel is a whole number of lane blocks).
 PANEL_WEIGHTS = 1 << 23
-#: Default target cycles per task: big enough that the simulator start (about a second) is small
-#: beside it, small enough that one LLaMA-70B layer gives a dozen tasks to balance.
-DEFAULT_TASK_CYCLES = 4_000_000
+#: Default target cycles per task: big enough that a task's fixed costs (golden's set-up, a round trip to the
+#: scheduler: a persistent simulator has no start per task) are small beside it, small enough that one
+#: LLaMA-70B layer gives 27 tasks, which 2 workers finish within 0.5% of each other (13 tasks of 4 M: 5%).
+DEFAULT_TASK_CYCLES = 2_000_000
 #: The format of the files in ``OUT/results`` and of the summary.
 SCHEMA = "septet.verify/1"
 RESULTS_DIR = "results"
@@ -363,6 +367,10 @@ class FarmSettings:
         Keep the simulation directories of passing tasks too (failing ones are always kept).
     task_cycles : int
         Target cycles per task (part of the task plan, so of the run's identity).
+    persistent_simulator : bool
+        Each worker runs its tasks in one simulator that stays up (:class:`tb.simulate.MemServer`)
+        instead of a new simulator process per task (not part of the identity: both give the
+        same results, cycle for cycle).
     """
 
     config: object
@@ -375,6 +383,7 @@ class FarmSettings:
     attempts: "str | None" = None
     keep: bool = False
     task_cycles: int = DEFAULT_TASK_CYCLES
+    persistent_simulator: bool = True
 
     def identity(self) -> dict:
         """What determines the results (a rerun with another identity must not reuse them)."""
@@ -384,18 +393,38 @@ class FarmSettings:
             weights = {"path": str(Path(self.weights).resolve()), "bytes": stat.st_size}
         return {"schema": SCHEMA, "tile": self.config.build_record(), "seed": self.seed, "hdl_clock": self.hdl_clock,
                 "idle": self.idle, "backpressure": self.backpressure, "weights": weights,
-                "panel_weights": PANEL_WEIGHTS, "task_cycles": self.task_cycles}
+                "panel_weights": PANEL_WEIGHTS, "task_cycles": self.task_cycles, "sources": sources_digest()}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def sources_digest() -> str:
+    """Hash of what a verified result depends on besides the settings: the RTL and golden (the Verilog's
+    inputs, :func:`tb.simulate.verilog_inputs_digest`), the testbench (every ``.py``, ``.sv`` and ``.vlt``
+    of ``tb/``: the wrapper, the scoreboard, this farm) and the simulator's version.  Part of a run's
+    identity: results verified by other sources are stale, never resumed.  Errs on the safe side (an
+    edit anywhere in ``tb/`` invalidates them)."""
+    from tb.simulate import verilog_inputs_digest
+    from tb.toolchain import simulator_name
+
+    digest = hashlib.sha256(f"{verilog_inputs_digest()}\0{simulator_name()}\0".encode())
+    here = Path(__file__).resolve().parent
+    for path in sorted(p for p in here.iterdir() if p.suffix in (".py", ".sv", ".vlt")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 _TILES: dict = {}
 _TILES_LOCK = threading.Lock()
 
 
-def prepare_worker(settings: FarmSettings) -> dict:
-    """Generate and build the tile once in this worker process (content-keyed cache); reuse it afterwards."""
+def prepare_worker(settings: FarmSettings, *, serve: bool = False) -> dict:
+    """Generate and build the tile once in this process (content-keyed cache); reuse it afterwards.
+
+    ``serve``: also start this process's persistent simulator (:func:`_server`) when the settings use one.
+    """
     from tb.simulate import build_tile, rtl_tile
 
     key = (settings.config, settings.hdl_clock)
@@ -406,15 +435,75 @@ def prepare_worker(settings: FarmSettings) -> dict:
             built = build_tile(tile, "mem", hdl_clock=settings.hdl_clock)
             _TILES[key] = (tile, {"build_seconds": round(time.perf_counter() - start, 3),
                                   "compiled": not built.cached, "build_key": built.key})
-        return {"worker": _worker_name(), **_TILES[key][1]}
+        info = {"worker": _worker_name(), **_TILES[key][1]}
+    if serve and settings.persistent_simulator:
+        start = time.perf_counter()
+        _server(settings)
+        info["simulator_start_seconds"] = round(time.perf_counter() - start, 3)
+    return info
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the simulator): what a task costs a core."""
-    import resource
+#: This process's persistent simulators (:class:`tb.simulate.MemServer`), by (tile config, HDL clock).
+_SERVERS: dict = {}
+_SERVERS_AT_EXIT: list = []     # non-empty once _stop_servers is registered to run at exit
+#: A persistent simulator is replaced (its weights file removed) once that file passes this size: every
+#: task appends its weights (8 bytes per cycle on a 64-bit bus), the file only grows while a simulator reads it.
+SERVER_WEIGHTS_BYTES = 256 << 20
 
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+
+def _scratch(settings: FarmSettings) -> Path:
+    return Path(settings.scratch or tempfile.gettempdir()) / "septet-verify"
+
+
+def _server(settings: FarmSettings):
+    """This process's persistent simulator for ``settings`` (started, or restarted when it ended or its weights
+    file grew past :data:`SERVER_WEIGHTS_BYTES`)."""
+    from tb.simulate import MemServer
+
+    key = (settings.config, settings.hdl_clock)
+    server = _SERVERS.get(key)
+    if server is not None and (not server.alive or server.weights_path.stat().st_size > SERVER_WEIGHTS_BYTES):
+        _stop_server(key)
+        server = None
+    if server is None:
+        root = _scratch(settings)
+        _remove_stale_servers(root)
+        directory = root / f"server.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        if not _SERVERS_AT_EXIT:
+            atexit.register(_stop_servers)
+            _SERVERS_AT_EXIT.append(True)
+        server = _SERVERS[key] = MemServer(_TILES[key][0], directory, hdl_clock=settings.hdl_clock)
+    return server
+
+
+def _stop_server(key, *, kill: bool = False) -> None:
+    server = _SERVERS.pop(key)
+    try:
+        server.close(kill=kill or not server.alive)
+    finally:
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def _stop_servers() -> None:
+    """At the worker's exit: every result is delivered, so end the simulators at once (a short teardown)."""
+    for key in list(_SERVERS):
+        _stop_server(key, kill=True)
+
+
+def _remove_stale_servers(root: Path) -> None:
+    """Remove the directories of this host's persistent simulators whose worker process is gone (a killed
+    worker leaves its directory, and its weights file, behind)."""
+    host = socket.gethostname()
+    for directory in root.glob(f"server.{host}.*"):
+        try:
+            pid = int(directory.name[len(f"server.{host}."):].split(".")[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(directory, ignore_errors=True)
+        except PermissionError:     # another user's live process
+            continue
 
 
 def _worker_name() -> str:
@@ -456,8 +545,8 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     from tb.simulate import simulate
     from golden.quantize import quantize
 
-    started = time.perf_counter()
-    cpu_start = _cpu_seconds()
+    profile = _Profile()      # one clock for the phases and the totals (reading /proc takes time under load)
+    started, cpu_start = profile.now()
     if settings.attempts:
         marker = Path(settings.attempts) / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -466,24 +555,36 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
     tile = _TILES[(settings.config, settings.hdl_clock)][0]
     config = settings.config
     spec = task.gemv
+    profile.lap("setup")
+    server = _server(settings) if settings.persistent_simulator else None
+    profile.lap("simulator_start")
     a = gemv_activations(settings.seed, spec)
     gemvs = []
     for start, stop in task.panels:
         W = _task_weights(settings, spec, start, stop)
+        profile.lap("weights")
         qm = quantize(W, config.fmt, arithmetic=config.arithmetic, group_size=config.group_size)
+        profile.lap("quantize")
         gemvs.append(make_gemv(qm, a, config, name=f"{spec.name} columns {start}:{stop}"))
+        profile.lap("stimulus")
     golden_seconds = time.perf_counter() - started
-    root = Path(settings.scratch or tempfile.gettempdir()) / "septet-verify" / settings.fingerprint()
-    test_dir = root / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    test_dir = _scratch(settings) / settings.fingerprint() / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     options = {"seed": settings.seed, "idle": settings.idle, "backpressure": settings.backpressure}
-    result = simulate(tile, GemvSet(config, gemvs, options), test_dir, mode="mem", hdl_clock=settings.hdl_clock,
-                      check=False, progress=_live_progress(task.task_id))
-    outcome = result.outcome
+    gemv_set = GemvSet(config, gemvs, options)
+    if server is None:
+        result = simulate(tile, gemv_set, test_dir, mode="mem", hdl_clock=settings.hdl_clock,
+                          check=False, progress=_live_progress(task.task_id))
+        outcome = result.outcome
+        profile.split_simulation(result.wall_seconds, float(outcome.get("sim_seconds") or 0.0))
+    else:
+        outcome, process_wall = _serve(server, gemv_set, task)
+        profile.split_simulation(process_wall, float(outcome.get("sim_seconds") or 0.0), persistent=True)
+        test_dir = server.directory
     starts, ends = outcome.get("starts") or [], outcome.get("ends") or []
     complete = len(starts) == len(ends) == len(gemvs)
     beats_expected = sum(g.n_blocks for g in gemvs)
     mismatches = outcome.get("mismatches")
-    passed = bool(result.passed) and complete and mismatches == 0
+    passed = bool(outcome.get("passed")) and complete and mismatches == 0
     if mismatches is None or (not passed and mismatches == 0):
         mismatches = beats_expected * config.lanes   # the run died or lost beats: nothing verified
     record = {
@@ -496,16 +597,124 @@ def run_task(task: Task, settings: FarmSettings) -> dict:
         "mismatches": int(mismatches), "beats_checked": int(outcome.get("beats_checked") or 0),
         "beats_expected": beats_expected, "passed": passed,
         "golden_seconds": round(golden_seconds, 3), "sim_seconds": float(outcome.get("sim_seconds") or 0.0),
-        "task_seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(_cpu_seconds() - cpu_start, 3),
+        "task_seconds": None, "cpu_seconds": None,     # set at the end, from the profile's clock
         "worker": _worker_name(),
         "fingerprint": settings.fingerprint(),
     }
+    if server is not None and (settings.keep or not passed):
+        # The server's directory is the next task's: keep a copy of this set's files (not the shared weights).
+        kept = _scratch(settings) / settings.fingerprint() / f"{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        shutil.copytree(test_dir, kept, ignore=lambda d, names: [n for n in names if n.endswith(".fifo")
+                                                                  or n == Path(server.weights_path).name])
+        test_dir = kept
     if passed and not settings.keep:
-        shutil.rmtree(test_dir, ignore_errors=True)
+        if server is None:
+            shutil.rmtree(test_dir, ignore_errors=True)
     else:
         record["report"] = str(outcome.get("report") or "")[:4000]
         record["test_dir"] = str(test_dir)
+    profile.lap("cleanup")
+    finished, cpu_end = profile.now()
+    record["task_seconds"] = round(finished - started, 3)
+    record["cpu_seconds"] = round(cpu_end - cpu_start, 3)
+    record["profile"] = profile.phases
+    record["started_at"], record["finished_at"] = round(profile.epoch_start, 3), round(time.time(), 3)
     return record
+
+
+def _serve(server, gemv_set, task: Task) -> "tuple[dict, float]":
+    """Run ``gemv_set`` in the persistent simulator ``server``: (outcome, wall seconds from request to reply).
+
+    A simulator that ended (a crash, or a set that timed out, which ends it) fails this task
+    only; the next task starts a new one.
+    """
+    from tb.toolchain import SimulationFailed
+
+    offsets = [server.add_weights(g.weights) for g in gemv_set.gemvs]
+    try:
+        result = server.run(gemv_set, weight_offsets=offsets, progress=_live_progress(task.task_id))
+    except SimulationFailed as exc:
+        return {"passed": False, "mismatches": None, "cycles": [], "report": str(exc)}, 0.0
+    return result.outcome, result.wall_seconds
+
+
+class _Profile:
+    """Wall and CPU seconds per phase of a task, phase after phase (:meth:`lap` closes the current one).
+
+    CPU is this process's (``worker``: golden, files, Python around the simulator, Dask's threads)
+    and its children's (``simulator``: finished ones from ``getrusage``, a running persistent
+    simulator from ``/proc``, in 10 ms ticks).  The simulator's part is split with its own clock
+    into the simulation proper and the rest (:meth:`split_simulation`).
+    """
+
+    def __init__(self):
+        self.epoch_start = time.time()
+        self.phases: dict = {}
+        self._mark = (time.perf_counter(), *_cpu_split())
+
+    def now(self) -> "tuple[float, float]":
+        """(wall clock, CPU seconds of this process and its children) at the end of the last lap."""
+        return self._mark[0], self._mark[1] + self._mark[2]
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), *_cpu_split())
+        wall, worker, simulator = (b - a for a, b in zip(self._mark, now))
+        phase = self.phases.setdefault(name, {"wall": 0.0, "worker_cpu": 0.0, "simulator_cpu": 0.0})
+        phase["wall"] = round(phase["wall"] + wall, 4)
+        phase["worker_cpu"] = round(phase["worker_cpu"] + worker, 4)
+        phase["simulator_cpu"] = round(phase["simulator_cpu"] + simulator, 4)
+        self._mark = now
+
+    def split_simulation(self, process_wall: float, simulation_wall: float, *, persistent: bool = False) -> None:
+        """Close the simulation phase: input files, the simulator outside the simulation, the simulation.
+
+        ``process_wall`` is the simulator's part: a whole process (``persistent`` False: start-up,
+        imports, reading the set, checking the results, exit) or one request to a persistent
+        simulator (reading the set, checking the results).
+        """
+        self.lap("simulate")
+        phase = self.phases.pop("simulate")
+        self.phases["input_files"] = {"wall": round(max(0.0, phase["wall"] - process_wall), 4),
+                                      "worker_cpu": phase["worker_cpu"], "simulator_cpu": 0.0}
+        share = simulation_wall / process_wall if process_wall > 0 else 0.0
+        self.phases["simulator_outside_simulation"] = {
+            "wall": round(max(0.0, process_wall - simulation_wall), 4), "worker_cpu": 0.0,
+            "simulator_cpu": round(phase["simulator_cpu"] * (1 - share), 4), "cpu_split": "by wall share",
+            "includes": "reading the set, checking every result beat" if persistent else
+                        "process start (Verilator model, Python, imports), reading the set, checking, exit"}
+        self.phases["simulation"] = {"wall": round(simulation_wall, 4), "worker_cpu": 0.0,
+                                     "simulator_cpu": round(phase["simulator_cpu"] * share, 4),
+                                     "cpu_split": "by wall share"}
+
+
+def _cpu_split() -> "tuple[float, float]":
+    """(CPU seconds of this process, of its children: finished ones and running ones such as a persistent simulator)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), children.ru_utime + children.ru_stime + _running_descendants_cpu()
+
+
+def _running_descendants_cpu() -> float:
+    """CPU seconds so far of this process's running descendants (Linux ``/proc``; 0.0 elsewhere)."""
+    if not _SERVERS:
+        return 0.0     # without a persistent simulator every child is waited for: getrusage has them
+    parents: dict = {}
+    times: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parents.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = int(fields[11]) + int(fields[12])   # utime, stime (clock ticks)
+    total, todo = 0, list(parents.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo.extend(parents.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -520,9 +729,12 @@ def write_json_atomic(path: Path, document) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode()), force=True, param="--out")
 
 
-def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None):
+def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None, quiet: bool = True):
     """A Dask client: on a new :class:`~distributed.LocalCluster` of ``workers`` single-threaded worker
-    processes, or on the existing cluster at ``scheduler``.  Returns ``(client, cluster or None)``."""
+    processes, or on the existing cluster at ``scheduler``.  Returns ``(client, cluster or None)``.
+
+    ``quiet``: the local cluster runs with :data:`QUIET_CLUSTER_CONFIG` (False: Dask's defaults, for comparison).
+    """
     import logging
 
     from distributed import Client, LocalCluster
@@ -534,12 +746,29 @@ def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None)
             return Client(scheduler, timeout="20s"), None
         except OSError as exc:
             raise ValueError(f"--scheduler: cannot reach a Dask scheduler at {scheduler!r} ({exc})") from None
+    import dask
+
     workers = (os.cpu_count() or 1) if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+    # The nannies and the scheduler live in this process, next to the client; the workers inherit this configuration.
+    with dask.config.set(QUIET_CLUSTER_CONFIG if quiet else {}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+
+
+#: Dask settings of a local cluster: its processes share the cores with the simulators, so they wake less.
+#: The defaults (a statistical profiler sampling every worker's threads every 10 ms, event-loop health
+#: checks every 20 ms, system and memory monitors every 0.1-0.5 s) cost about 7% of a core for a
+#: 2-worker cluster whose tasks wait on a simulator process; these settings cost about 1%
+#: (measured with tasks that only sleep; README, "Verify a whole decode step").
+QUIET_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
 
 def load_results(out: Path, fingerprint: str) -> "dict[str, dict]":
@@ -569,16 +798,29 @@ def _fmt_seconds(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def check_out_dir(out, settings: FarmSettings) -> None:
-    """Raise ``ValueError`` when ``out`` holds a run made with other settings (results are never mixed)."""
-    run_path = Path(out) / RUN_FILE
+def check_out_dir(out, settings: FarmSettings, *, set_aside: bool = False) -> "Path | None":
+    """Raise ``ValueError`` when ``out`` holds a run made with other settings (results are never mixed).
+
+    ``set_aside``: instead, move that run's files into ``out/other-<its fingerprint>/`` (nothing is
+    deleted) and return that directory.
+    """
+    out = Path(out)
+    run_path = out / RUN_FILE
     if run_path.is_file():
         previous = json.loads(run_path.read_text())
         if previous.get("fingerprint") != settings.fingerprint():
             theirs, ours = previous.get("identity") or {}, settings.identity()
             differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            raise ValueError(f"--out {out} holds a run with other settings (differing: {', '.join(differ)}); "
-                             f"choose another --out or remove it")
+            if not set_aside:
+                raise ValueError(f"--out {out} holds a run with other settings (differing: {', '.join(differ)}); "
+                                 f"choose another --out, remove it, or set it aside with --set-aside")
+            aside = out / f"other-{previous.get('fingerprint') or 'unknown'}-{uuid.uuid4().hex[:6]}"
+            aside.mkdir()
+            for name in (RESULTS_DIR, ATTEMPTS_DIR, SUMMARY_FILE, RUN_FILE):
+                if (out / name).exists():
+                    (out / name).rename(aside / name)
+            return aside
+    return None
 
 
 def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout: "float | None" = None,
@@ -615,14 +857,15 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
     say = progress or (lambda line: None)
     if done:
         say(f"resume: {len(done)} of {len(tasks)} tasks already verified in {out}, {len(pending)} to run")
-    start = time.perf_counter()
+    entered = start = time.perf_counter()
     new: dict = {}
     total_estimate = sum(t.estimated_cycles for t in pending)
+    timeline: dict = {}
     if pending:
         # Build the tile on every worker before timing anything (each worker once; the cache is content-keyed).
         workers = _worker_addresses(client)
-        preparations = [client.submit(prepare_worker, settings, workers=[w], allow_other_workers=True, pure=False,
-                                      key=f"prepare-{fingerprint}-{i}") for i, w in enumerate(workers)]
+        preparations = [client.submit(prepare_worker, settings, serve=True, workers=[w], allow_other_workers=True,
+                                      pure=False, key=f"prepare-{fingerprint}-{i}") for i, w in enumerate(workers)]
         builds = client.gather(preparations)
         del preparations   # release them: a lost worker must not make the scheduler recompute them
         compiled = [b for b in builds if b["compiled"]]
@@ -630,7 +873,11 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                                                          if compiled else " (cached build)"))
         live: dict = {}
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: live.__setitem__(event[1]["task"], event[1]["cycles"]))
+        workers_cpu_before = _workers_cpu(client)
+        client_cpu_before = _cpu_split()[0]
         start = time.perf_counter()
+        timeline["prepare_seconds"] = round(start - entered, 3)
+        timeline["run_start_epoch"] = time.time()
         by_key = {}
         for task in pending:
             future = client.submit(run_task, task, settings, key=f"verify-{fingerprint}-{task.task_id}", pure=False)
@@ -648,6 +895,13 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - a task that could not run is a failed task
                     record = _error_record(task, settings, exc)
+                if record.get("fingerprint") != fingerprint:
+                    # Verified by other sources than this run's identity (another checkout, or files edited during
+                    # the run): not what run.json claims, so not a pass.
+                    record.update(passed=False, worker_fingerprint=record.get("fingerprint"), fingerprint=fingerprint,
+                                  error=f"the worker ran other sources or settings than the client (fingerprint "
+                                        f"{record.get('fingerprint')} vs {fingerprint}): same checkout, unchanged "
+                                        f"during the run?")
                 record["attempts"] = _attempts(settings.attempts, task.task_id)
                 if task.task_id in new:
                     raise RuntimeError(f"task {task.task_id} reported twice")   # cannot happen: one key, one result
@@ -677,24 +931,101 @@ def verify(client, tasks, settings: FarmSettings, out, *, progress=None, timeout
                 names = sorted(by_key[f.key][1].task_id for f in remaining)
                 raise TimeoutError(f"verify: {len(remaining)} task(s) unfinished after {timeout} s: "
                                    f"{', '.join(names[:8])}")
+        timeline["run_end_epoch"] = time.time()
+        client_cpu = _cpu_split()[0] - client_cpu_before
         client.unsubscribe_topic(PROGRESS_TOPIC)
+        timeline.update(run_profile(list(new.values()), timeline["run_start_epoch"], timeline["run_end_epoch"],
+                                    workers_cpu_before, _workers_cpu(client), client_cpu))
     wall = time.perf_counter() - start
     records = {**done, **new}
     summary = summarize([records[t.task_id] for t in tasks if t.task_id in records], settings,
                         run={"wall_seconds": round(wall, 3), "tasks_run": len(new), "tasks_resumed": len(done),
                              "workers": len(_worker_addresses(client)),
-                             "load_average": [round(x, 2) for x in os.getloadavg()]})
+                             "load_average": [round(x, 2) for x in os.getloadavg()], "profile": timeline})
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
 
 
+def _process_cpu() -> dict:
+    """CPU seconds of this process (all its threads) and of its finished children, and its pid and thread count."""
+    own, children = _cpu_split()
+    return {"name": _worker_name(), "cpu": own, "children_cpu": children, "threads": threading.active_count()}
+
+
+def _workers_cpu(client) -> dict:
+    """:func:`_process_cpu` of every worker process, by worker address (an empty dict if a worker cannot answer)."""
+    try:
+        return client.run(_process_cpu)
+    except Exception:  # noqa: BLE001 - a profile is not worth failing a run over (e.g. a worker just died)
+        return {}
+
+
+#: Phases of a task (:class:`_Profile`), in the order they run.
+TASK_PHASES = ("setup", "simulator_start", "weights", "quantize", "stimulus", "input_files",
+               "simulator_outside_simulation", "simulation", "cleanup")
+
+
+def run_profile(records, run_start: float, run_end: float, workers_before: dict, workers_after: dict,
+                client_cpu: float) -> dict:
+    """Where the wall time and the CPU time of a run went, from its task records and process CPU counters.
+
+    ``tasks``: wall and CPU seconds per task phase, summed over the tasks.  ``workers``: per worker
+    process, its busy time (inside tasks), its idle time between the run's start and end (waiting for
+    the scheduler's next task, or for the others to finish: the tail), and the CPU it spent outside
+    tasks (Dask's own threads: heartbeats, event loop, monitors).  ``client_cpu_seconds``: this
+    process over the run (the client and, for a ``LocalCluster``, the scheduler and the nannies).
+    Wall-clock figures of workers use their epoch clock (the same clock on a local cluster).
+    """
+    phases = {name: {"wall": 0.0, "worker_cpu": 0.0, "simulator_cpu": 0.0} for name in TASK_PHASES}
+    for r in records:
+        for name, p in (r.get("profile") or {}).items():
+            phase = phases.setdefault(name, {"wall": 0.0, "worker_cpu": 0.0, "simulator_cpu": 0.0})
+            for k in ("wall", "worker_cpu", "simulator_cpu"):
+                phase[k] += p.get(k, 0.0)
+    phases = {name: {k: round(v, 3) for k, v in p.items()} for name, p in phases.items()}
+    span = run_end - run_start
+    per_worker: dict = {}
+    for r in records:
+        if r.get("started_at") is None:
+            continue
+        w = per_worker.setdefault(r["worker"], {"tasks": 0, "busy_seconds": 0.0, "first_start": r["started_at"],
+                                                "last_finish": r["finished_at"], "task_worker_cpu": 0.0})
+        w["tasks"] += 1
+        w["busy_seconds"] += r["finished_at"] - r["started_at"]
+        w["first_start"] = min(w["first_start"], r["started_at"])
+        w["last_finish"] = max(w["last_finish"], r["finished_at"])
+        w["task_worker_cpu"] += sum(p.get("worker_cpu", 0.0) for p in (r.get("profile") or {}).values())
+    by_pid = {v["name"]: (workers_before.get(a), v) for a, v in workers_after.items()}
+    workers = []
+    for name, w in sorted(per_worker.items()):
+        before, after = by_pid.get(name, (None, None))
+        outside = None
+        if before and after:
+            outside = round(after["cpu"] - before["cpu"] - w["task_worker_cpu"], 3)
+        workers.append({"worker": name, "tasks": w["tasks"], "busy_seconds": round(w["busy_seconds"], 3),
+                        "start_delay_seconds": round(w["first_start"] - run_start, 3),
+                        "idle_between_tasks_seconds": round(w["last_finish"] - w["first_start"] - w["busy_seconds"], 3),
+                        "tail_seconds": round(run_end - w["last_finish"], 3),
+                        "cpu_outside_tasks_seconds": outside,
+                        "threads": after["threads"] if after else None})
+    busy = sum(w["busy_seconds"] for w in workers)
+    return {"run_seconds": round(span, 3), "tasks": phases, "workers": workers,
+            "worker_utilization": round(busy / (span * len(workers)), 4) if workers and span > 0 else None,
+            "client_cpu_seconds": round(client_cpu, 3)}
+
+
 def _worker_addresses(client) -> list:
-    """Addresses of every worker (``scheduler_info`` lists only 5 unless asked for all)."""
+    """Addresses of every worker."""
+    return list(_scheduler_workers(client))
+
+
+def _scheduler_workers(client) -> dict:
+    """The scheduler's information on every worker, by address (``scheduler_info`` lists only 5 unless asked for all)."""
     import inspect
 
     if "n_workers" in inspect.signature(client.scheduler_info).parameters:
-        return list(client.scheduler_info(n_workers=-1)["workers"])
-    return list(client.scheduler_info()["workers"])
+        return client.scheduler_info(n_workers=-1)["workers"]
+    return client.scheduler_info()["workers"]
 
 
 def _wait_some(futures, timeout: float):
@@ -872,44 +1203,115 @@ def project_step(step_specs, name: str, settings: FarmSettings, summary: dict, c
     return out
 
 
-def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progress=None) -> dict:
+def scaling(tasks, settings: FarmSettings, out, worker_counts=(1, 2), *, progress=None, quiet: bool = True) -> dict:
     """Verify the same tasks on a fresh LocalCluster of each size in ``worker_counts``; wall-time ratios.
 
-    Each size gets its own output directory (``out/workers-N``, emptied first) and builds its
-    tile before the clock starts.  ``efficiency[n] = T(first) * first / (n * T(n))``.
+    The tile is built (or found in the cache) in this process before any clock starts.  Then, per
+    size, ``wall_seconds`` is what a user waits for: from asking for the cluster to having it
+    closed (cluster start, the tile loaded on every worker, the tasks, the summary, teardown),
+    for the same work (the same tasks, each size in its own output directory ``out/workers-N``,
+    emptied first).  ``efficiency[n] = T(first) * first / (n * T(n))``.  The components are
+    reported beside it, and a calibration: the same CPU-bound loop run by 1 and by n concurrent
+    processes of this session just before the run, so that a loaded machine shows as such.
     """
     out = Path(out)
     say = progress or (lambda line: None)
+    prepare_worker(settings)
     runs = []
     for n in worker_counts:
         directory = out / f"workers-{n}"
         shutil.rmtree(directory, ignore_errors=True)
-        client, cluster = open_client(workers=n)
+        machine = machine_parallelism(n)
+        say(f"scaling: {n} worker(s), load average {os.getloadavg()[0]:.1f}, this session gets {machine['parallelism']:.2f} "
+            f"core(s) for {n} CPU-bound process(es)")
+        load_before = os.getloadavg()
+        asked = time.perf_counter()
+        client, cluster = open_client(workers=n, quiet=quiet)
         try:
-            say(f"scaling: {n} worker(s), load average {os.getloadavg()[0]:.1f}")
-            load_before = os.getloadavg()
+            started = time.perf_counter()
+            info = client.run(_process_cpu)
+            threads = sorted({w["nthreads"] for w in _scheduler_workers(client).values()})
             summary = verify(client, tasks, dataclasses.replace(settings, attempts=None), directory,
                              progress=lambda line, n=n: say(f"[{n} worker(s)] {line}"))
+            finished = time.perf_counter()
         finally:
             client.close()
             cluster.close()
-        cpu = [load_results(directory, settings.fingerprint())[t.task_id].get("cpu_seconds") or 0.0 for t in tasks]
-        runs.append({"workers": n, "wall_seconds": summary["total"]["wall_seconds"],
+        closed = time.perf_counter()
+        results = load_results(directory, settings.fingerprint())
+        cpu = [(results.get(t.task_id) or {}).get("cpu_seconds") or 0.0 for t in tasks]
+        total = summary["total"]
+        runs.append({"workers": n, "wall_seconds": round(closed - asked, 3),
+                     "components": {"cluster_start_seconds": round(started - asked, 3),
+                                    "prepare_seconds": total["profile"].get("prepare_seconds"),
+                                    "run_seconds": total["wall_seconds"],
+                                    "summary_seconds": round(finished - started - total["wall_seconds"]
+                                                             - (total["profile"].get("prepare_seconds") or 0.0), 3),
+                                    "teardown_seconds": round(closed - finished, 3)},
+                     "worker_processes": sorted({v["name"] for v in info.values()}),
+                     "threads_per_worker": threads,
+                     "profile": total["profile"], "machine": machine,
                      "cpu_seconds": round(sum(cpu), 3), "free_cores_makespan_seconds": round(_greedy_makespan(cpu, n), 3),
-                     "cycles": summary["total"]["cycles"], "mismatches": summary["total"]["mismatches"],
+                     "cycles": total["cycles"], "mismatches": total["mismatches"],
                      "passed": summary["passed"], "load_average_before": [round(x, 2) for x in load_before],
                      "load_average_after": [round(x, 2) for x in os.getloadavg()]})
     base = runs[0]
     for r in runs:
         r["speedup"] = round(base["wall_seconds"] / r["wall_seconds"], 4)
         r["efficiency"] = round(base["wall_seconds"] * base["workers"] / (r["workers"] * r["wall_seconds"]), 4)
+        # The tasks alone (no cluster start or teardown): where the farm's own overhead shows.
+        base_run, run = base["components"]["run_seconds"], r["components"]["run_seconds"]
+        r["run_efficiency"] = round(base_run * base["workers"] / (r["workers"] * run), 4) if run else None
+        # Against what the machine gave this session at the time (the calibration loop's parallelism).
+        gain = r["machine"]["parallelism"] / base["machine"]["parallelism"]
+        r["efficiency_against_machine"] = round(r["speedup"] / gain, 4) if gain > 0 else None
         # Load-robust view: CPU per run (does a worker more cost CPU?) and the efficiency the measured per-task
         # CPU times would give on free cores, scheduled longest first as the farm submits them.
         r["cpu_ratio"] = round(r["cpu_seconds"] / base["cpu_seconds"], 4) if base["cpu_seconds"] else None
         base_time = base["free_cores_makespan_seconds"] * base["workers"]
         r["estimated_efficiency_on_free_cores"] = round(
             base_time / (r["workers"] * r["free_cores_makespan_seconds"]), 4) if r["free_cores_makespan_seconds"] else None
-    return {"runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup()}
+    return {"definition": SCALING_DEFINITION, "runs": runs, "cpus": os.cpu_count(), "sched_autogroup": _autogroup(),
+            "persistent_simulator": settings.persistent_simulator, "dask_config": QUIET_CLUSTER_CONFIG if quiet else
+            "Dask's defaults"}
+
+
+#: What ``efficiency`` means in the scaling report (written into it).
+SCALING_DEFINITION = (
+    "efficiency(n) = T(first) * first / (n * T(n)), T = wall seconds a user waits for the same tasks: from asking "
+    "for a LocalCluster of n single-threaded worker processes to having it closed (cluster start, tile load per "
+    "worker, tasks, summary, teardown; the Verilator build is made before any clock starts). run_efficiency: the "
+    "same ratio over the tasks alone. efficiency_against_machine: speedup / the parallelism this session got for "
+    "n CPU-bound processes just before the run (a calibration loop, not the farm).")
+
+
+def machine_parallelism(n: int, seconds: float = 0.5) -> dict:
+    """How many cores this session gets for ``n`` concurrent CPU-bound processes, now.
+
+    Runs a fixed pure-Python loop (about ``seconds`` on a free core) alone, then in ``n`` processes
+    at once; ``parallelism = n * T(alone) / max T(together)`` (1.0 when ``n`` is 1).  A calibration of
+    the machine's load, not of the farm.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+        list(pool.map(_spin, [0] * n))          # start the processes outside the timing
+        iterations = max(1, int(seconds / max(1e-6, pool.submit(_spin, 200_000).result()) * 200_000))
+        alone = pool.submit(_spin, iterations).result()
+        together = max(pool.map(_spin, [iterations] * n)) if n > 1 else alone
+    return {"processes": n, "alone_seconds": round(alone, 3), "together_seconds": round(together, 3),
+            "parallelism": round(n * alone / together, 3) if together > 0 else 0.0}
+
+
+def _spin(iterations: int) -> float:
+    """Wall seconds of ``iterations`` of a fixed integer loop (the calibration's unit of work)."""
+    start = time.perf_counter()
+    x = 0
+    for i in range(iterations):
+        x = (x * 1_103_515_245 + i) & 0xFFFFFFFF
+    return time.perf_counter() - start
 
 
 def _greedy_makespan(seconds, workers: int) -> float:

@@ -2,17 +2,18 @@
 
 :class:`golden.quality.intpath.Decoder` records every GEMV of a decode step
 (the layer, its INT8 input, golden's integer result).  :class:`TileRunner` runs
-the GEMVs of a step in the tile through the memory-model testbench
-(:func:`tb.simulate.simulate`, ``mode="mem"``, the wrapper's own clock), split
-over worker processes (independent GEMVs of a step in parallel), and returns the
-tile's own results, read back from the result file:
+the GEMVs of a step in the tile through the memory-model testbench in
+``workers`` simulators that stay up for the whole run
+(:class:`tb.simulate.MemServer`, the wrapper's own clock), independent GEMVs
+of a step in parallel, and returns the tile's own results, read back from the
+result file:
 
 * the tile is built once (the build cache is keyed on the Verilog's content);
-* each matrix is packed once (:func:`golden.pack.pack`) and its bus words reused
-  for every step;
-* a step's GEMVs are one simulation per worker (one simulator start per step and
-  worker instead of one per GEMV: start-up costs about a second, a GEMV of
-  SmolLM2 a few tens of milliseconds);
+* each matrix is packed once (:func:`golden.pack.pack`) and its bus words go
+  once into a weights file all simulators read (binary, ``$fread``); a step
+  writes only its activations, its expected results and a line per GEMV;
+* the simulators start once per run, not once per step: a step costs its
+  simulation and a few milliseconds of files;
 * the scoreboard checks every result beat against golden's result in the
   simulator; the runner additionally returns the tile's values, so the caller can
   compute the text from them (:class:`ReplayLinear`).
@@ -28,10 +29,9 @@ text, and it equals golden's because every result matched.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
-import os
+import dataclasses
 import shutil
-import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +43,9 @@ from tb.gemv_data import GemvSet, bytes_to_lanes, make_gemv
 
 __all__ = ["TileRunner", "StepResult", "ReplayLinear", "split_balanced", "bench"]
 
-#: Large per-run files removed once a run passed (the outcome, logs and result file stay).
-_BULKY = ("mem_weights.hex", "gemvs.npz", "mem_act.hex")
+#: Files copied from a simulator's directory per step and worker with ``keep``.
+_KEPT = ("mem_meta.txt", "mem_act.bin", "mem_results.hex", "mem_cycles.txt", "outcome.json", "gemvs.json",
+         "gemvs.npz")
 
 
 def split_balanced(sizes, parts: int) -> "list[list[int]]":
@@ -60,13 +61,10 @@ def split_balanced(sizes, parts: int) -> "list[list[int]]":
     return [sorted(g) for g in groups if g]
 
 
-def _run_part(tile, gemvs, test_dir: str, keep: bool) -> dict:
-    """Worker: simulate ``gemvs`` back to back; return the outcome and the tile's results per GEMV."""
+def _tile_results(test_dir, config, gemvs) -> list:
+    """The tile's result of each GEMV (int64 (N,), ``None`` when missing), read back from the result file."""
     from tb.mem_wrapper import read_results
-    from tb.simulate import simulate
 
-    config = tile.config
-    result = simulate(tile, GemvSet(config, gemvs, {}), test_dir, mode="mem", hdl_clock=True, check=False)
     beats, _, _, _, _ = read_results(test_dir, config)
     values = bytes_to_lanes(beats, config.lanes, config.out_bits, signed=True) if len(beats) else None
     ys, b0 = [], 0
@@ -76,13 +74,7 @@ def _run_part(tile, gemvs, test_dir: str, keep: bool) -> dict:
         else:
             ys.append(np.asarray(values[b0:b0 + g.n_blocks], dtype=np.int64).reshape(-1)[: g.N])
         b0 += g.n_blocks
-    out = {"passed": result.passed, "mismatches": result.outcome.get("mismatches"),
-           "cycles": list(result.outcome.get("cycles") or []), "report": result.outcome.get("report", ""),
-           "sim_seconds": result.outcome.get("sim_seconds"), "wall_seconds": result.wall_seconds, "ys": ys}
-    if result.passed and not keep:
-        for name in _BULKY:
-            Path(test_dir, name).unlink(missing_ok=True)
-    return out
+    return ys
 
 
 @dataclass
@@ -121,15 +113,15 @@ class TileRunner:
         The tile (format, arithmetic and group size must match the matrices).
     linears : dict name -> golden.quality.intpath.TileLinear
     out_dir : path-like
-        One subdirectory per step and worker.
+        The simulators' directories (``sim0``, ``sim1`` ...) and, with ``keep``, one per step and worker.
     workers : int
-        Simulator processes running a step's GEMVs in parallel.
+        Simulators running a step's GEMVs in parallel.
     keep : bool
-        Keep every run's input files (otherwise removed once the run passed).
+        Keep every step's input and result files (``stepNNN/wW``) and the weights file.
     """
 
     def __init__(self, config: TileParams, linears: dict, out_dir, *, workers: int = 2, keep: bool = False):
-        from tb.simulate import build_tile, rtl_tile
+        from tb.simulate import MemServer, build_tile, rtl_tile
 
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
@@ -143,20 +135,33 @@ class TileRunner:
         self.build = build_tile(self.tile, "mem", hdl_clock=True)
         self.build_seconds = time.perf_counter() - start
         self._packed: dict = {}
-        # Each worker leads its own process group (its simulator runs inside it), so that an interrupted run can
-        # stop the simulators it started and nothing else.
-        self._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                            initializer=os.setsid)
+        self._offsets: dict = {}
+        self._lock = threading.Lock()
+        self._queues: list = []
+        self.servers: list = []
+        start = time.perf_counter()
+        try:
+            for w in range(workers):
+                bank = self.servers[0].weights_path if self.servers else None
+                self.servers.append(MemServer(self.tile, self.out_dir / f"sim{w}", hdl_clock=True, weights=bank))
+        except BaseException:
+            self.close(kill=True)
+            raise
+        self.start_seconds = time.perf_counter() - start
+        # One thread per simulator: its sets run in the order submitted.
+        self._queues = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"sim{w}")
+                        for w in range(workers)]
 
     def close(self, *, kill: bool = False) -> None:
-        """Shut the worker processes down; ``kill`` stops running simulations first (their process groups)."""
-        if kill:
-            for pid in list(getattr(self._pool, "_processes", None) or {}):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        self._pool.shutdown(wait=not kill, cancel_futures=True)
+        """Stop the simulators; ``kill`` stops running simulations first."""
+        for queue in self._queues:
+            queue.shutdown(wait=False, cancel_futures=True)
+        for server in self.servers:
+            server.close(kill=kill)
+        for queue in self._queues:
+            queue.shutdown(wait=True)
+        if not self.keep and self.servers:
+            self.servers[0].weights_path.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
@@ -177,17 +182,40 @@ class TileRunner:
         return [make_gemv(self.linears[r.name].qm, r.a, self.config, name=f"step {step} {r.name}",
                           packed=self.packed(r.name), y=r.y) for r in records]
 
+    def _offset(self, name: str, gemv) -> int:
+        """Where matrix ``name``'s words start in the simulators' weights file (written on first use)."""
+        with self._lock:
+            if name not in self._offsets:
+                self._offsets[name] = self.servers[0].add_weights(gemv.weights)
+            return self._offsets[name]
+
+    def _run_on(self, w: int, step: int, gemvs: list, offsets: list) -> dict:
+        """Thread of simulator ``w``: run one step's share; the outcome and the tile's results per GEMV."""
+        server = self.servers[w]
+        result = server.run(GemvSet(self.config, gemvs, {}), weight_offsets=offsets)
+        ys = _tile_results(server.directory, self.config, gemvs)
+        if self.keep:
+            kept = self.out_dir / f"step{step:03d}" / f"w{w}"
+            kept.mkdir(parents=True, exist_ok=True)
+            for name in _KEPT:
+                if (server.directory / name).is_file():
+                    shutil.copy2(server.directory / name, kept / name)
+        return {"passed": result.passed, "mismatches": result.outcome.get("mismatches"),
+                "cycles": list(result.outcome.get("cycles") or []), "report": result.outcome.get("report", ""),
+                "sim_seconds": result.outcome.get("sim_seconds"), "wall_seconds": result.wall_seconds, "ys": ys}
+
     def submit(self, step: int, records) -> "tuple[list, list, list]":
-        """Start a step's GEMVs; returns ``(futures, index groups, test dirs)`` for :meth:`collect`."""
+        """Queue a step's GEMVs; returns ``(futures, index groups, simulator dirs)`` for :meth:`collect`."""
         gemvs = self.gemvs(step, records)
+        offsets = [self._offset(r.name, g) for r, g in zip(records, gemvs)]
+        # The words are in the weights file: a queued step holds only its activations and expected results.
+        gemvs = [dataclasses.replace(g, weights=g.weights[:0]) for g in gemvs]
         groups = split_balanced([g.stream_bits for g in gemvs], self.workers)
         futures, dirs = [], []
         for w, idx in enumerate(groups):
-            d = self.out_dir / f"step{step:03d}" / f"w{w}"
-            if d.exists():
-                shutil.rmtree(d)
-            dirs.append(d)
-            futures.append(self._pool.submit(_run_part, self.tile, [gemvs[i] for i in idx], str(d), self.keep))
+            dirs.append(self.servers[w].directory)
+            futures.append(self._queues[w].submit(self._run_on, w, step, [gemvs[i] for i in idx],
+                                                  [offsets[i] for i in idx]))
         return futures, groups, dirs
 
     @staticmethod
@@ -206,6 +234,8 @@ class TileRunner:
                 ys[i] = part["ys"][j]
                 cycles[i] = part["cycles"][j] if j < len(part["cycles"]) else 0
         return StepResult([r.name for r in records], ys, cycles, passed, "\n".join(reports), sim)
+
+
 
 
 class ReplayLinear:

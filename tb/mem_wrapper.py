@@ -4,9 +4,12 @@ Per-cycle Python driving through cocotb tops out near 45 k cycles/s; a full
 8192 x 8192 GEMV is 3.7 M cycles.  So in this mode the bulk data never
 crosses into Python during the run: the wrapper ``septet_mem_tb``
 
-* reads the GEMVs' weight words, activation pairs and requantization beats
-  from text files in the test directory (``$fscanf``, one beat per line, hex),
-  keeping one GEMV's activations in a memory it replays for every column block;
+* reads a set of GEMVs from the simulator's directory: the set's description
+  (``mem_meta.txt``: per GEMV its weight words, where they start in the weights
+  file, its activation pairs and column blocks) and binary beat files (weight
+  words, activation pairs, requantization beats; whole bytes per beat, most
+  significant byte first, read with ``$fread``), keeping one GEMV's activations
+  in a memory it replays for every column block;
 * presents them on the tile's AXI-Stream inputs with LFSR-driven idle cycles
   (AXI rules: valid never waits on ready, a beat stays put until taken);
 * takes ``m_axis_result`` with LFSR-driven backpressure and ``$fwrite``s every
@@ -14,6 +17,12 @@ crosses into Python during the run: the wrapper ``septet_mem_tb``
   of its tlast result beat;
 * raises ``done`` when every GEMV's results are out (or ``timed_out`` too
   when a cycle limit passes).
+
+The top serves sets one after another (``request`` / ``served`` ports): a
+simulator can stay up and run many sets (:class:`tb.simulate.MemServer`), and
+since each GEMV names where its words start in the weights file, a file of
+many matrices' words (a bank, :func:`append_weights`, written once) serves
+every set that uses them: a set then writes only its activations.
 
 Python (:mod:`tb.tile_mem`) drives the clock through cocotb's C++ clock
 (or the wrapper makes its own, ``always #5`` built with ``--timing``, so no
@@ -33,11 +42,14 @@ from rtl.params import TileParams
 from tb.gemv_data import GemvSet, port_widths
 
 __all__ = ["HALF_PERIOD_NS", "MEM_BUILD_ARGS", "MEM_TB", "MEM_TB_WAIVERS", "wrapper_build_args", "write_inputs",
-           "stall_threshold", "read_results", "FILES", "LFSR_BITS"]
+           "append_weights", "beat_file_bytes", "stall_threshold", "read_results", "FILES", "LFSR_BITS",
+           "MAX_WEIGHTS_FILE_BYTES"]
 
 #: File names in the test directory.
-FILES = {"meta": "mem_meta.txt", "weights": "mem_weights.hex", "act": "mem_act.hex",
-         "params": "mem_params.hex", "results": "mem_results.hex", "cycles": "mem_cycles.txt"}
+FILES = {"meta": "mem_meta.txt", "weights": "mem_weights.bin", "act": "mem_act.bin",
+         "params": "mem_params.bin", "results": "mem_results.hex", "cycles": "mem_cycles.txt"}
+#: The wrapper seeks in the weights file with a 32-bit signed byte offset.
+MAX_WEIGHTS_FILE_BYTES = (1 << 31) - 1
 #: A stall happens when the low LFSR_BITS bits of a source's LFSR fall below its threshold.
 LFSR_BITS = 16
 
@@ -91,25 +103,46 @@ def stall_threshold(probability: float) -> int:
     return int(round(probability * (1 << LFSR_BITS)))
 
 
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+def beat_file_bytes(beats: np.ndarray) -> bytes:
+    """uint8 (n, nbytes) little-endian beats -> the bytes of a beat file (each beat most significant byte first,
+    the order ``$fread`` fills a variable in)."""
+    beats = np.asarray(beats, dtype=np.uint8)
+    if beats.ndim != 2:
+        raise ValueError(f"beats must be a 2-D uint8 array (beats, bytes), got shape {beats.shape}")
+    return np.ascontiguousarray(beats[:, ::-1]).tobytes()
 
 
-def _hex_lines(beats: np.ndarray) -> bytes:
-    """uint8 (n, nbytes) little-endian beats -> one hex line per beat (most significant digit first)."""
-    beats = np.asarray(beats, dtype=np.uint8)[:, ::-1]
-    n, nbytes = beats.shape
-    out = np.empty((n, 2 * nbytes + 1), dtype=np.uint8)
-    out[:, 0:-1:2] = _HEX[beats >> 4]
-    out[:, 1:-1:2] = _HEX[beats & 15]
-    out[:, -1] = ord("\n")
-    return out.tobytes()
+def append_weights(path, words: np.ndarray) -> int:
+    """Append weight words (uint8 (n, byte_count(W))) to the weights file ``path``; return the word index
+    where they start (the offset a set's GEMV names, see :func:`write_inputs`).
+
+    The file only grows (a simulator reading earlier words is not disturbed); it must stay below
+    :data:`MAX_WEIGHTS_FILE_BYTES`.
+    """
+    words = np.asarray(words, dtype=np.uint8)
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else 0
+    if size % words.shape[1]:
+        raise ValueError(f"{path} holds {size} bytes, not whole words of {words.shape[1]} bytes")
+    if size + words.size > MAX_WEIGHTS_FILE_BYTES:
+        raise ValueError(f"the weights file {path} would exceed {MAX_WEIGHTS_FILE_BYTES} bytes (the wrapper's "
+                         f"32-bit seek)")
+    with open(path, "ab") as handle:
+        handle.write(beat_file_bytes(words))
+    return size // words.shape[1]
 
 
-def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = None) -> None:
+def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = None,
+                 weight_offsets=None) -> None:
     """Write the wrapper's input files for ``gemv_set`` into ``directory``.
 
     Options used from ``gemv_set.options``: ``idle``, ``backpressure`` (stall
     probabilities), ``seed``, ``timeout_cycles``.
+
+    ``weight_offsets``: per GEMV, the word where its weights start in the weights file
+    already in ``directory`` (written with :func:`append_weights`); the GEMVs' own
+    ``weights`` are then not written (they may be empty).  ``None``: the weights file is
+    rewritten with the GEMVs' words back to back.
     """
     config = gemv_set.config
     if "reset_at" in gemv_set.options:
@@ -123,24 +156,44 @@ def write_inputs(directory, gemv_set: GemvSet, *, max_cycles: "int | None" = Non
     ideal = sum(g.ideal_cycles(config.bus_width) for g in gemv_set.gemvs)
     if max_cycles is None:
         max_cycles = int(opts.get("timeout_cycles", 0)) or 50 * ideal + 10_000
+    pad = byte_count(config.bus_width)
+    n_words = [g.ideal_cycles(config.bus_width) if weight_offsets is not None else len(g.weights)
+               for g in gemv_set.gemvs]
+    if weight_offsets is None:
+        offsets = np.concatenate([[0], np.cumsum(n_words)[:-1]]).astype(int).tolist()
+    else:
+        offsets = [int(o) for o in weight_offsets]
+        if len(offsets) != len(gemv_set.gemvs) or min(offsets) < 0:
+            raise ValueError(f"weight_offsets must give one word index >= 0 per GEMV ({len(gemv_set.gemvs)}), "
+                             f"got {weight_offsets!r}")
+        bank = directory / FILES["weights"]
+        words_in_bank = bank.stat().st_size // pad if bank.exists() else 0
+        for g, o, n in zip(gemv_set.gemvs, offsets, n_words):
+            if len(g.weights) not in (0, n):
+                raise ValueError(f"{g.name}: {len(g.weights)} weight words, its stream needs {n}")
+            if o + n > words_in_bank:
+                raise ValueError(f"{g.name}: words [{o}, {o + n}) are beyond the weights file's {words_in_bank}")
+    if (offsets[-1] + n_words[-1]) * pad > MAX_WEIGHTS_FILE_BYTES:
+        raise ValueError(f"the weights exceed {MAX_WEIGHTS_FILE_BYTES} bytes (the wrapper's 32-bit seek)")
     head = (f"{len(gemv_set.gemvs)} {stall_threshold(float(opts.get('idle', 0.0)))} "
             f"{stall_threshold(float(opts.get('backpressure', 0.0)))} {int(opts.get('seed', 0)) & 0x7FFFFFFF} "
             f"{min(max_cycles, 2**31 - 1)}\n")
-    meta = head + "".join(f"{len(g.weights)} {g.pairs} {g.n_blocks}\n" for g in gemv_set.gemvs)
-    (directory / FILES["meta"]).write_text(meta)
-    pad = byte_count(config.bus_width)
-    with open(directory / FILES["weights"], "wb") as handle:
-        for g in gemv_set.gemvs:
-            handle.write(_hex_lines(g.weights[:, :pad]))
+    meta = head + "".join(f"{n} {o} {g.pairs} {g.n_blocks}\n"
+                          for g, n, o in zip(gemv_set.gemvs, n_words, offsets))
+    for name in ("results", "cycles"):
+        (directory / FILES[name]).unlink(missing_ok=True)
+    if weight_offsets is None:
+        with open(directory / FILES["weights"], "wb") as handle:
+            for g in gemv_set.gemvs:
+                handle.write(beat_file_bytes(g.weights[:, :pad]))
     with open(directory / FILES["act"], "wb") as handle:
         for g in gemv_set.gemvs:
-            handle.write(_hex_lines(g.act))
+            handle.write(beat_file_bytes(g.act))
     if config.requant:
         with open(directory / FILES["params"], "wb") as handle:
             for g in gemv_set.gemvs:
-                handle.write(_hex_lines(g.params))
-    for name in ("results", "cycles"):
-        (directory / FILES[name]).unlink(missing_ok=True)
+                handle.write(beat_file_bytes(g.params))
+    (directory / FILES["meta"]).write_text(meta)
 
 
 def read_results(directory, config: TileParams):

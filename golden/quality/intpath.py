@@ -47,7 +47,7 @@ from golden.oracle import gemv_int
 from golden.quantize import QuantizedMatrix
 
 __all__ = ["quantize_rows", "TileLinear", "quantize_linear", "LINEAR_ORDER", "HEAD", "tile_linears", "prepare_smollm2",
-           "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record"]
+           "load_smollm2_cached", "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record"]
 
 #: Order of the linear layers inside one block (the order the decoder runs them).
 LINEAR_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
@@ -109,12 +109,18 @@ class TileLinear:
                              f"{qm.fmt.max_k_int32(qm.arithmetic)} (the tile's slot sums would overflow)")
         # sum_g sum_t m (acc - z sa) = a @ (m q) - sa @ (m z): every term an integer, every partial sum
         # below 2**53 (checked), so float64 BLAS gives the exact integer whatever its summation order.
-        row_mant = qm.mant[qm.group_of_row(), qm.slot_of_row()]                   # (K_pad, N)
-        scaled = row_mant * qm.grid_codes()
-        self._scaled_codes = scaled.astype(np.float64)
+        # m * qm.grid_codes(), built in float64 in place (a 16-bit mantissa times a code is exact): no int64
+        # temporaries of the matrix's size, whose fresh pages cost most of the time.
+        scaled = qm.mant.astype(np.float64)[qm.group_of_row(), qm.slot_of_row()]    # (K_pad, N)
+        scaled *= qm.codes
+        shift = qm.fmt.odd_shift(qm.arithmetic)
+        if shift:
+            scaled[1::2] *= 1 << shift
+        self._scaled_codes = scaled
         self._mant_zero = (qm.mant * qm.zeros).reshape(-1, qm.N).astype(np.float64)   # (groups*slots, N)
-        bound = (-ACT_MIN) * qm.K_pad * max(int(np.abs(scaled).max(initial=0)),
-                                              int(np.abs(self._mant_zero).max(initial=0)))
+        peak = max(float(scaled.max(initial=0)), -float(scaled.min(initial=0)),
+                   float(np.abs(self._mant_zero).max(initial=0)))
+        bound = (-ACT_MIN) * qm.K_pad * int(peak)
         if bound >= _F64_EXACT:
             raise ValueError(f"{name}: integer sums up to {bound} are beyond float64's exact range")
         self._unit = np.exp2(-qm.exp.astype(np.float64))
@@ -389,6 +395,63 @@ def _load_matrices(path) -> dict:
     return out
 
 
+def _file_digest(path) -> str:
+    """SHA-256 of a file's content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_smollm2_cached(cache_dir):
+    """SmolLM2 for decoding with quantized linears: :func:`golden.quality.models.load_smollm2` without the linear
+    layers (``linears`` is empty), cached in ``cache_dir`` and memory-mapped on the next load.
+
+    Parsing the GGUF's metadata (the tokenizer) and dequantizing take about 13 CPU seconds;
+    the cache (the embedding, the norms, the configuration and the tokenizer) well under one.
+    Keyed by the SHA-256 of the GGUF file, of the loader's source (``models.py``) and the
+    ``gguf`` package's version (its dequantizer).  Written to a temporary directory and renamed.
+    """
+    import dataclasses
+    import hashlib
+    import json
+    import os
+    import shutil
+    from importlib import metadata
+    from pathlib import Path
+
+    import golden.quality.models as models
+
+    key = hashlib.sha256("\0".join([_file_digest(models.smollm2_gguf_path()), _file_digest(models.__file__),
+                                     metadata.version("gguf")]).encode()).hexdigest()[:16]
+    directory = Path(cache_dir) / f"smollm2-model-{key}"
+    if not (directory / "model.json").is_file():
+        model = models.load_smollm2()
+        pending = Path(cache_dir) / f".{directory.name}.{os.getpid()}.tmp"
+        shutil.rmtree(pending, ignore_errors=True)
+        pending.mkdir(parents=True)
+        arrays = {"embedding": model.embedding, **{f"norm.{n}": w for n, w in model.norms.items()}}
+        for i, array in enumerate(arrays.values()):
+            np.save(pending / f"{i}.npy", np.ascontiguousarray(array))
+        meta = {"config": dataclasses.asdict(model.config), "arrays": list(arrays), "tokens": model.tokens,
+                "merges": model.merges, "file_types": model.file_types}
+        (pending / "model.json").write_text(json.dumps(meta))
+        try:
+            os.rename(pending, directory)
+        except OSError:                 # another process cached it first
+            shutil.rmtree(pending, ignore_errors=True)
+    meta = json.loads((directory / "model.json").read_text())
+    arrays = {name: np.asarray(np.load(directory / f"{i}.npy", mmap_mode="r"))
+              for i, name in enumerate(meta["arrays"])}
+    return models.SmolLM2Weights(
+        config=models.SmolLM2Config(**meta["config"]), embedding=arrays["embedding"], linears={},
+        norms={n[len("norm."):]: a for n, a in arrays.items() if n.startswith("norm.")},
+        tokens=meta["tokens"], merges=meta["merges"], file_types=meta["file_types"])
+
+
 def _matrices_key(septet: dict, names, vocab, calibration) -> str:
     """What the quantized matrices depend on: the GGUF file, the spec, the names, the calibration, the quantizer."""
     import hashlib
@@ -423,6 +486,8 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
     ``cache_dir`` the matrices are cached in a file keyed by the SHA-256 of the GGUF
     file, the spec, the calibration tokens and the source of the quantizer.
     ``vocab`` truncates the vocabulary (and the head) to the first ids: a reduced model for tests.
+    With ``cache_dir`` the model itself is loaded through :func:`load_smollm2_cached` (its ``linears`` are empty:
+    every linear the decoder runs is among the returned TileLinears).
 
     Returns
     -------
@@ -434,7 +499,8 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
     from golden.quality.models import load_smollm2
     from golden.quality.smollm2 import Tokenizer, calibration_inputs, text_split
 
-    model = load_smollm2()
+    full = load_smollm2() if cache_dir is None else load_smollm2_cached(cache_dir)
+    model = full
     cfg = model.config
     n_layers = cfg.n_layers if n_layers is None else n_layers
     check_int("n_layers", n_layers, 1, cfg.n_layers)
@@ -443,7 +509,7 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
         model = dataclasses.replace(model, embedding=model.embedding[:vocab],
                                     config=dataclasses.replace(cfg, vocab_size=vocab))
     tokenizer = Tokenizer(model.tokens, model.merges)
-    split = text_split(model if vocab is None else load_smollm2(), cal_tokens=cal_tokens, n_seq=2, seq_len=2)
+    split = text_split(full, cal_tokens=cal_tokens, n_seq=2, seq_len=2)
     names = [f"blk.{i}.{n}" for i in range(n_layers) for n in LINEAR_ORDER] + [HEAD]
     key = _matrices_key(septet, names, vocab, split.calibration)
     path = None if cache_dir is None else Path(cache_dir) / f"smollm2-{key}.npz"
@@ -453,10 +519,11 @@ def prepare_smollm2(septet: dict, *, n_layers: "int | None" = None, cal_tokens: 
         if log:
             log(f"calibrating on {cal_tokens} tokens and quantizing {len(names)} matrices "
                 f"(cached afterwards) ...")
-        acts = calibration_inputs(load_smollm2(), split.calibration)
+        source = load_smollm2()
+        acts = calibration_inputs(source, split.calibration)
         qms = {}
         for name in names:
-            W = model.embedding.T if name == HEAD else model.linears[name]
+            W = model.embedding.T if name == HEAD else source.linears[name]
             imp = None if name == HEAD else np.mean(np.square(acts[name], dtype=np.float64), axis=0)
             qms[name] = quantize_linear(np.ascontiguousarray(W, dtype=np.float32), septet, imp)
         if path is not None:

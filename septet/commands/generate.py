@@ -41,7 +41,8 @@ def add_arguments(p):
     p.add_argument("--through", default="golden", choices=("golden", "rtl"), help="default golden")
     p.add_argument("--lanes", type=int, default=DEFAULT_LANES, help=f"tile lanes (rtl); default {DEFAULT_LANES}")
     p.add_argument("--bus-width", type=int, default=DEFAULT_BUS, help=f"tile bus width (rtl); default {DEFAULT_BUS}")
-    p.add_argument("--workers", type=int, default=2, help="simulator processes per token (rtl); default 2")
+    p.add_argument("--workers", type=int, default=2,
+                   help="simulators (each up for the whole run) sharing each token's GEMVs (rtl); default 2")
     p.add_argument("--layers", type=int, default=None, help="run only the first blocks (a reduced model)")
     p.add_argument("--vocab", type=int, default=None, help="keep only the first ids of the vocabulary and head "
                                                            "(a reduced model for quick checks)")
@@ -108,9 +109,10 @@ def run(args):
     model, tokenizer, linears = prepare_smollm2(spec, n_layers=args.layers, vocab=args.vocab,
                                                 cal_tokens=args.cal_tokens, cache_dir=out / "cache",
                                                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    timings = {"model load": time.time() - t0}
     print(f"model: SmolLM2-135M-Instruct, {args.layers or model.config.n_layers} blocks, every linear and the head "
           f"in {fmt.name} {args.arithmetic} g{args.group_size or 'col'} clip={args.clip} perm={not args.no_perm} "
-          f"({time.time() - t0:.1f} s to load and quantize)", file=sys.stderr, flush=True)
+          f"({timings['model load']:.1f} s to load and quantize)", file=sys.stderr, flush=True)
     prompt_ids = tokenizer.encode(args.prompt)
     if not prompt_ids:
         raise SeptetError("--prompt encodes to no tokens")
@@ -118,18 +120,38 @@ def run(args):
         raise SeptetError(f"--prompt has token id {max(prompt_ids)}, beyond the reduced vocabulary --vocab "
                           f"{model.config.vocab_size}")
     decoder = Decoder(model, linears, n_layers=args.layers, max_len=len(prompt_ids) + args.tokens + 1)
+    t_prefill = time.time()
     for tok in prompt_ids[:-1]:
         decoder.step(tok)
+    timings["prompt prefill (golden)"] = time.time() - t_prefill
     prefilled = ([k.copy() for k in decoder.cache_k], [v.copy() for v in decoder.cache_v], decoder.pos)
+    if args.through == "golden":
+        print(args.prompt, end="", flush=True)
+        shown = ""
 
-    # Golden's integer path: the tokens, and every GEMV of every new token.
-    t_golden = time.time()
+        def show(s, ids, record):
+            nonlocal shown
+            text = tokenizer.decode(ids)
+            print(text[len(shown):], end="", flush=True)
+            shown = text
+
+        ids, steps, golden_seconds = _golden_steps(args, decoder, linears, prompt_ids, show)
+        print()
+        print(f"golden integer path: {args.tokens} tokens, {len(steps[0])} GEMVs per token, {golden_seconds:.1f} s"
+              + (" (every GEMV also equal to golden.oracle.gemv_int)" if args.oracle else ""), file=sys.stderr)
+        return 0
+    return _run_rtl(args, model, tokenizer, linears, decoder, prompt_ids, prefilled, fmt, spec, t0, timings)
+
+
+def _golden_steps(args, decoder, linears, prompt_ids, on_step):
+    """Golden's integer path: the new tokens and every GEMV of each (``on_step(s, ids, record)`` after each)."""
+    import numpy as np
+
+    from golden.quality.intpath import check_record
+
+    start = time.time()
     ids, steps = [], []
     current = prompt_ids[-1]
-    stream_golden = args.through == "golden"
-    if stream_golden:
-        print(args.prompt, end="", flush=True)
-    shown = ""
     for s in range(args.tokens):
         record = []
         logits = decoder.step(current, record)
@@ -139,22 +161,11 @@ def run(args):
         current = int(np.argmax(logits))
         ids.append(current)
         steps.append(record)
-        if stream_golden:
-            text = tokenizer.decode(ids)
-            print(text[len(shown):], end="", flush=True)
-            shown = text
-    golden_seconds = time.time() - t_golden
-    golden_text = tokenizer.decode(ids)
-    n_gemv = len(steps[0])
-    if stream_golden:
-        print()
-        print(f"golden integer path: {args.tokens} tokens, {n_gemv} GEMVs per token, {golden_seconds:.1f} s"
-              + (" (every GEMV also equal to golden.oracle.gemv_int)" if args.oracle else ""), file=sys.stderr)
-        return 0
-    return _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0)
+        on_step(s, ids, record)
+    return ids, steps, time.time() - start
 
 
-def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps, golden_text, fmt, spec, t0):
+def _run_rtl(args, model, tokenizer, linears, decoder, prompt_ids, prefilled, fmt, spec, t0, timings):
     from golden.quality.intpath import Decoder
     from rtl.params import TileParams
     from tb.llm import ReplayLinear
@@ -171,40 +182,51 @@ def _run_rtl(args, model, tokenizer, linears, prompt_ids, prefilled, ids, steps,
     # A terminated run unwinds (SystemExit) so that the runner stops the simulators it started.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text,
-                         replay, replay_lin, t0)
+        return _simulate(args, config, status, out, tokenizer, linears, decoder, prompt_ids, replay, replay_lin, t0,
+                         timings)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, ids, steps, golden_text, replay,
-              replay_lin, t0):
+def _simulate(args, config, status, out, tokenizer, linears, decoder, prompt_ids, replay, replay_lin, t0, timings):
     import numpy as np
 
     from tb.llm import TileRunner
     from tb.outcome import read_progress
 
-    n_gemv = len(steps[0])
-    total_gemv = n_gemv * len(steps)
     with TileRunner(config, linears, out / "rtl", workers=args.workers, keep=args.keep) as runner:
         status.clear()
+        timings["tile build"] = runner.build_seconds
+        timings["simulator start"] = runner.start_seconds
         print(f"tile: {config.fmt} {config.arithmetic.value}, {config.lanes} lanes, {config.bus_width}-bit bus, "
               f"group {config.group_size}; build {runner.build_seconds:.1f} s "
-              f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulator processes",
-              file=sys.stderr, flush=True)
-        print(args.prompt, end="", flush=True)
+              f"({'cached' if runner.build.cached else 'compiled'}); {args.workers} simulators started in "
+              f"{runner.start_seconds:.1f} s", file=sys.stderr, flush=True)
+        # Golden's integer path first (each GEMV's input comes from it); every token's GEMVs go to the
+        # simulators as soon as golden has them, so the simulation overlaps the rest of golden's tokens.
         t_sim = time.time()
-        pending = [runner.submit(0, steps[0])]
+        pending = []
+
+        def submit(s, ids, record):
+            pending.append(runner.submit(s, record))
+            status.show(f"golden integer path: token {s + 1}/{args.tokens} (its {len(record)} GEMVs queued for "
+                        f"the tile)")
+
+        ids, steps, golden_seconds = _golden_steps(args, decoder, linears, prompt_ids, submit)
+        timings["golden integer path (the simulators already running)"] = golden_seconds
+        golden_text = tokenizer.decode(ids)
+        n_gemv = len(steps[0])
+        total_gemv = n_gemv * len(steps)
+        status.clear()
+        print(args.prompt, end="", flush=True)
         rtl_ids, shown, cycles_done, gemvs_done, per_token, sim_seconds = [], "", 0, 0, [], 0.0
         current = prompt_ids[-1]
         for s in range(len(steps)):
-            if s + 1 < len(steps):
-                pending.append(runner.submit(s + 1, steps[s + 1]))
             futures, groups, dirs = pending.pop(0)
             while not all(f.done() for f in futures):
                 running = 0
-                for d in dirs:
-                    line = read_progress(d)
+                for d, f in zip(dirs, futures):
+                    line = "" if f.done() else read_progress(d)
                     if line.startswith("cycle "):
                         running += int(line.split()[1])
                 elapsed = time.time() - t_sim
@@ -239,12 +261,13 @@ def _simulate(args, config, status, out, model, tokenizer, linears, prompt_ids, 
     rtl_text = tokenizer.decode(rtl_ids)
     if rtl_ids != ids or rtl_text != golden_text:
         raise SeptetError("the text from the tile's results differs from golden's integer path")
+    timings["tile simulation after golden (wall, with the replay decoder)"] = wall - golden_seconds
     _summary(args, config, runner, linears, steps, per_token, cycles_done, gemvs_done, wall, sim_seconds,
-             time.time() - t0)
+             time.time() - t0, timings)
     return 0
 
 
-def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wall, sim_seconds, total):
+def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wall, sim_seconds, total, timings):
     import math
 
     from sim.config import load_chip
@@ -261,8 +284,11 @@ def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wal
     print(f"tile cycles per token: {cyc_token:,.0f} ({weights / 1e6:.1f} M weights, {stream_bits / weights:.3f} "
           f"stream bits per weight, bus efficiency {ideal / cyc_token:.4f})", file=sys.stderr)
     print(f"simulated {cycles / 1e6:.1f} M cycles in {wall:.1f} s wall ({cycles / wall / 1e3:.0f} k cycles/s over "
-          f"{args.workers} processes; simulators busy {sim_seconds:.1f} s); whole command {total:.1f} s",
-          file=sys.stderr)
+          f"{args.workers} simulators; simulators busy {sim_seconds:.1f} s); whole command {total:.1f} s for "
+          f"{len(per_token)} tokens", file=sys.stderr)
+    other = total - sum(timings.values())
+    print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+          + f", the rest {other:.1f} s (wall clock on this machine, shared or not)", file=sys.stderr)
     print(f"one tile at {args.clock_mhz:g} MHz: {cyc_token / f * 1e3:.3f} ms per token = {f / cyc_token:.1f} tok/s "
           f"(weights only: attention, norms and the KV cache are not counted)", file=sys.stderr)
     if (config.lanes, config.bus_width) != (16, 64):

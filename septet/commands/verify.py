@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from septet.cli import SeptetError
@@ -43,7 +44,7 @@ def add_arguments(p):
                          help="an existing Dask scheduler, e.g. tcp://host:8786 (LSF/SLURM via dask-jobqueue)")
     p.add_argument("--task-cycles", type=int, default=None, metavar="C",
                    help="target tile cycles per task: big GEMVs are cut into column tasks of about C cycles "
-                        "(default 4000000)")
+                        "(default 2000000)")
     p.add_argument("--cores", default="1,64,1024", metavar="C,...",
                    help="core counts for the projected wall time of the whole decode step; default 1,64,1024")
     p.add_argument("--scaling", nargs="?", const="1,2", default=None, metavar="N,M,...",
@@ -51,12 +52,21 @@ def add_arguments(p):
                         "(default 1,2) and report wall-time speedup and efficiency")
     p.add_argument("--no-hdl-clock", dest="hdl_clock", action="store_false",
                    help="cocotb drives the clock (slower per cycle, quicker build)")
+    p.add_argument("--simulator-per-task", dest="persistent_simulator", action="store_false",
+                   help="start a new simulator process for every task instead of one per worker that stays up "
+                        "(slower: for comparison)")
+    p.add_argument("--dask-defaults", dest="quiet_cluster", action="store_false",
+                   help="run the local cluster with Dask's default profiler and monitor settings instead of "
+                        "quieter ones (for comparison)")
     p.add_argument("--keep", action="store_true", help="keep the simulation directories of passing tasks")
     p.add_argument("--scratch", default=None, metavar="DIR",
                    help="where workers put simulation directories (default: their temporary directory)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory: results/<task>.json, summary.json (default build/verify/<model>-<format>)")
+    p.add_argument("--set-aside", action="store_true",
+                   help="when --out holds a run with other settings or sources (stale results), move it into "
+                        "OUT/other-<fingerprint>/ and start over instead of refusing")
     p.add_argument("--json", action="store_true", help="print the summary JSON to stdout (progress goes to stderr)")
 
 
@@ -134,7 +144,36 @@ def _print_summary(summary, projection, out, stream):
               f"{m['cpu_seconds_per_cycle'] * 1e6:.2f} s per M cycles, fitted on {m['tasks']} tasks, worst error "
               f"{100 * m['max_relative_error']:.0f}%): {projection['free_cores_core_hours']:.2f} core-hours, {walls}",
               file=stream)
+    _print_profile(t.get("profile"), stream)
+    command = t.get("command")
+    if command:
+        built = command.get("tile_build_seconds")
+        tile = "" if built is None else (f"tile {'compiled' if command.get('tile_compiled') else 'found in the cache'} "
+                                         f"{built:.1f} s, ")
+        print(f"this command: {command['command_seconds']:.1f} s in all ({tile}cluster start "
+              f"{command['cluster_start_seconds']:.1f} s, verify {command['verify_seconds']:.1f} s, teardown "
+              f"{command['teardown_seconds']:.1f} s, the rest imports, planning and the projection)", file=stream)
     print(f"results: {out}", file=stream)
+
+
+def _print_profile(profile, stream, indent=""):
+    """Where a run's time went: per task phase (wall and CPU, summed over tasks) and per worker."""
+    if not profile or "tasks" not in profile:
+        return
+    phases = profile["tasks"]
+    wall = sum(p["wall"] for p in phases.values())
+    print(f"{indent}task phases (wall s / CPU s, summed over tasks): " + ", ".join(
+        f"{name} {p['wall']:.1f}/{p['worker_cpu'] + p['simulator_cpu']:.1f}" for name, p in phases.items())
+        + f"; total {wall:.1f}", file=stream)
+    for w in profile["workers"]:
+        outside = w["cpu_outside_tasks_seconds"]
+        print(f"{indent}worker {w['worker']}: {w['tasks']} tasks, busy {w['busy_seconds']:.1f} s, waited "
+              f"{w['start_delay_seconds']:.2f} s for its first task and {w['idle_between_tasks_seconds']:.2f} s between "
+              f"tasks, idle {w['tail_seconds']:.1f} s at the end (the tail); Dask outside tasks "
+              + (f"{outside:.2f} CPU s" if outside is not None else "?") + f", {w['threads']} Python threads in its process", file=stream)
+    print(f"{indent}client, scheduler and nannies: {profile['client_cpu_seconds']:.2f} CPU s over "
+          f"{profile['run_seconds']:.1f} s; workers busy {100 * (profile['worker_utilization'] or 0):.1f}% of the run",
+          file=stream)
 
 
 def _human(seconds):
@@ -143,6 +182,16 @@ def _human(seconds):
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.0f} s"
+
+
+def _process_start() -> float:
+    """Epoch seconds when this process started (so imports count), from /proc; now where there is no /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 def run(args):
@@ -200,7 +249,8 @@ def run(args):
 
     settings = FarmSettings(config=config, seed=args.seed, hdl_clock=args.hdl_clock, idle=args.idle,
                             backpressure=args.backpressure, weights=weights, scratch=args.scratch,
-                            attempts=None, keep=args.keep, task_cycles=task_cycles)
+                            attempts=None, keep=args.keep, task_cycles=task_cycles,
+                            persistent_simulator=args.persistent_simulator)
     print(f"septet verify: {name}, {len(specs)} GEMVs ({sum(s.weights for s in specs):,} weights) in {len(tasks)} "
           f"tasks, tile {config.fmt} {config.arithmetic.value} g{config.group_size or 'col'} L={config.lanes} "
           f"W={config.bus_width}", file=sys.stderr)
@@ -208,14 +258,20 @@ def run(args):
         if args.scheduler is not None:
             raise SeptetError("--scaling starts its own local clusters; it excludes --scheduler")
         counts = parse_int_list(args.scaling, "--scaling", low=1)
-        result = scaling(tasks, settings, out / "scaling", counts, progress=progress)
+        result = scaling(tasks, settings, out / "scaling", counts, progress=progress, quiet=args.quiet_cluster)
         for r in result["runs"]:
-            print(f"{r['workers']} worker(s): wall {r['wall_seconds']:.1f} s, speedup {r['speedup']:.3f}, "
-                  f"efficiency {r['efficiency']:.3f}; CPU {r['cpu_seconds']:.1f} s ({r['cpu_ratio']:.3f} of the first "
-                  f"run's), efficiency of these task CPU times on free cores {r['estimated_efficiency_on_free_cores']:.3f}; "
-                  f"{r['mismatches']} mismatches, load average "
-                  f"{r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f} on {result['cpus']} CPUs",
-                  file=summary_stream)
+            c = r["components"]
+            print(f"{r['workers']} worker(s): wall {r['wall_seconds']:.1f} s (cluster start {c['cluster_start_seconds']:.1f}, "
+                  f"tile load {c['prepare_seconds']:.1f}, tasks {c['run_seconds']:.1f}, summary {c['summary_seconds']:.1f}, "
+                  f"teardown {c['teardown_seconds']:.1f}), speedup {r['speedup']:.3f}, efficiency {r['efficiency']:.3f} "
+                  f"(tasks alone {r['run_efficiency']:.3f}); {r['mismatches']} mismatches; load average "
+                  f"{r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f} on {result['cpus']} CPUs, "
+                  f"calibration: this session got {r['machine']['parallelism']:.2f} core(s) for {r['workers']} "
+                  f"process(es), efficiency against that {r['efficiency_against_machine']:.3f}; CPU {r['cpu_seconds']:.1f} s "
+                  f"({r['cpu_ratio']:.3f} of the first run's), efficiency of these task CPU times on free cores "
+                  f"{r['estimated_efficiency_on_free_cores']:.3f}", file=summary_stream)
+            _print_profile(r["profile"], summary_stream, indent="    ")
+        print(f"definition: {result['definition']}", file=summary_stream)
         busiest = max(max(r["load_average_before"][0], r["load_average_after"][0]) for r in result["runs"])
         if busiest > result["cpus"]:
             print(f"note: load average up to {busiest:.1f} on {result['cpus']} CPUs: the workers competed with other "
@@ -235,17 +291,37 @@ def run(args):
         settings = replace(settings, attempts=str((out / "attempts").resolve()))
     from tb.farm import check_out_dir
 
-    check_out_dir(out, settings)
     try:
-        client, cluster = open_client(workers=args.workers, scheduler=args.scheduler)
+        aside = check_out_dir(out, settings, set_aside=args.set_aside)
     except ValueError as exc:
         raise SeptetError(str(exc)) from None
+    if aside is not None:
+        print(f"septet verify: {out} held a run with other settings or sources; moved to {aside}", file=sys.stderr)
+    build = None
+    if args.scheduler is None:
+        from tb.farm import prepare_worker
+
+        build = prepare_worker(settings)    # build (or find) the tile here, once, before the workers start and need it
+    asked = time.perf_counter()
+    try:
+        client, cluster = open_client(workers=args.workers, scheduler=args.scheduler, quiet=args.quiet_cluster)
+    except ValueError as exc:
+        raise SeptetError(str(exc)) from None
+    started = time.perf_counter()
     try:
         summary = verify(client, tasks, settings, out, progress=progress, timeout=args.timeout)
     finally:
+        finished = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
+    closed = time.perf_counter()
+    summary["total"]["command"] = {"cluster_start_seconds": round(started - asked, 3),
+                                   "verify_seconds": round(finished - started, 3),
+                                   "teardown_seconds": round(closed - finished, 3),
+                                   "command_seconds": round(time.time() - _process_start(), 3),
+                                   "tile_build_seconds": build["build_seconds"] if build else None,
+                                   "tile_compiled": build["compiled"] if build else None}
     summary["projection"] = project_step(step_specs, name, settings, summary, cores)
     from tb.farm import SUMMARY_FILE, write_json_atomic
 

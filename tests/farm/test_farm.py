@@ -162,6 +162,8 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     killed, stop = {}, threading.Event()
     reported = []
     try:
+        workers = client.run(farm._process_cpu)
+        threads = sorted(w["nthreads"] for w in farm._scheduler_workers(client).values())
         # verify() has every worker build (or load) the tile before any task starts: the kill hits a task.
         killer = threading.Thread(target=_kill_a_running_worker,
                                   args=(out / "attempts", out / "results", killed, stop))
@@ -175,6 +177,10 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
         client.close()
         cluster.close()
     assert killed, "no worker was killed: the test did not test anything"
+    # The workers are separate processes with one task thread each (not threads sharing one interpreter).
+    assert len(workers) == 2 and len({w["name"] for w in workers.values()}) == 2
+    assert all(w["name"] != farm._worker_name() for w in workers.values())
+    assert threads == [1, 1]
     ids = [t.task_id for t in tasks]
     # Every GEMV reports, once: one record per task, in the output directory and through the callback.
     assert sorted(r["task"] for r in reported) == sorted(ids)
@@ -186,6 +192,18 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
         assert record["beats_checked"] == record["beats_expected"] > 0
         assert record["cycles"] > record["ideal_cycles"] > 0
         assert record["cpu_seconds"] > 0
+        # The profile's phases account for the task's time (they are laps of one clock).
+        assert list(record["profile"]) == list(farm.TASK_PHASES)
+        assert sum(p["wall"] for p in record["profile"].values()) == pytest.approx(record["task_seconds"], abs=0.05)
+        assert record["profile"]["simulation"]["wall"] == pytest.approx(record["sim_seconds"], abs=1e-3)
+        assert record["started_at"] < record["finished_at"]
+    # Each worker's simulator stays up (it started before the tasks: a worker started after the kill starts its
+    # own in its first task), and its CPU is counted while it runs.
+    assert sum(r["profile"]["simulator_start"]["wall"] < 0.5 for r in reported) >= len(reported) - 2
+    assert sum(r["profile"]["simulation"]["simulator_cpu"] for r in reported) > 0   # counted in 10 ms ticks
+    profile = summary["total"]["profile"]
+    assert sum(w["tasks"] for w in profile["workers"]) == len(reported)
+    assert 0 < profile["worker_utilization"] <= 1
     # Resume through the CLI: a task whose record says it failed runs again, the others are skipped.
     victim = out / "results" / f"{ids[-1]}.json"
     record = json.loads(victim.read_text())
@@ -193,7 +211,8 @@ def test_reduced_verify_survives_a_killed_worker_and_resumes(tmp_path):
     def argv(seed):
         return ["verify", "--model", str(TINY), "--layers", "1", "--projections", "q,k,v", "--lanes", "8",
                 "--bus-width", "32", "--group-size", "none", "--seed", str(seed), "--task-cycles", "20000",
-                "--workers", "1", "--out", str(out), "--scratch", str(tmp_path / "scratch"), "--timeout", "300"]
+                "--workers", "1", "--out", str(out), "--scratch", str(tmp_path / "scratch"), "--timeout", "300",
+                "--simulator-per-task"]     # the other way to run a task, same results
 
     assert main(argv(5)) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -237,3 +256,46 @@ def test_cpu_time_model_fits_a_line():
     assert model["cpu_seconds_per_cycle"] == pytest.approx(5e-6)
     assert model["max_relative_error"] == pytest.approx(0, abs=1e-9)
     assert farm.cpu_time_model(records[:1]) is None      # one size cannot separate the two terms
+
+
+def test_run_profile_locates_idle_time_and_dask_cpu():
+    """Per worker: busy time, the wait for the first task, gaps between tasks, the tail, and CPU outside tasks."""
+    def record(worker, start, finish, cpu):
+        return {"worker": worker, "started_at": start, "finished_at": finish,
+                "profile": {"simulation": {"wall": finish - start, "worker_cpu": cpu, "simulator_cpu": 2.0}}}
+
+    records = [record("a", 100.5, 104.0, 1.0), record("a", 104.5, 110.0, 1.0), record("b", 101.0, 108.0, 1.5)]
+    before = {"tcp://a": {"name": "a", "cpu": 10.0, "threads": 4}, "tcp://b": {"name": "b", "cpu": 20.0, "threads": 4}}
+    after = {"tcp://a": {"name": "a", "cpu": 12.25, "threads": 4}, "tcp://b": {"name": "b", "cpu": 21.5, "threads": 4}}
+    profile = farm.run_profile(records, 100.0, 110.0, before, after, client_cpu=0.3)
+    a, b = profile["workers"]
+    assert (a["tasks"], a["busy_seconds"], a["start_delay_seconds"], a["idle_between_tasks_seconds"],
+            a["tail_seconds"], a["cpu_outside_tasks_seconds"]) == (2, 9.0, 0.5, 0.5, 0.0, 0.25)
+    assert (b["busy_seconds"], b["tail_seconds"], b["cpu_outside_tasks_seconds"]) == (7.0, 2.0, 0.0)
+    assert profile["worker_utilization"] == pytest.approx(16 / 20)
+    assert profile["tasks"]["simulation"]["simulator_cpu"] == 6.0 and profile["client_cpu_seconds"] == 0.3
+
+
+def test_machine_parallelism_calibration():
+    one = farm.machine_parallelism(1, seconds=0.05)
+    assert one["parallelism"] == 1.0 and one["alone_seconds"] > 0
+    two = farm.machine_parallelism(2, seconds=0.05)
+    # Two processes of this session get between a shared core and two free ones (with some timing noise).
+    assert 0.3 < two["parallelism"] < 2.5 and two["together_seconds"] > 0
+
+
+def test_results_of_other_sources_are_refused_or_set_aside(tmp_path):
+    """A run's identity includes the sources (RTL, golden, testbench): stale results are never resumed."""
+    settings = farm.FarmSettings(config=SMALL_TILE, seed=5)
+    assert settings.identity()["sources"] == farm.sources_digest()
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    stale = {**settings.identity(), "sources": "0" * 16}
+    farm.write_json_atomic(out / "run.json", {"fingerprint": "f" * 16, "identity": stale, "tasks": []})
+    (out / "results" / "t.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"differing: sources\)"):
+        farm.check_out_dir(out, settings)
+    aside = farm.check_out_dir(out, settings, set_aside=True)
+    assert aside.parent == out and aside.name.startswith("other-" + "f" * 16)
+    assert (aside / "results" / "t.json").is_file() and (aside / "run.json").is_file()
+    assert not (out / "run.json").exists() and farm.check_out_dir(out, settings) is None

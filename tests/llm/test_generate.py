@@ -26,6 +26,8 @@ def test_generate_through_the_rtl_is_bit_exact_and_equals_golden(tmp_path, capsy
     assert captured.out == golden and captured.out.startswith(PROMPT) and len(captured.out) > len(PROMPT)
     assert "every GEMV bit-exact: 8 GEMVs (8 per token) over 1 tokens" in captured.err
     assert "tile cycles per token:" in captured.err and "tok/s" in captured.err
+    assert "tile: 4+3 own, 8 lanes, 32-bit bus" in captured.err and "2 simulators started" in captured.err
+    assert "time: model load" in captured.err
     # The quantized matrices were cached by content and reused by the second run.
     assert len(list((tmp_path / "cache").glob("smollm2-*.npz"))) == 1
 

@@ -108,3 +108,28 @@ def test_smoothing_keeps_the_float_function(smollm2):
         assert np.allclose(got, want, rtol=1e-3, atol=2e-3 * np.abs(want).max())
         with pytest.raises(ValueError, match="alpha"):
             smoothing(smollm2, captured, alpha=1.5)
+
+
+def test_the_cached_model_is_the_file_s_and_is_keyed_on_its_content(tmp_path, smollm2, monkeypatch):
+    from golden.quality import models
+    from golden.quality.intpath import load_smollm2_cached
+
+    with time_limit(120, "load_smollm2_cached"):
+        load_smollm2_cached(tmp_path)                       # writes the cache from the (session-cached) model
+
+        def not_cached():
+            raise AssertionError("load_smollm2 called: the cache was not used")
+
+        monkeypatch.setattr(models, "load_smollm2", not_cached)
+        cached = load_smollm2_cached(tmp_path)
+    assert cached.linears == {} and cached.config == smollm2.config and cached.file_types == smollm2.file_types
+    assert cached.tokens == smollm2.tokens and cached.merges == smollm2.merges
+    assert np.array_equal(cached.embedding, smollm2.embedding) and cached.embedding.dtype == np.float32
+    assert cached.norms.keys() == smollm2.norms.keys()
+    assert all(np.array_equal(cached.norms[k], smollm2.norms[k]) for k in smollm2.norms)
+    # Another model file is another entry: the loader runs again.
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"not the same model")
+    monkeypatch.setattr(models, "smollm2_gguf_path", lambda: other)
+    with pytest.raises(AssertionError, match="the cache was not used"):
+        load_smollm2_cached(tmp_path)
