@@ -9,9 +9,12 @@ from amaranth.lib.wiring import In, Out
 from golden.format import ACT_BITS
 from rtl.decode import PairDecode
 from rtl.layouts import beat_layout, group_sums_layout, header_layout, lane_op_layout, pair_layout
-from rtl.params import LANES_DEPTH, SLOT_ACC_BITS, TileParams
+from rtl.params import SLOT_ACC_BITS, TileParams
 
-__all__ = ["MacLane", "MacLanes"]
+__all__ = ["MacLane", "MacLanes", "LATENCY"]
+
+#: Registered stages of the lanes: the operation, the decoded products, the sums.
+LATENCY = 3
 
 
 class MacLane(wiring.Component):
@@ -94,7 +97,7 @@ class MacLanes(wiring.Component):
     and the next beat starts the sums afresh, so the next group's header and beats follow
     without a gap.
 
-    ``LATENCY`` (``params.LANES_DEPTH``) registered stages: the operation (A), the products
+    ``LATENCY`` registered stages: the operation (A), the products
     (B), the sums (C).  Only the valid bits and the restart flags are reset; the datapath
     registers have neither reset nor enable (an idle cycle enters as zero activations).
 
@@ -111,7 +114,7 @@ class MacLanes(wiring.Component):
     """
 
     #: Cycles from an operation on ``i`` to its group's sums on ``o``.
-    LATENCY = LANES_DEPTH
+    LATENCY = LATENCY
 
     def __init__(self, *, params: TileParams):
         self.params = params

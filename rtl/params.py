@@ -20,7 +20,7 @@ from golden.format import (
     parse_format,
 )
 
-__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K", "LANES_DEPTH"]
+__all__ = ["TileParams", "SLOT_ACC_BITS", "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_K"]
 
 #: Width of a lane's per-slot partial sum and of the shared activation sums (FORMAT.md section 3: int32).
 SLOT_ACC_BITS = 32
@@ -29,9 +29,9 @@ DEFAULT_ACC_WIDTH = 48
 #: Default largest K: covers LLaMA-70B's largest reduction (28,672) with room to spare.
 DEFAULT_MAX_K = 65536
 
-#: Pipeline stages of the MAC lanes (rtl/lanes.py): the operation, the products, the accumulation.
-#: (The epilogue's blocks define their own ``LATENCY`` next to their code; ``result_latency`` sums them.)
-LANES_DEPTH = 3
+# Every block defines its own ``LATENCY`` next to its code (rtl/gearbox.py, rtl/lanes.py,
+# rtl/drain.py, rtl/correct.py, rtl/requant.py, rtl/tile.py's output queue);
+# ``TileParams.result_latency`` sums them.
 
 
 def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
@@ -219,16 +219,17 @@ class TileParams:
     def result_latency(self) -> int:
         """Cycles from the last bus word's acceptance to the final result being valid at the output.
 
-        The word is written into the gearbox (1 edge; the last beat enters the lanes in the
-        next cycle), the lanes register the operation, the products and the sums
-        (``LANES_DEPTH``), the drain hands out lane 0 after ``DRAIN_LATENCY`` and lane ``L - 1``
+        The word is written into the gearbox (``Gearbox.LATENCY``: the last beat enters the lanes
+        in the next cycle), the lanes register the operation, the products and the sums
+        (``lanes.LATENCY``), the drain hands out lane 0 after ``DRAIN_LATENCY`` and lane ``L - 1``
         ``L - 1`` cycles later, the scaler (and the requantizer, if built) each add their
         ``LATENCY`` per lane, the gather completes the beat (``GATHER_LATENCY``), and the output
-        queue (1).
+        queue (``OUTPUT_QUEUE_LATENCY``).
         """
-        from rtl import correct, drain, requant       # the blocks import this module: their constants on demand
+        from rtl import correct, drain, gearbox, lanes, requant, tile   # the blocks import this module
 
-        latency = 1 + LANES_DEPTH + drain.DRAIN_LATENCY + self.lanes - 1 + correct.LATENCY + drain.GATHER_LATENCY + 1
+        latency = (gearbox.Gearbox.LATENCY + lanes.LATENCY + drain.DRAIN_LATENCY + self.lanes - 1
+                   + correct.LATENCY + drain.GATHER_LATENCY + tile.OUTPUT_QUEUE_LATENCY)
         if self.requant:
             latency += requant.LATENCY
         return latency

@@ -13,7 +13,10 @@ from rtl.lanes import MacLanes
 from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_layout
 from rtl.params import TileParams
 
-__all__ = ["SeptetTile", "BEAT"]
+__all__ = ["SeptetTile", "BEAT", "OUTPUT_QUEUE_LATENCY"]
+
+#: The output queue (``amaranth.lib.fifo.SyncFIFO``): a result written is readable in the next cycle.
+OUTPUT_QUEUE_LATENCY = 1
 
 #: Gearbox record selector of a BEAT (header chunks use the others, see ``TileParams.gearbox_record_widths``).
 BEAT = 0

@@ -25,7 +25,8 @@ from rtl.decode import PairDecode
 from rtl.drain import LaneDrain, LaneGather
 from rtl.epilogue import Epilogue
 from rtl.lanes import MacLanes
-from rtl.params import LANES_DEPTH, TileParams
+from rtl.lanes import LATENCY as LANES_LATENCY
+from rtl.params import TileParams
 from rtl.requant import Requantizer
 from rtl.simutil import act_beats, run_simulation
 
@@ -216,7 +217,7 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
             ctx.set(dut.i.valid, 0)
             if rng.random() < 0.3:
                 await ctx.tick()
-        await ctx.tick().repeat(LANES_DEPTH + 1)
+        await ctx.tick().repeat(LANES_LATENCY + 1)
 
     async def collect(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
