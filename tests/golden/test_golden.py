@@ -206,17 +206,22 @@ def test_requant_params_of_a_huge_output_scale_are_exactly_zero():
 def test_requant_params_depend_only_on_the_ratio_of_the_scales(j):
     # Scaling both scales by 2**j leaves the real ratio unchanged, so M and s must not change, even where
     # s_a * 2**-e alone would overflow or underflow float64.
-    qm = _with_exponents([-128, -20, 0, 19, 127])
-    for s_a, s_out in [(1.0, 3.0), (0.013, 1e-6), (7.5, 2.0**-120), (1e3, 1e35)]:
-        try:
-            want = requant_params(qm, s_a, s_out)
-        except ValueError as exc:
-            assert "too large" in str(exc)
-            with pytest.raises(ValueError, match="too large"):
-                requant_params(qm, np.ldexp(s_a, j), np.ldexp(s_out, j))
-            continue
-        got = requant_params(qm, np.ldexp(s_a, j), np.ldexp(s_out, j))
-        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+    kinds = set()
+    for e in [-128, -20, 0, 19, 127]:
+        qm = _with_exponents([e])
+        for s_a, s_out in [(1.0, 3.0), (0.013, 1e-6), (7.5, 2.0**-120), (1e3, 1e35), (2.0**100, 1.0)]:
+            try:
+                want = requant_params(qm, s_a, s_out)
+            except ValueError as exc:
+                assert "too large" in str(exc)
+                with pytest.raises(ValueError, match="too large"):
+                    requant_params(qm, np.ldexp(s_a, j), np.ldexp(s_out, j))
+                kinds.add("too large")
+                continue
+            got = requant_params(qm, np.ldexp(s_a, j), np.ldexp(s_out, j))
+            assert [g.tolist() for g in got] == [w.tolist() for w in want]
+            kinds.add("M = 0" if want[0][0] == 0 else "M > 0")
+    assert kinds == {"too large", "M = 0", "M > 0"}
 
 
 @pytest.mark.parametrize("s_out", [0.0, -1.0, np.inf, np.nan])
