@@ -7,8 +7,12 @@ accumulator), so an overflow is an error here rather than a silent wrap.
 
 from __future__ import annotations
 
+import math
+import sys
+
 import numpy as np
 
+from golden.checks import check_number
 from golden.format import (
     ACT_MAX,
     ACT_MIN,
@@ -101,27 +105,44 @@ def requant_params(qm: QuantizedMatrix, s_a: float, s_out: float):
     """Per-column fixed-point multiplier and shift that map ``y`` to INT8 outputs of scale ``s_out``.
 
     Chooses, per column, the largest shift in [1, 63] whose multiplier
-    ``M = rint(s_a * 2**-exp / s_out * 2**shift)`` fits REQUANT_MULT_BITS bits.
+    ``M = rint(s_a * 2**-exp / s_out * 2**shift)`` fits REQUANT_MULT_BITS bits
+    (FORMAT.md section 3, 'Choosing M and s').  Any finite positive scales are
+    accepted: the ratio is formed from their mantissas and exponents, so no step
+    overflows or underflows, and it equals the float64 steps wherever those stay
+    normal; a ratio below ``2**-65`` gives ``shift = 63``, ``M = 0``.
 
     Returns
     -------
     M : int64 (N,)
     shift : int64 (N,)
+
+    Raises
+    ------
+    TypeError, ValueError
+        When ``s_a`` or ``s_out`` is not a number in ``(0, 1.8e308]``; ValueError when a
+        column's ratio is too large for the multiplier.
     """
-    for name, v in (("s_a", s_a), ("s_out", s_out)):
-        if not (np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a finite positive scale, got {v!r}")
-    ratio = s_a * np.exp2(-qm.exp.astype(np.float64)) / s_out           # real multiplier per column
+    s_a = check_number("s_a", s_a, 0, sys.float_info.max, open_low=True)
+    s_out = check_number("s_out", s_out, 0, sys.float_info.max, open_low=True)
     mmax = (1 << REQUANT_MULT_BITS) - 1
+    too_large = ValueError(f"requantization ratio s_a*2**-exp/s_out too large for a {REQUANT_MULT_BITS}-bit "
+                           f"multiplier with shift >= {REQUANT_SHIFT_MIN}; choose a larger s_out")
+    m_a, e_a = math.frexp(s_a)
+    m_out, e_out = math.frexp(s_out)
+    k = e_a - e_out - qm.exp.astype(np.int64)          # ratio = (m_a / m_out) * 2**k, m_a / m_out in (1/2, 2)
+    if np.any(k > REQUANT_MULT_BITS + 1):               # ratio > 2**17: M > mmax even at the smallest shift
+        raise too_large
+    tiny = k < -65                                      # ratio < 2**-65: rint(ratio * 2**63) = 0
+    ratio = np.ldexp(m_a / m_out, np.where(tiny, 0, k))    # real multiplier per column
     shift = np.floor(np.log2(mmax / ratio)).astype(np.int64)
-    shift = np.clip(shift, REQUANT_SHIFT_MIN, REQUANT_SHIFT_MAX)
+    shift = np.where(tiny, REQUANT_SHIFT_MAX, np.clip(shift, REQUANT_SHIFT_MIN, REQUANT_SHIFT_MAX))
+    ratio = np.where(tiny, 0.0, ratio)
     M = np.rint(ratio * np.exp2(shift.astype(np.float64)))
     over = M > mmax
     shift = np.where(over, shift - 1, shift)
     M = np.rint(ratio * np.exp2(shift.astype(np.float64)))
     if np.any(M > mmax) or np.any(shift < REQUANT_SHIFT_MIN):
-        raise ValueError(f"requantization ratio s_a*2**-exp/s_out too large for a {REQUANT_MULT_BITS}-bit "
-                         f"multiplier with shift >= {REQUANT_SHIFT_MIN}; choose a larger s_out")
+        raise too_large
     return M.astype(np.int64), shift
 
 

@@ -29,6 +29,9 @@ __all__ = [
     "quantize",
     "quantize_symmetric",
     "quantize_activations",
+    "activation_scales",
+    "ACT_REAL_MIN",
+    "ACT_REAL_MAX",
     "salience_permutation",
     "gptq_codes",
     "quantize_table",
@@ -465,11 +468,46 @@ def quantize_symmetric(W, fmt="4+4", *, group_size=None, perm=None) -> Quantized
     return quantize(W, fmt, arithmetic="own", group_size=group_size, perm=perm, symmetric=True)
 
 
+#: Largest ``max|x|`` a real activation vector may have: float32's largest finite value.  It
+#: keeps ``y * s_a * 2**-e`` far inside float64 for every int64 ``y`` and exponent ``e``.
+ACT_REAL_MAX = float(np.finfo(np.float32).max)
+#: Smallest nonzero ``max|x|``: float32's smallest normal value, so that ``s_a = max|x| / 127``
+#: is a normal float64 (a subnormal ``max|x|`` would give ``s_a = 0`` or a rounded-off scale).
+ACT_REAL_MIN = float(np.finfo(np.float32).tiny)
+
+
+def activation_scales(amax, name: str = "x") -> np.ndarray:
+    """The symmetric INT8 activation scale ``s_a = max|x| / 127`` (1.0 where ``max|x| = 0``).
+
+    Parameters
+    ----------
+    amax : float or array of float
+        ``max|x|`` of one activation vector, or of each row of a batch.
+    name : str
+        The activations' name, for the message.
+
+    Raises
+    ------
+    ValueError
+        When a nonzero ``amax`` lies outside ``[ACT_REAL_MIN, ACT_REAL_MAX]`` (float32's
+        normal range), or is not finite.
+    """
+    amax = np.asarray(amax, dtype=np.float64)
+    bad = (amax != 0) & ~((amax >= ACT_REAL_MIN) & (amax <= ACT_REAL_MAX))
+    if np.any(bad):
+        where = np.argwhere(bad)[0]
+        at = f" (row {int(where[0])})" if amax.ndim else ""
+        raise ValueError(f"{name} must have max|{name}| = 0 or in [{ACT_REAL_MIN:g}, {ACT_REAL_MAX:g}] "
+                         f"(float32's normal range), got max|{name}| = {float(amax[tuple(where)])!r}{at}")
+    return np.where(amax > 0, amax / ACT_MAX, 1.0)
+
+
 def quantize_activations(x) -> "tuple[np.ndarray, float]":
     """Symmetric per-tensor INT8 quantization of an activation vector.
 
     Returns ``(a, s_a)`` with ``a = clip(rint(x / s_a), -127, 127)`` as int8 and
-    ``s_a = max|x| / 127`` (1.0 for an all-zero vector).
+    ``s_a = max|x| / 127`` (1.0 for an all-zero vector); ``max|x|`` must be 0 or
+    lie in ``[ACT_REAL_MIN, ACT_REAL_MAX]`` (see :func:`activation_scales`).
     """
     x = np.asarray(x)
     if x.ndim != 1 or x.size == 0:
@@ -479,8 +517,7 @@ def quantize_activations(x) -> "tuple[np.ndarray, float]":
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"x must be finite; x[{int(np.argmax(~np.isfinite(x)))}] is not")
-    amax = float(np.abs(x).max())
-    s_a = amax / ACT_MAX if amax > 0 else 1.0
+    s_a = float(activation_scales(np.abs(x).max()))
     a = np.clip(np.rint(x / s_a), -ACT_MAX, ACT_MAX).astype(np.int8)
     return a, s_a
 

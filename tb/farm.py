@@ -61,6 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.checks import check_int
+
 __all__ = [
     "PROJECTIONS",
     "GemvSpec",
@@ -205,14 +207,15 @@ def plan_step(model, *, layers=None, projections=None) -> "list[GemvSpec]":
 
 
 def stream_bits(config, K: int, N: int) -> int:
-    """Bits of the packed stream of a ``K x N`` GEMV on a tile ``config`` (golden's layout, no data)."""
-    from golden.format import parse_arithmetic, parse_format
+    """Bits of the packed stream of a ``K x N`` GEMV on a tile ``config`` (golden's layout, no data).
+
+    ``config`` is an :class:`rtl.params.TileParams` (its ``fmt`` and ``arithmetic`` are parsed already).
+    """
     from golden.pack import StreamLayout
 
     K_pad = K + K % 2
     group = K_pad if config.group_size is None else min(config.group_size, K_pad)
-    return StreamLayout(parse_format(config.fmt), parse_arithmetic(config.arithmetic), config.lanes, K, N,
-                        group).nbits
+    return StreamLayout(config.fmt, config.arithmetic, config.lanes, K, N, group).nbits
 
 
 def panel_columns(K: int, lanes: int) -> int:
@@ -227,8 +230,7 @@ def _panels(spec: GemvSpec, lanes: int) -> "list[tuple[int, int]]":
 
 def split_tasks(specs, config, task_cycles: int = DEFAULT_TASK_CYCLES) -> "list[Task]":
     """Cut every GEMV into tasks of about ``task_cycles`` cycles (whole panels, evenly), largest first."""
-    if not isinstance(task_cycles, int) or task_cycles < 1:
-        raise ValueError(f"task_cycles must be an integer >= 1, got {task_cycles!r}")
+    check_int("task_cycles", task_cycles, 1)
     tasks = []
     for spec in specs:
         panels = _panels(spec, config.lanes)
@@ -749,8 +751,7 @@ def open_client(*, workers: "int | None" = None, scheduler: "str | None" = None,
     import dask
 
     workers = (os.cpu_count() or 1) if workers is None else workers
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    check_int("--workers", workers, 1)
     # The nannies and the scheduler live in this process, next to the client; the workers inherit this configuration.
     with dask.config.set(QUIET_CLUSTER_CONFIG if quiet else {}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",

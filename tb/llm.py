@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.checks import check_int
 from rtl.params import TileParams
 from tb.gemv_data import GemvSet, bytes_to_lanes, make_gemv
 
@@ -50,8 +51,7 @@ _KEPT = ("mem_meta.txt", "mem_act.bin", "mem_results.hex", "mem_cycles.txt", "ou
 
 def split_balanced(sizes, parts: int) -> "list[list[int]]":
     """Indices of ``sizes`` in ``parts`` groups of nearly equal total (greedy, largest first); order kept."""
-    if parts < 1:
-        raise ValueError(f"parts must be >= 1, got {parts}")
+    parts = check_int("parts", parts, 1)
     loads = [0] * parts
     groups: list = [[] for _ in range(parts)]
     for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
@@ -123,8 +123,7 @@ class TileRunner:
     def __init__(self, config: TileParams, linears: dict, out_dir, *, workers: int = 2, keep: bool = False):
         from tb.simulate import MemServer, build_tile, rtl_tile
 
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        check_int("workers", workers, 1)
         self.config = config
         self.linears = linears
         self.out_dir = Path(out_dir)

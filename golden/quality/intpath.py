@@ -44,7 +44,7 @@ import numpy as np
 from golden.checks import check_int
 from golden.format import ACT_MAX, ACT_MIN
 from golden.oracle import gemv_int
-from golden.quantize import QuantizedMatrix
+from golden.quantize import QuantizedMatrix, activation_scales
 
 __all__ = ["quantize_rows", "TileLinear", "quantize_linear", "LINEAR_ORDER", "HEAD", "tile_linears", "prepare_smollm2",
            "load_smollm2_cached", "smoothing", "apply_smoothing", "Decoder", "GemvRecord", "check_record"]
@@ -75,8 +75,7 @@ def quantize_rows(X) -> "tuple[np.ndarray, np.ndarray]":
     if not np.all(np.isfinite(X)):
         bad = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"activations must be finite; X[{bad[0]}, {bad[1]}] is not")
-    amax = np.abs(X).max(axis=1)
-    s_a = np.where(amax > 0, amax / ACT_MAX, 1.0)
+    s_a = activation_scales(np.abs(X).max(axis=1), "X")
     A = np.clip(np.rint(X / s_a[:, None]), -ACT_MAX, ACT_MAX).astype(np.int8)
     return A, s_a
 

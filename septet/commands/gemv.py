@@ -5,7 +5,7 @@ import numpy as np
 from golden.format import ACT_MAX, ACT_MIN
 from golden.io import check_output_path, load_array, load_packed, save_array, save_arrays
 from golden.oracle import gemv_int, requant_params, requantize
-from golden.quantize import quantize_activations
+from golden.quantize import ACT_REAL_MAX, ACT_REAL_MIN, quantize_activations
 from septet.cli import SeptetError
 from septet.commands.quantize import naming_parameters
 
@@ -15,7 +15,8 @@ def add_arguments(p):
     p.add_argument("--activations", required=True, metavar="X.npy",
                    help=f"activation vector [K]: integer arrays (any integer dtype) are INT8 codes used as they "
                         f"are and must lie in [{ACT_MIN}, {ACT_MAX}]; floating arrays are quantized to INT8 "
-                        f"(symmetric, per tensor)")
+                        f"(symmetric, per tensor) and their largest magnitude must be 0 or lie in "
+                        f"[{ACT_REAL_MIN:g}, {ACT_REAL_MAX:g}] (float32's normal range)")
     p.add_argument("--requant-scale", type=float, default=None, metavar="S_OUT",
                    help="also requantize to INT8 outputs of this scale")
     p.add_argument("--out", metavar="Y.npy|Y.npz",
@@ -46,7 +47,8 @@ def activation_codes(x, K: int):
         raise SeptetError(f"--activations must be integer INT8 codes or real floats, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise SeptetError(f"--activations must be finite; element {int(np.argmax(~np.isfinite(x)))} is not")
-    return quantize_activations(x)
+    with naming_parameters({"x ": "--activations"}):
+        return quantize_activations(x)
 
 
 def run(args):

@@ -292,11 +292,11 @@ def _summary(args, config, runner, linears, steps, per_token, cycles, gemvs, wal
     print(f"one tile at {args.clock_mhz:g} MHz: {cyc_token / f * 1e3:.3f} ms per token = {f / cyc_token:.1f} tok/s "
           f"(weights only: attention, norms and the KV cache are not counted)", file=sys.stderr)
     if (config.lanes, config.bus_width) != (16, 64):
-        from golden.pack import StreamLayout
-        from rtl.params import TileParams
+        from dataclasses import replace
 
-        latency = TileParams(fmt=config.fmt, arithmetic=config.arithmetic, lanes=16, bus_width=64,
-                             group_size=config.group_size).fixed_latency
+        from golden.pack import StreamLayout
+
+        latency = replace(config, lanes=16, bus_width=64).fixed_latency
         default = 0
         for r in first:
             qm = linears[r.name].qm

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -203,6 +203,13 @@ def test_quantize_on_odd_arguments_errs_cleanly_or_writes_a_correct_file(tmp_pat
                     elements=None),
        requant=st.one_of(st.none(), st.floats(1e-3, 1e3), st.floats(allow_nan=True, allow_infinity=True)),
        out=st.sampled_from(["y.npy", "y.npz", "y.npz", "nodir/y.npy", "."]))
+# Found by Hypothesis: a huge output scale (the ratio 2**-19 / s_out underflowed 65535 / ratio) and huge
+# float activations (the real result y * s_a * 2**-exp overflowed float64).
+@example(x=np.zeros(7, dtype=np.int8), requant=5.3e297, out="y.npz")
+@example(x=np.zeros(7, dtype=np.float64), requant=5.2e297, out="y.npy")
+@example(x=np.full(7, 3.4e302), requant=None, out="y.npy")
+@example(x=np.full(7, 3.4e302), requant=1.0, out="y.npz")
+@example(x=np.array([5e-324, 0, 0, 0, 0, 0, 0]), requant=None, out="y.npy")
 def test_gemv_on_odd_activations_and_scales_errs_cleanly_or_answers_correctly(tmp_path_factory, capsys, x, requant,
                                                                              out):
     tmp = tmp_path_factory.mktemp("fa")

@@ -299,3 +299,15 @@ def test_results_of_other_sources_are_refused_or_set_aside(tmp_path):
     assert aside.parent == out and aside.name.startswith("other-" + "f" * 16)
     assert (aside / "results" / "t.json").is_file() and (aside / "run.json").is_file()
     assert not (out / "run.json").exists() and farm.check_out_dir(out, settings) is None
+
+
+def test_task_cycles_and_workers_refuse_a_wrong_type_and_a_wrong_value_distinctly():
+    specs = farm.plan_step(load_model("llama2-70b"), layers=[0], projections=["k"])
+    with pytest.raises(ValueError, match="task_cycles must be an integer >= 1, got 0"):
+        farm.split_tasks(specs, SMALL_TILE, task_cycles=0)
+    with pytest.raises(TypeError, match="task_cycles must be an integer >= 1, got 2.5"):
+        farm.split_tasks(specs, SMALL_TILE, task_cycles=2.5)
+    with pytest.raises(ValueError, match="--workers must be an integer >= 1, got 0"):
+        farm.open_client(workers=0)
+    with pytest.raises(TypeError, match="--workers must be an integer >= 1, got 1.0"):
+        farm.open_client(workers=1.0)

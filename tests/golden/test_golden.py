@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from golden.format import ACT_MAX, ACT_MIN, FORMATS, Arithmetic, Format, parse_arithmetic, parse_format
 from golden.oracle import gemv_int, gemv_parts, requant_params, requantize
 from golden.pack import StreamLayout, pack, unpack
-from golden.quantize import QuantizedMatrix, quantize, quantize_activations, quantize_symmetric, salience_permutation
+from golden.quantize import (ACT_REAL_MAX, ACT_REAL_MIN, QuantizedMatrix, quantize, quantize_activations,
+                             quantize_symmetric, salience_permutation)
 
 ARITHMETICS = ("own", "shared")
 
@@ -185,6 +186,68 @@ def test_requant_params_match_float_scaling():
     M, s = requant_params(qm, s_a, s_out)
     out = requantize(y, M, s)
     assert np.abs(out - np.clip(np.rint(yf / s_out), -128, 127)).max() <= 1
+
+
+def _with_exponents(exp):
+    qm = quantize(np.ones((2, len(exp))), "4+3")
+    return QuantizedMatrix(qm.fmt, qm.arithmetic, qm.K, qm.N, qm.group_size, qm.codes, qm.zeros, qm.mant,
+                           exp=np.array(exp))
+
+
+def test_requant_params_of_a_huge_output_scale_are_exactly_zero():
+    # Found by Hypothesis (tests/cli/test_fuzz.py): 65535 / (2**-19 / 5.3e297) overflowed float64.
+    M, s = requant_params(_with_exponents([17, 18, 19]), 1.0, 5.3e297)
+    assert M.tolist() == [0, 0, 0] and s.tolist() == [63, 63, 63]
+    M, s = requant_params(_with_exponents([-128, 0, 127]), 1e-300, 1.7e308)
+    assert M.tolist() == [0, 0, 0] and s.tolist() == [63, 63, 63]
+
+
+@pytest.mark.parametrize("j", [-900, -600, 0, 600, 900])
+def test_requant_params_depend_only_on_the_ratio_of_the_scales(j):
+    # Scaling both scales by 2**j leaves the real ratio unchanged, so M and s must not change, even where
+    # s_a * 2**-e alone would overflow or underflow float64.
+    kinds = set()
+    for e in [-128, -20, 0, 19, 127]:
+        qm = _with_exponents([e])
+        for s_a, s_out in [(1.0, 3.0), (0.013, 1e-6), (7.5, 2.0**-120), (1e3, 1e35), (2.0**100, 1.0)]:
+            try:
+                want = requant_params(qm, s_a, s_out)
+            except ValueError as exc:
+                assert "too large" in str(exc)
+                with pytest.raises(ValueError, match="too large"):
+                    requant_params(qm, np.ldexp(s_a, j), np.ldexp(s_out, j))
+                kinds.add("too large")
+                continue
+            got = requant_params(qm, np.ldexp(s_a, j), np.ldexp(s_out, j))
+            assert [g.tolist() for g in got] == [w.tolist() for w in want]
+            kinds.add("M = 0" if want[0][0] == 0 else "M > 0")
+    assert kinds == {"too large", "M = 0", "M > 0"}
+
+
+@pytest.mark.parametrize("s_out", [0.0, -1.0, np.inf, np.nan])
+def test_requant_params_name_the_scale_and_its_range(s_out):
+    with pytest.raises(ValueError, match=r"s_out must be a number in \(0, 1\.79769e\+308\], got"):
+        requant_params(_with_exponents([17]), 1.0, s_out)
+    with pytest.raises(ValueError, match=r"s_a must be a number in \(0, 1\.79769e\+308\], got"):
+        requant_params(_with_exponents([17]), s_out, 1.0)
+    with pytest.raises(TypeError, match="s_out must be a number"):
+        requant_params(_with_exponents([17]), 1.0, "3")
+
+
+@pytest.mark.parametrize("amax", [3.4e302, np.finfo(np.float64).max, 1e-310, 5e-324, ACT_REAL_MAX * 1.0000001,
+                                  ACT_REAL_MIN * 0.999])
+def test_activations_beyond_float32s_normal_range_are_refused(amax):
+    # Found by Hypothesis: 3.4e302 overflowed the real result y * s_a * 2**-exp; 5e-324 / 127 is 0.
+    x = np.array([amax / 2, -amax, 0.0])
+    with pytest.raises(ValueError, match=r"x must have max\|x\| = 0 or in \[1\.17549e-38, 3\.40282e\+38\]"):
+        quantize_activations(x)
+
+
+@pytest.mark.parametrize("amax", [ACT_REAL_MAX, ACT_REAL_MIN, 0.0])
+def test_activations_at_the_ends_of_the_range_quantize(amax):
+    a, s_a = quantize_activations(np.array([amax, -amax / 2, 0.0]))
+    assert a.tolist() == ([127, -64, 0] if amax else [0, 0, 0])
+    assert s_a == (amax / 127 if amax else 1.0) and s_a > 0
 
 
 def test_constant_and_zero_columns():

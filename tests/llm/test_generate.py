@@ -69,3 +69,12 @@ def test_split_balanced():
     loads = [sum([5, 1, 4, 2, 8][i] for i in g) for g in groups]
     assert max(loads) - min(loads) <= 2
     assert split_balanced([3], 4) == [[0]]
+
+
+def test_split_balanced_refuses_a_wrong_type_and_a_wrong_value_distinctly():
+    from tb.llm import split_balanced
+
+    with pytest.raises(ValueError, match="parts must be an integer >= 1, got 0"):
+        split_balanced([1, 2], 0)
+    with pytest.raises(TypeError, match="parts must be an integer >= 1, got '2'"):
+        split_balanced([1, 2], "2")

@@ -30,6 +30,8 @@ def test_quantize_rows_is_golden_activation_quantizer_per_token():
         assert np.array_equal(A[t], a) and s_a[t] == s
     with pytest.raises(ValueError, match="finite"):
         quantize_rows(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match=r"max\|X\| = 0 or in \[1\.17549e-38, 3\.40282e\+38\].*\(row 1\)"):
+        quantize_rows(np.array([[1.0, 2.0], [3.4e302, 0.0]]))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s['fmt']}-{s.get('arithmetic')}-{s['group_size']}")
