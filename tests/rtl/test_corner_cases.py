@@ -252,17 +252,24 @@ def _linear_in_lanes(term: str) -> tuple:
 
 
 def _documented_latency(lanes: int):
-    """``(without, with requantization)`` at ``lanes`` from rtl/TILE.md's stage list, checked against its formula."""
+    """``(without, with requantization)`` at ``lanes`` from rtl/TILE.md's latency table, checked against its formula."""
+    lines = TILE_MD.read_text().splitlines()
+    start = lines.index("| block | constant | cycles |")
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        block, _, cycles = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((block, _linear_in_lanes(cycles.strip("`"))))
+    assert len(rows) >= 5, "rtl/TILE.md: the latency table has too few rows"
+    optional = [c for block, c in rows if "only with `requant`" in block]
+    assert len(optional) == 1, "rtl/TILE.md: the latency table should mark the requantizer's row as optional"
+    full = tuple(sum(c[i] for _, c in rows) for i in (0, 1))
+    base = tuple(full[i] - optional[0][i] for i in (0, 1))
     text = " ".join(TILE_MD.read_text().split())
-    stages = re.search(r"The latency after the last word: (.*?\.)", text).group(1)
-    term = r"\((\d+|\d*L(?: \+ \d+)?)\)"
-    counts = [_linear_in_lanes(t) for t in re.findall(term, stages)]
-    optional = [_linear_in_lanes(t) for t in re.findall(r"optional [^()]*" + term, stages)]
-    base = tuple(sum(c[i] for c in counts) - sum(c[i] for c in optional) for i in (0, 1))
-    full = tuple(sum(c[i] for c in counts) for i in (0, 1))
     formula = re.search(r"fixed_latency = ([\dL +]+?) \(([\dL +]+?) with requant\)", text)
     assert (_linear_in_lanes(formula.group(1)), _linear_in_lanes(formula.group(2))) == (base, full), \
-        "rtl/TILE.md's stage list and its latency formula disagree"
+        "rtl/TILE.md's latency table and its latency formula disagree"
     return base[0] * lanes + base[1], full[0] * lanes + full[1]
 
 
