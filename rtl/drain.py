@@ -20,6 +20,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.checks import check_int
+
 __all__ = ["LaneDrain", "LaneGather", "drain_input_layout", "drain_output_layout", "gather_input_layout",
            "DRAIN_LATENCY", "GATHER_LATENCY"]
 
@@ -30,11 +32,7 @@ GATHER_LATENCY = 0
 
 
 def _check_lanes(lanes) -> int:
-    if not isinstance(lanes, int) or isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an integer >= 1, got {lanes!r}")
-    if lanes < 1:
-        raise ValueError(f"lanes must be an integer >= 1, got {lanes!r}")
-    return lanes
+    return check_int("lanes", lanes, 1)
 
 
 def drain_input_layout(lane_layout, common_layout, lanes: int) -> data.StructLayout:

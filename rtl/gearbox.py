@@ -8,12 +8,14 @@ from amaranth.hdl import Assert, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.checks import check_int
+
 __all__ = ["Gearbox", "WINDOW_SLICE_BITS"]
 
 #: Record bits per shifter slice (each slice keeps its own copy of the count, for the clock).  One
 #: slice covers a 16-lane beat: at the default tile 16-bit slices cost 1,138 LUT4 instead of 741
-#: (the slices cannot share the shifter's intermediate levels) and were not measured to raise Fmax,
-#: which the epilogue's capture enable limits today (rtl/TILE.md, "Clock").
+#: (the slices cannot share the shifter's intermediate levels).  The record shifter limits the
+#: routed clock today (rtl/TILE.md, "Clock: what 125 MHz would take").
 WINDOW_SLICE_BITS = 128
 
 
@@ -69,17 +71,14 @@ class Gearbox(wiring.Component):
     LATENCY = 1
 
     def __init__(self, *, in_width: int, record_widths, capacity: "int | None" = None):
-        if not isinstance(in_width, int) or isinstance(in_width, bool) or in_width < 1:
-            raise ValueError(f"in_width must be an integer >= 1, got {in_width!r}")
-        record_widths = tuple(record_widths)
-        if not record_widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in record_widths):
-            raise ValueError(f"record_widths must be a non-empty tuple of integers >= 1, got {record_widths!r}")
+        in_width = check_int("in_width", in_width, 1)
+        record_widths = tuple(check_int("record_widths[]", w, 1) for w in record_widths)
+        if not record_widths:
+            raise ValueError("record_widths must be a non-empty tuple of integers >= 1, got ()")
         minimum = max(record_widths) + 2 * in_width
         if capacity is None:
             capacity = minimum
-        if not isinstance(capacity, int) or capacity < minimum:
-            raise ValueError(f"capacity must be an integer >= max(record_widths) + 2 * in_width = {minimum}, "
-                             f"got {capacity!r}")
+        capacity = check_int("capacity (at least max(record_widths) + 2 * in_width)", capacity, minimum)
         self.in_width = in_width
         self.record_widths = record_widths
         self.capacity = capacity

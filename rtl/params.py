@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from golden.checks import check_int
 from golden.format import (
     ACT_MIN,
     OUT_BITS,
@@ -32,16 +33,6 @@ DEFAULT_MAX_K = 65536
 # Every block defines its own ``LATENCY`` next to its code (rtl/gearbox.py, rtl/lanes.py,
 # rtl/drain.py, rtl/correct.py, rtl/requant.py, rtl/tile.py's output queue);
 # ``TileParams.result_latency`` sums them.
-
-
-def _check_int(name: str, value, low: int, high: "int | None" = None) -> int:
-    """``value`` if it is an integer in ``[low, high]``: ``TypeError`` for another type, ``ValueError`` out of range."""
-    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer {bound}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    return value
 
 
 def _signed_bits(magnitude: int) -> int:
@@ -88,15 +79,15 @@ class TileParams:
         fmt = parse_format(fmt)
         arithmetic = parse_arithmetic(arithmetic)
         fmt.check_arithmetic(arithmetic)
-        _check_int("lanes", lanes, 1)
-        _check_int("bus_width", bus_width, 1)
+        lanes = check_int("lanes", lanes, 1)
+        bus_width = check_int("bus_width", bus_width, 1)
         if group_size is not None:
-            _check_int("group_size", group_size, 2)
+            group_size = check_int("group_size", group_size, 2)
             if group_size % 2:
                 raise ValueError(f"group_size must be an even integer >= 2 (or None for per column), "
                                  f"got {group_size!r}")
         k_limit = fmt.max_k_int32(arithmetic)
-        _check_int("max_k", max_k, 2, k_limit)
+        max_k = check_int("max_k", max_k, 2, k_limit)
         if not isinstance(requant, bool):
             raise TypeError(f"requant must be True or False, got {requant!r}")
         object.__setattr__(self, "fmt", fmt)
@@ -110,7 +101,7 @@ class TileParams:
         if not isinstance(acc_width, int) or isinstance(acc_width, bool) or not need <= acc_width <= 64:
             error = TypeError if not isinstance(acc_width, int) or isinstance(acc_width, bool) else ValueError
             raise error(f"acc_width must be an integer in [{need}, 64] ({need} bits hold every result "
-                             f"of format {fmt.name} up to max_k={max_k}), got {acc_width!r}")
+                        f"of format {fmt.name} up to max_k={max_k}), got {acc_width!r}")
         object.__setattr__(self, "acc_width", acc_width)
 
     # -- format-derived widths -------------------------------------------------------------------

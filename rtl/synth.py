@@ -542,7 +542,7 @@ def plot_comparison(records: dict, path) -> None:
 def report_section(data_dir, out_dir) -> str:
     """Markdown for the report from the committed synthesis records, and the area plot.
 
-    Reads ``synth_baseline*.json`` (the tile before the redesign) and ``synth_default*.json``
+    Reads ``synth_baseline*.json`` (the earlier, larger tile) and ``synth_default*.json``
     (``septet synth --compare``, written by ``make synth``) from ``data_dir``; writes
     ``synth_area.png`` into ``out_dir``; returns the tables (before/after, the 4+3 vs 4+4
     comparison with ratios, the goals).  Records that are missing are skipped.

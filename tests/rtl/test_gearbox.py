@@ -157,3 +157,14 @@ def test_header_chunks_cover_the_header(fmt, lanes, width):
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Gearbox(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"in_width": 8.0, "record_widths": (8,)}, "in_width must be an integer >= 1, got 8.0"),
+    ({"in_width": 8, "record_widths": (8, "16")}, r"record_widths\[\] must be an integer >= 1, got '16'"),
+    ({"in_width": 8, "record_widths": (8,), "capacity": True}, "capacity"),
+])
+def test_wrong_parameter_types(kwargs, match):
+    """A value of the wrong kind is a TypeError naming the parameter (golden.checks' rule), not a ValueError."""
+    with pytest.raises(TypeError, match=match):
+        Gearbox(**kwargs)
