@@ -16,6 +16,7 @@ file against itself before anything uses it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pathlib
 import tempfile
@@ -37,6 +38,7 @@ __all__ = [
     "save_packed",
     "load_packed",
     "FILE_VERSION",
+    "file_digest",
 ]
 
 #: Version of the packed .npz container (FORMAT.md section 4.1).
@@ -53,6 +55,15 @@ class PackedFileError(ValueError):
 
 class InputFileError(ValueError):
     """An input file that is missing or not the NumPy file asked for: one line naming it (CLI exit status 2)."""
+
+
+def file_digest(path) -> str:
+    """SHA-256 (hex) of a file's content, read in chunks: the key of a cache that depends on the file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -45,11 +45,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden.checks import check_int
+from golden.io import file_digest
 
 __all__ = [
     "CAL_TOKENS_DEFAULT", "N_WINDOWS_DEFAULT", "SEQ_LEN_DEFAULT", "EVAL_KINDS", "DOC_MODULES",
     "FairText", "fair_text", "window_nll", "smollm2_logits", "RatioInterval", "paired_ratio",
-    "activation_moments", "output_error", "model_file_digest", "CACHE_DIR",
+    "activation_moments", "output_error", "CACHE_DIR",
 ]
 
 #: Default calibration size: enough for every method of the study (GPTQ needs well over the 576-wide inputs).
@@ -381,15 +382,6 @@ def paired_ratio(nll_a, nll_b, tokens_per_window, *, n_boot: int = 10_000, level
     return RatioInterval(ratio=point, low=float(lo), high=float(hi), level=level, n_windows=n_total)
 
 
-def model_file_digest(path) -> str:
-    """SHA-256 of a file (the model weights a cache depends on)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _save_npz_atomic(path: pathlib.Path, arrays: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
@@ -420,7 +412,7 @@ def activation_moments(model, windows, linears=None, *, n_layers=None, batch: in
         raise ValueError(f"windows must have shape (n_windows, T), got {windows.shape}")
     path = None
     if cache and linears is None:
-        digest = model_digest or model_file_digest(smollm2_gguf_path())
+        digest = model_digest or file_digest(smollm2_gguf_path())
         h = hashlib.sha256()
         h.update(f"moments v{_CACHE_VERSION} {digest} layers={n_layers} shape={windows.shape}".encode())
         h.update(windows.tobytes())

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden.checks import check_int
+from golden.io import file_digest
 from golden.format import ACT_MAX, ACT_MIN
 from golden.oracle import gemv_int
 from golden.quantize import QuantizedMatrix, activation_scales
@@ -394,17 +395,6 @@ def _load_matrices(path) -> dict:
     return out
 
 
-def _file_digest(path) -> str:
-    """SHA-256 of a file's content."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_smollm2_cached(cache_dir):
     """SmolLM2 for decoding with quantized linears: :func:`golden.quality.models.load_smollm2` without the linear
     layers (``linears`` is empty), cached in ``cache_dir`` and memory-mapped on the next load.
@@ -424,7 +414,7 @@ def load_smollm2_cached(cache_dir):
 
     import golden.quality.models as models
 
-    key = hashlib.sha256("\0".join([_file_digest(models.smollm2_gguf_path()), _file_digest(models.__file__),
+    key = hashlib.sha256("\0".join([file_digest(models.smollm2_gguf_path()), file_digest(models.__file__),
                                      metadata.version("gguf")]).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"smollm2-model-{key}"
     if not (directory / "model.json").is_file():
@@ -462,10 +452,7 @@ def _matrices_key(septet: dict, names, vocab, calibration) -> str:
     import golden.quantize
     from golden.quality.models import smollm2_gguf_path
 
-    digest = hashlib.sha256()
-    with open(smollm2_gguf_path(), "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
+    digest = hashlib.sha256(file_digest(smollm2_gguf_path()).encode())
     digest.update(json.dumps({"spec": septet, "names": list(names), "vocab": vocab}, sort_keys=True).encode())
     digest.update(np.asarray(calibration, dtype=np.int64).tobytes())
     for module in (golden.format, golden.quantize):

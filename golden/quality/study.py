@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden.checks import check_int
-from golden.format import SCALE_BITS, Arithmetic, parse_arithmetic
-from golden.io import load_array
+from golden.format import SCALE_BITS
+from golden.io import file_digest, load_array
 from golden.quantize import (NL_TABLES, gptq_codes, gptq_table_codes, quantize, quantize_symmetric,
                              quantize_table, salience_permutation)
 from golden.quality import ggml as ggml_peers
@@ -573,7 +573,7 @@ def run_fair_study(*, cal_tokens: int = 2048, n_windows: int = 16, seq_len: int 
     out_err_windows = check_int("out_err_windows", out_err_windows, 1, n_windows)
     t_start = time.time()
     model = load_smollm2()
-    digest = fair.model_file_digest(smollm2_gguf_path())
+    digest = file_digest(smollm2_gguf_path())
     text = fair.fair_text(model, cal_tokens=cal_tokens, n_windows=n_windows, seq_len=seq_len)
     cal_m = fair.activation_moments(model, text.calibration, model_digest=digest, cache_dir=cache_dir,
                                     n_layers=n_layers)
