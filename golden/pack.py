@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.checks import check_int
-from golden.format import SCALE_BITS, Arithmetic, Format, byte_count, parse_arithmetic, parse_format
+from golden.format import SCALE_BITS, Arithmetic, Format, byte_count
 from golden.quantize import QuantizedMatrix
 
 __all__ = ["PackedStream", "StreamLayout", "pack", "unpack"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.checks import check_int
-from golden.quality.models import SmolLM2Weights, load_smollm2
+from golden.quality.models import SmolLM2Weights
 
 __all__ = ["Tokenizer", "forward", "perplexity", "calibration_inputs", "block_forward", "TextSplit", "text_split", "LINEAR_INPUTS"]
 

@@ -95,10 +95,8 @@ class _Status:
 
 def run(args):
     _validate(args)
-    import numpy as np
-
     from golden.format import parse_arithmetic, parse_format
-    from golden.quality.intpath import Decoder, check_record, prepare_smollm2
+    from golden.quality.intpath import Decoder, prepare_smollm2
 
     fmt = parse_format(args.format)
     parse_arithmetic(args.arithmetic)
