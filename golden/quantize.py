@@ -50,8 +50,22 @@ _MANT_MAX = (1 << SCALE_BITS) - 1
 _CHUNK_ELEMENTS = 1 << 21
 
 
+class _PairedGroups:
+    """Row shape shared by the quantized matrices: ``K`` rows in pairs, groups of ``group_size`` rows."""
+
+    @property
+    def K_pad(self) -> int:
+        """K rounded up to whole pairs."""
+        return self.K + (self.K % 2)
+
+    @property
+    def n_groups(self) -> int:
+        """Groups along K (a last, shorter group included)."""
+        return -(-self.K_pad // self.group_size)
+
+
 @dataclass(frozen=True, eq=False)
-class QuantizedMatrix:
+class QuantizedMatrix(_PairedGroups):
     """A weight matrix quantized to a septet format.
 
     Attributes
@@ -93,15 +107,6 @@ class QuantizedMatrix:
     exp: np.ndarray
     perm: "np.ndarray | None" = None
     scale_bits: int = SCALE_BITS
-
-    @property
-    def K_pad(self) -> int:
-        """K rounded up to whole pairs."""
-        return self.K + (self.K % 2)
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.K_pad // self.group_size)
 
     @property
     def n_slots(self) -> int:
@@ -661,7 +666,7 @@ def gptq_codes(qm: QuantizedMatrix, W, hessian, *, damp: float = 0.01, block: in
 
 
 @dataclass(frozen=True, eq=False)
-class TableQuantizedMatrix:
+class TableQuantizedMatrix(_PairedGroups):
     """A matrix on a non-uniform code grid per slot (a study option, not a packed format).
 
     A code ``c`` of slot ``t`` represents ``tables[t][c] * mant * 2**-exp``: one
@@ -692,14 +697,6 @@ class TableQuantizedMatrix:
     exp: np.ndarray
     perm: "np.ndarray | None"
     scale_bits: int
-
-    @property
-    def K_pad(self) -> int:
-        return self.K + (self.K % 2)
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.K_pad // self.group_size)
 
     def dequantize(self, dtype=np.float64) -> np.ndarray:
         """The represented weights (K, N) in the original channel order."""
