@@ -247,11 +247,12 @@ class TileParams:
         return -(-pipeline // spacing) + 2
 
     def stream_bits(self, K: int, N: int) -> int:
-        """Bits of one GEMV's packed stream: ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``."""
+        """Bits of one GEMV's packed stream, ``n_blocks * (n_groups*L*H + K_pad/2*L*P)``: golden's layout."""
+        from golden.pack import StreamLayout
+
         k_pad = K + K % 2
-        n_groups = 1 if self.group_size is None else -(-k_pad // self.group_size)
-        n_blocks = -(-N // self.lanes)
-        return n_blocks * (n_groups * self.header_bits + k_pad // 2 * self.beat_bits)
+        group = k_pad if self.group_size is None else min(self.group_size, k_pad)
+        return StreamLayout(self.fmt, self.arithmetic, self.lanes, K, N, group).nbits
 
     def expected_cycles(self, K: int, N: int) -> int:
         """Cycles per GEMV from the formulas of rtl/TILE.md: the larger of bus-bound and lanes-bound."""

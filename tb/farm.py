@@ -72,7 +72,6 @@ __all__ = [
     "plan_gguf",
     "panel_columns",
     "split_tasks",
-    "stream_bits",
     "panel_weights",
     "gemv_activations",
     "run_task",
@@ -206,18 +205,6 @@ def plan_step(model, *, layers=None, projections=None) -> "list[GemvSpec]":
     return specs
 
 
-def stream_bits(config, K: int, N: int) -> int:
-    """Bits of the packed stream of a ``K x N`` GEMV on a tile ``config`` (golden's layout, no data).
-
-    ``config`` is an :class:`rtl.params.TileParams` (its ``fmt`` and ``arithmetic`` are parsed already).
-    """
-    from golden.pack import StreamLayout
-
-    K_pad = K + K % 2
-    group = K_pad if config.group_size is None else min(config.group_size, K_pad)
-    return StreamLayout(config.fmt, config.arithmetic, config.lanes, K, N, group).nbits
-
-
 def panel_columns(K: int, lanes: int) -> int:
     """Columns per panel: a multiple of ``lanes`` holding about :data:`PANEL_WEIGHTS` weights."""
     return max(lanes, PANEL_WEIGHTS // max(K, 1) // lanes * lanes)
@@ -234,7 +221,7 @@ def split_tasks(specs, config, task_cycles: int = DEFAULT_TASK_CYCLES) -> "list[
     tasks = []
     for spec in specs:
         panels = _panels(spec, config.lanes)
-        bits = [stream_bits(config, spec.K, stop - start) for start, stop in panels]
+        bits = [config.stream_bits(spec.K, stop - start) for start, stop in panels]
         n_tasks = min(len(panels), max(1, round(sum(bits) / config.bus_width / task_cycles)))
         edges = [round(i * len(panels) / n_tasks) for i in range(n_tasks + 1)]
         for lo, hi in zip(edges, edges[1:]):

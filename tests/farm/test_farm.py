@@ -55,7 +55,7 @@ def test_tasks_cover_every_column_once_and_balance_the_layer():
         assert panels[0][0] == 0 and panels[-1][1] == spec.N
         assert all(a[1] == b[0] for a, b in zip(panels, panels[1:]))          # contiguous, no overlap
         assert all((stop - start) % config.lanes == 0 for start, stop in panels[:-1])
-        assert sum(t.stream_bits for t in mine) == farm.stream_bits(config, spec.K, spec.N)
+        assert sum(t.stream_bits for t in mine) == config.stream_bits(spec.K, spec.N)
     per_gemv = {s.projection: sum(1 for t in tasks if t.gemv == s) for s in specs}
     assert per_gemv["k"] == per_gemv["v"] == 1 and per_gemv["gate"] >= 3
     sizes = [t.estimated_cycles for t in tasks]
