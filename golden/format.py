@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "padded_width",
     "Arithmetic",
     "Format",
     "FORMATS",
@@ -70,6 +71,12 @@ MAX_SLOT_BITS = 8
 def byte_count(bits: int) -> int:
     """Whole bytes that hold ``bits`` bits: ``ceil(bits / 8)`` (a stream's bytes, a padded bus beat)."""
     return -(-bits // 8)
+
+
+def padded_width(bits: int) -> int:
+    """An AXI-Stream tdata width: ``bits`` rounded up to whole bytes (cocotbext-axi is byte-based)."""
+    return 8 * byte_count(bits)
+
 
 class Arithmetic(enum.Enum):
     """How the two slots of a pair are dequantized.

@@ -19,20 +19,16 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.format import REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, byte_count
+from golden.format import REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, padded_width
 from rtl.layouts import ACT_PAIR_BITS, requant_layout
 from rtl.params import TileParams
 from rtl.tile import SeptetTile
 
-__all__ = ["TOP_NAME", "SeptetTop", "axis_signature", "padded", "port_map", "build_info", "generate_verilog"]
+__all__ = ["TOP_NAME", "SeptetTop", "axis_signature", "port_map", "build_info", "generate_verilog"]
 
 #: Name of the generated Verilog module.
 TOP_NAME = "septet_tile"
 
-
-def padded(width: int) -> int:
-    """An AXI-Stream tdata width: ``width`` rounded up to whole bytes (cocotbext-axi is byte-based)."""
-    return 8 * byte_count(width)
 
 
 def axis_signature(data_width: int) -> wiring.Signature:
@@ -62,12 +58,12 @@ class SeptetTop(wiring.Component):
     def __init__(self, *, params: TileParams):
         self.params = p = params
         members = {
-            "s_axis_weights": In(axis_signature(padded(p.bus_width))),
-            "s_axis_act": In(axis_signature(padded(ACT_PAIR_BITS))),
-            "m_axis_result": Out(axis_signature(padded(p.lanes * p.out_bits))),
+            "s_axis_weights": In(axis_signature(padded_width(p.bus_width))),
+            "s_axis_act": In(axis_signature(padded_width(ACT_PAIR_BITS))),
+            "m_axis_result": Out(axis_signature(padded_width(p.lanes * p.out_bits))),
         }
         if p.requant:
-            members["s_axis_params"] = In(axis_signature(padded(p.lanes * requant_layout().size)))
+            members["s_axis_params"] = In(axis_signature(padded_width(p.lanes * requant_layout().size)))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -110,7 +106,7 @@ def port_map(p: TileParams) -> list:
     def axis(name, direction, width, meaning, last):
         back = "out" if direction == "in" else "in"
         ports.extend([
-            (f"{name}__tdata", direction, width, padded(width), meaning),
+            (f"{name}__tdata", direction, width, padded_width(width), meaning),
             (f"{name}__tvalid", direction, 1, 1, "AXI-Stream valid"),
             (f"{name}__tready", back, 1, 1, "AXI-Stream ready"),
             (f"{name}__tlast", direction, 1, 1, last),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.format import byte_count
+from golden.format import byte_count, padded_width
 from rtl.params import TileParams
 from tb.gemv_data import GemvSet, port_widths
 
@@ -58,10 +58,6 @@ MEM_TB = Path(__file__).with_name("septet_mem_tb.sv")
 MEM_TB_WAIVERS = Path(__file__).with_name("mem_tb_waivers.vlt")
 
 
-def _padded(bits: int) -> int:
-    return 8 * byte_count(bits)
-
-
 #: Half a clock period in the wrapper's own clock (timescale 1ns/1ps: a 10 ns clock).
 HALF_PERIOD_NS = 5
 #: Verilator arguments of a wrapper that makes its own clock: timing support (C++20 coroutines).
@@ -78,7 +74,7 @@ def wrapper_build_args(tile, *, hdl_clock: bool = False) -> tuple:
     so no clock edge passes through cocotb; otherwise cocotb drives the ``clk`` input.
     """
     config: TileParams = tile.config
-    widths = {name: _padded(bits) for name, bits in port_widths(config).items()}
+    widths = {name: padded_width(bits) for name, bits in port_widths(config).items()}
     for name, bits in widths.items():
         published = tile.port_map.get(name)
         if published is not None and published["padded_width"] != bits:

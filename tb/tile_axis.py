@@ -28,7 +28,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from golden.format import byte_count
+from golden.format import padded_width
 from tb.gemv_data import GemvSet, port_widths
 from tb.outcome import ProgressWriter, write_outcome
 from tb.scoreboard import Scoreboard
@@ -53,7 +53,7 @@ def check_port_widths(dut, config) -> None:
     """Fail with the port's name if a tdata width differs from the contract (whole bytes of the real width)."""
     for name, bits in port_widths(config).items():
         got = len(getattr(dut, name))
-        assert got == 8 * byte_count(bits), f"{name} is {got} bits, the contract says {8 * byte_count(bits)}"
+        assert got == padded_width(bits), f"{name} is {got} bits, the contract says {padded_width(bits)}"
 
 
 class CycleCounter:
