@@ -5,7 +5,7 @@ Every free input is a top-level port of the harness.  Amaranth 0.5 has no ``Past
 ``AnyConst``: past values are registered here, and "any" values are inputs.
 
 * :class:`GearboxHarness` — every input bit leaves exactly once, in order, at the offset the
-  record widths say, under any valid/ready/select pattern; the buffer never holds more than its
+  record widths say, under any valid/ready/next_select pattern; the buffer never holds more than its
   capacity; a record is valid exactly when enough bits are held; the input is ready exactly when
   a word fits (so the bus is never idled by the gearbox).
 * :class:`TileHarness` — the whole tile with every input free (reset included): the stream rules
@@ -60,13 +60,13 @@ class GearboxHarness(Elaboratable):
         self.broken = broken
         self.i_valid, self.i_data, self.i_last = Signal(), Signal(in_width), Signal()
         self.i_ready = Signal()
-        self.o_ready, self.select = Signal(), Signal(range(len(self.widths)))
+        self.o_ready, self.next_select = Signal(), Signal(range(len(self.widths)))
         self.o_valid, self.o_payload = Signal(), Signal(max(self.widths))
         self.arm, self.pick = Signal(), Signal(range(in_width))
 
     @property
     def ports(self):
-        return [self.i_valid, self.i_data, self.i_last, self.i_ready, self.o_ready, self.select, self.o_valid,
+        return [self.i_valid, self.i_data, self.i_last, self.i_ready, self.o_ready, self.next_select, self.o_valid,
                 self.o_payload, self.arm, self.pick]
 
     def elaborate(self, platform):
@@ -79,21 +79,25 @@ class GearboxHarness(Elaboratable):
         m.d.comb += [
             gear.i.valid.eq(self.i_valid & ~lie), gear.i.payload.data.eq(self.i_data),
             gear.i.payload.last.eq(self.i_last), self.i_ready.eq(gear.i.ready | lie),
-            gear.o.ready.eq(self.o_ready), gear.select.eq(self.select), gear.flush.eq(0),
+            gear.o.ready.eq(self.o_ready), gear.next_select.eq(self.next_select), gear.flush.eq(0),
             self.o_valid.eq(gear.o.valid), self.o_payload.eq(gear.o.payload),
         ]
         m.d.comb += Assume(self.pick < W)
 
+        # The record width the gearbox offers: the first after reset, then the one named at each transfer.
+        select = Signal(range(len(self.widths)), init=self.gear.first_select)
         width = Signal(range(max(self.widths) + 1))
-        with m.Switch(self.select):
+        with m.Switch(select):
             for index, w in enumerate(self.widths):
                 with m.Case(index):
                     m.d.comb += width.eq(w)
-        with m.If(self.select >= len(self.widths)):
+        with m.If(self.next_select >= len(self.widths)):
             m.d.comb += Assume(0)
 
         took_in = self.i_valid & self.i_ready
         took_out = self.o_valid & self.o_ready
+        with m.If(took_out):
+            m.d.sync += select.eq(self.next_select)
         held = Signal(range(C + W + 1))
         last_in = Signal()
         after_out = Signal(range(C + W + 1))
@@ -125,7 +129,7 @@ class GearboxHarness(Elaboratable):
             m.d.sync += [tracking.eq(1), dist.eq(after_out + self.pick), value.eq(self.i_data.bit_select(self.pick, 1))]
         m.d.comb += [
             Cover(held == C),                                       # buffer completely full
-            Cover(tracking & took_out & (dist < width) & (self.pick == W - 1) & (self.select == 0)),
+            Cover(tracking & took_out & (dist < width) & (self.pick == W - 1) & (select == 0)),
             Cover(self.i_valid & ~self.i_ready & ~last_in),          # the bus held back by a full buffer
         ]
         return m

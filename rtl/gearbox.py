@@ -4,43 +4,46 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Assert, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Assert, Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.checks import check_int
 
-__all__ = ["Gearbox", "WINDOW_SLICE_BITS"]
+__all__ = ["Gearbox", "SELECT_FANOUT"]
 
-#: Record bits per shifter slice (each slice keeps its own copy of the count, for the clock).  One
-#: slice covers a 16-lane beat: at the default tile 16-bit slices cost 1,138 LUT4 instead of 741
-#: (the slices cannot share the shifter's intermediate levels).  The record shifter limits the
-#: routed clock today (rtl/TILE.md, "Clock: what 125 MHz would take").
-WINDOW_SLICE_BITS = 128
+#: Shifter multiplexers per registered copy of a shift bit.  Every level of the record shifter is
+#: cut into groups of this many bits, each a submodule with its own flip-flop copy of its select
+#: line (flip-flops cost nothing in the area metric, and synthesis keeps the hierarchy, so the
+#: copies are not merged): no net of the shifter fans out to more than this many LUTs.
+SELECT_FANOUT = 32
 
 
 class Gearbox(wiring.Component):
     """Cut a continuous LSB-first bit stream, arriving as ``in_width``-bit words, into records.
 
-    The consumer chooses the width of the next record with ``select`` (an index into
-    ``record_widths``; change it only after a transfer on ``o``).  The gearbox keeps a
-    buffer of valid bits: a word enters at the top and shifts the buffer down by a word
-    (wiring only), a record is read at the oldest valid bit through a shifter whose steps
-    are multiples of ``unit = gcd(in_width, record widths, capacity)`` bits (16 at the
-    default tile: a handful of offsets instead of every bit position), and is consumed by
-    lowering the count.  The remainder of a word carries over into the next record whatever
-    the widths are.  ``Assert``: the bits held never exceed the capacity.
+    The record widths come in the order the consumer chooses them: the first record after a
+    reset has width ``record_widths[first_select]``, and with every transfer on ``o`` the consumer
+    names the width of the one after it with ``next_select`` (read only at a transfer).  The
+    gearbox keeps a buffer of valid bits: a word enters at the top and shifts the buffer down by a
+    word (wiring only); the remainder of a word carries over into the next record whatever the
+    widths are.  ``Assert``: the bits held never exceed the capacity.
 
     The input is ready while at most ``capacity - in_width`` bits are held and the word
     marked ``last`` has not been taken; with ``capacity >= max(record_widths) + 2 * in_width``
     a consumer that takes every record as soon as it is complete never leaves the bus idle
     when the bus is the bottleneck.
 
-    For the clock: the count is kept as ``free``, the units below the oldest valid bit, so the
-    shifter's select lines come straight from a register, and ``o.valid``, ``ending`` and
-    ``i.ready`` are compares of that register with constants (one per record width) chosen by
-    ``select``; the buffer's enable is the input transfer alone.  ``LATENCY``: a word's bits can
-    be taken in the cycle after it was accepted.
+    For the clock, every output is a register: the record (``o.payload``), ``o.valid``,
+    ``ending``'s flag and ``i.ready``.  The count is kept as ``free``, the units
+    (``unit = gcd(in_width, record widths, capacity)`` bits, 16 at the default tile) below the
+    oldest valid bit.  The record register is loaded from the buffer and the incoming word,
+    ``Cat(buf, word) >> unit * shift``, through a shifter whose select lines are registers
+    (copies, see ``SELECT_FANOUT``): ``shift`` is the oldest valid unit after the record now
+    offered, if one is offered (assuming it is taken), else the oldest valid unit; a record
+    offered and not taken keeps the register (its clock enable).  So the handshake only drives
+    the enable, and the next state is chosen among values computed from registers and
+    constants.  ``LATENCY``: a word's bits can be taken in the cycle after it was accepted.
 
     Parameters
     ----------
@@ -50,18 +53,20 @@ class Gearbox(wiring.Component):
         Widths of the records the consumer may take (each ``>= 1``).
     capacity : int, optional
         Buffer size in bits (default and minimum: ``max(record_widths) + 2 * in_width``).
+    first_select : int, optional
+        Index into ``record_widths`` of the first record after a reset (default 0).
 
     Attributes
     ----------
     i : In(stream.Signature(StructLayout({"data": in_width, "last": 1})))
         Bus words; ``last`` marks the final word of the stream (zero-filled above its end).
     o : Out(stream.Signature(max(record_widths)))
-        The next record, zero above its width.
-    select : In(range(len(record_widths)))
-        Which record width the consumer takes next.
+        The next record in its low bits; the bits above its width are not specified.
+    next_select : In(range(len(record_widths)))
+        With a transfer on ``o``: which record width the consumer takes after this one.
     ending : Out(1)
         The ``last`` word has been taken and fewer than ``in_width`` bits remain after the
-        selected record: what remains is the final word's zero fill.
+        record offered: what remains is the final word's zero fill.
     flush : In(1)
         With a transfer on ``o``: discard every bit that remains after the record and
         accept the next stream's words.
@@ -70,7 +75,7 @@ class Gearbox(wiring.Component):
     #: Cycles from a word's acceptance to its bits being readable as a record.
     LATENCY = 1
 
-    def __init__(self, *, in_width: int, record_widths, capacity: "int | None" = None):
+    def __init__(self, *, in_width: int, record_widths, capacity: "int | None" = None, first_select: int = 0):
         in_width = check_int("in_width", in_width, 1)
         record_widths = tuple(check_int("record_widths[]", w, 1) for w in record_widths)
         if not record_widths:
@@ -79,14 +84,19 @@ class Gearbox(wiring.Component):
         if capacity is None:
             capacity = minimum
         capacity = check_int("capacity (at least max(record_widths) + 2 * in_width)", capacity, minimum)
+        first_select = check_int("first_select", first_select, 0)
+        if first_select >= len(record_widths):
+            raise ValueError(f"first_select must be an index into record_widths, in [0, {len(record_widths) - 1}], "
+                             f"got {first_select}")
         self.in_width = in_width
         self.record_widths = record_widths
         self.capacity = capacity
+        self.first_select = first_select
         self.word_layout = data.StructLayout({"data": unsigned(in_width), "last": unsigned(1)})
         super().__init__({
             "i": In(stream.Signature(self.word_layout)),
             "o": Out(stream.Signature(unsigned(max(record_widths)))),
-            "select": In(range(len(record_widths))),
+            "next_select": In(range(len(record_widths))),
             "ending": Out(1),
             "flush": In(1),
         })
@@ -100,66 +110,90 @@ class Gearbox(wiring.Component):
         m = Module()
         W, C, g = self.in_width, self.capacity, self.unit
         Wu, Cu = W // g, C // g
-        sizes = sorted({width // g for width in self.record_widths})     # distinct record sizes, in units
+        widths = self.record_widths
+        sizes = sorted({width // g for width in widths})     # distinct record sizes, in units
+        width_max = max(widths)
+
+        def size_index(index):
+            """Index into ``sizes`` of record width ``widths[index]``."""
+            return sizes.index(widths[index] // g)
 
         # Words enter at the top and the whole buffer moves down by W (wiring, no logic); the
         # valid bits are the top units, the oldest at unit `free` (the units below it hold no
-        # valid bit).  A record is read there (a shifter in steps of g bits, its select lines
-        # straight from the `free` register) and taken by raising `free`: stored bits never
-        # move except by whole words.
+        # valid bit).  A record is taken by raising `free`: stored bits never move except by
+        # whole words.
         buf = Signal(C, reset_less=True)
         got_last = Signal()                          # the stream's last word is in buf
-        # The count and every decision made from it are registers: per record size, whether it is
-        # all held (`full`) and whether only the final word's fill would remain after it (`tail`);
-        # whether a word fits (`room`).  Their next values are computed for each outcome of the
-        # cycle (a record taken or not, a word taken or not) from the registered count and
-        # constants, and the outcome only picks one: no adder or compare after the handshakes.
-        state_layout = data.StructLayout({
+
+        # The state after each outcome of the cycle (a record taken or not, a word taken or not),
+        # computed from the registered count and constants; the outcome only picks one.  Per record
+        # size: whether it would be all held (`full`), whether only the final word's fill would remain
+        # after it (`tail`), and the shift of the record register's next load (`shift`: past that
+        # record if it is held, else at the oldest valid unit).
+        shift_limit = min(Cu, Cu + Wu - sizes[0])    # the largest shift whose load can be offered
+        shift_bits = max(shift_limit.bit_length(), 1)
+        candidate_layout = data.StructLayout({
             "free": range(Cu + 1),                   # units below the oldest valid bit
             "full": len(sizes),
             "tail": len(sizes),
+            "shift": shift_bits * len(sizes),
             "room": 1,
         })
 
         def state_at(free, delta):
-            """The state whose count is ``free + delta`` (``delta`` a constant), from compares of ``free``."""
+            """The candidate whose count is ``free + delta`` (``delta`` a constant), from compares of ``free``."""
             return Cat((free + delta)[:len(free)],
                        Cat(*(free <= Cu - size - delta for size in sizes)),
                        Cat(*(free > Cu - size - Wu - delta for size in sizes)),
+                       Cat(*(Mux(free <= Cu - size - delta, free + (delta + size), free + delta)[:shift_bits]
+                             for size in sizes)),
                        free >= Wu - delta)
 
-        empty = state_layout.const({"free": Cu, "full": 0, "tail": (1 << len(sizes)) - 1, "room": 1})
-        state = Signal(state_layout, init=empty)
-        free = state.free
+        empty = candidate_layout.const({"free": Cu, "full": 0, "tail": (1 << len(sizes)) - 1,
+                                        "shift": sum((Cu % (1 << shift_bits)) << (shift_bits * j)
+                                                     for j in range(len(sizes))),
+                                        "room": 1})
+        # The registered state: the count, and what the selected record makes of it.
+        state_layout = data.StructLayout({
+            "free": range(Cu + 1),
+            "room": 1,                               # a word fits
+            "select": range(len(widths)),            # the record offered
+            "valid": 1,                              # ... is all held
+            "tail": 1,                               # ... and only the final word's fill would remain after it
+            "shift": shift_bits,                     # the record register's next load (also in the shifter's copies)
+        })
+        shift_init = Cu % (1 << shift_bits)
+        state = Signal(state_layout, init={"free": Cu, "room": 1, "select": self.first_select, "valid": 0,
+                                           "tail": 1, "shift": shift_init})
+        free, select = state.free, state.select
 
-        # The shifter in slices of the record, each a submodule with its own copy of the count
-        # (registered from the same next value): the count's fanout stays within a slice instead
-        # of spanning the whole buffer (synthesis keeps the hierarchy, so the copies are not merged).
-        state_next = Signal(state_layout)
-        width_max = max(self.record_widths)
-        window = Signal(width_max)
-        for lo in range(0, width_max, WINDOW_SLICE_BITS):
-            hi = min(lo + WINDOW_SLICE_BITS, width_max)
-            part = m.submodules[f"window{lo // WINDOW_SLICE_BITS}"] = _WindowSlice(
-                capacity=C, unit=g, lo=lo, hi=hi, count_bits=len(free), count_init=Cu)
-            m.d.comb += [part.buf.eq(buf), part.count_next.eq(state_next.free), window[lo:hi].eq(part.window)]
+        def registered(candidate, index):
+            """The state of ``candidate`` with record ``index`` offered (its per-size fields picked by ``index``)."""
+            candidate = data.View(candidate_layout, Value.cast(candidate))
+
+            def pick(field, bits):
+                """``field``'s entry for the size of record ``index`` (past the last index: the last one's)."""
+                chosen = field[size_index(len(widths) - 1) * bits:][:bits]
+                for n in reversed(range(len(widths) - 1)):
+                    if size_index(n) != size_index(len(widths) - 1):
+                        is_n = (index == n) if n else ~index.any()      # (`== 0` would be a lint warning)
+                        chosen = Mux(is_n, field[size_index(n) * bits:][:bits], chosen)
+                return chosen
+
+            return Cat(candidate.free, candidate.room, index, pick(candidate.full, 1), pick(candidate.tail, 1),
+                       pick(candidate.shift, shift_bits))
+
         size = Signal(range(max(sizes) + 1))
-        # The next state for each outcome (record taken, word taken), all from registers.
-        kept = Signal(state_layout)
-        kept_word = Signal(state_layout)
-        taken = Signal(state_layout)
-        taken_word = Signal(state_layout)
-        m.d.comb += [kept.eq(state), kept_word.eq(state_at(free, -Wu))]
-        with m.Switch(self.select):
-            for index, width in enumerate(self.record_widths):
-                with (m.Case(index) if index < len(self.record_widths) - 1 else m.Default()):
+        kept_word = Signal(candidate_layout)
+        taken = Signal(candidate_layout)
+        taken_word = Signal(candidate_layout)
+        m.d.comb += kept_word.eq(state_at(free, -Wu))
+        with m.Switch(select):
+            for index, width in enumerate(widths):
+                with (m.Case(index) if index < len(widths) - 1 else m.Default()):
                     s = width // g
-                    j = sizes.index(s)
                     m.d.comb += [
                         size.eq(s),
-                        self.o.payload.eq(window[:width]),
-                        self.o.valid.eq(state.full[j]),
-                        self.ending.eq(got_last & state.tail[j]),
                         taken.eq(state_at(free, s)),
                         taken_word.eq(state_at(free, s - Wu)),
                     ]
@@ -169,53 +203,88 @@ class Gearbox(wiring.Component):
         m.d.comb += [
             # Only registered state decides: no path from the consumer's ready to the bus.
             self.i.ready.eq(~got_last & state.room),
+            self.o.valid.eq(state.valid),
+            self.ending.eq(got_last & state.tail),
             take.eq(self.o.valid & self.o.ready),
             word_in.eq(self.i.valid & self.i.ready),
         ]
-
 
         # Invariants: a record is taken only when held, and a word only when it fits.
         m.d.sync += [
             Assert(~take | (free + size <= Cu), "gearbox: a record taken that is not all held"),
             Assert(~word_in | (Mux(take, free + size, free) >= Wu), "gearbox: a word taken that does not fit"),
+            Assert(state.valid == (free + size <= Cu), "gearbox: the offered record's flag disagrees with the count"),
         ]
 
+        # The next state if the offered record is taken and if it is not, each complete (the word's
+        # transfer, the flush and the next record's width resolved): the consumer's ready only picks one.
+        if_kept = Signal(state_layout)
+        if_taken = Signal(state_layout)
+        m.d.comb += [
+            if_kept.eq(Mux(word_in, registered(kept_word, select), state)),
+            if_taken.eq(Mux(self.flush, registered(empty, self.next_select),
+                            registered(Mux(word_in, taken_word, taken), self.next_select))),
+        ]
+        state_next = Signal(state_layout)
+        m.d.comb += state_next.eq(Mux(take, if_taken, if_kept))
+        m.d.sync += state.eq(state_next)
+        shift_next = state_next.shift
         # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
-        m.d.sync += state.eq(state_next)
         with m.If(take & self.flush):
-            m.d.comb += state_next.eq(empty)
             m.d.sync += got_last.eq(0)
-        with m.Else():
-            m.d.comb += state_next.eq(Mux(take, Mux(word_in, taken_word, taken), Mux(word_in, kept_word, kept)))
-            with m.If(word_in):
-                m.d.sync += got_last.eq(self.i.payload.last)
+        with m.Elif(word_in):
+            m.d.sync += got_last.eq(self.i.payload.last)
+
+        # The record register: loaded from the buffer and the incoming word at `shift` (registered
+        # copies of shift_next in every group of the shifter), kept while a record is offered and
+        # not taken.  Without a word taken the incoming bits land above the valid ones, where no
+        # offered record reaches.  Levels largest step first: the narrowest intermediate levels.
+        # Multiplexers only where a record can read the shifted bit: with shift bit k set (and the
+        # shift at most shift_limit), at most `rest` units of shift remain below it, and bits shifted
+        # in from beyond the level would lie beyond the buffer and the word; elsewhere the level's own
+        # bit passes (what it holds then is never part of an offered record).
+        level = Cat(buf, self.i.payload.data)
+        for k in reversed(range(shift_bits)):
+            step = g << k
+            out_width = min(width_max + g * ((1 << k) - 1), len(level))
+            rest = max(shift % (1 << k) for shift in range(1 << k, shift_limit + 1) if shift >> k & 1)
+            mux_width = max(0, min(out_width, width_max + g * rest, len(level) - step))
+            shifted = Signal(out_width)
+            m.d.comb += shifted[mux_width:].eq(level[mux_width:out_width])
+            for lo in range(0, mux_width, SELECT_FANOUT):
+                hi = min(lo + SELECT_FANOUT, mux_width)
+                group = m.submodules[f"shift{k}_{lo // SELECT_FANOUT}"] = _MuxGroup(
+                    width=hi - lo, init=(shift_init >> k) & 1)
+                m.d.comb += [
+                    group.select_next.eq(shift_next[k]),
+                    group.a.eq(level[lo:hi]),
+                    group.b.eq(level[lo + step:hi + step]),
+                    shifted[lo:hi].eq(group.o),
+                ]
+            level = shifted
+        window = Signal(width_max, reset_less=True)
+        with m.If(~self.o.valid | self.o.ready):
+            m.d.sync += window.eq(level[:width_max])
+        m.d.comb += self.o.payload.eq(window)
         return m
 
 
-class _WindowSlice(wiring.Component):
-    """Bits ``[lo, hi)`` of the gearbox's record window, with a private copy of the count of free units.
+class _MuxGroup(wiring.Component):
+    """``o = b if select else a``, ``select`` a private register loaded from ``select_next`` (reset to ``init``).
 
-    ``window = buf >> (unit * count)``, the count registered here from ``count_next`` (reset to
-    ``count_init``, as the gearbox's own count).
+    One group of a level of the gearbox's shifter: each group keeps its own copy of the select
+    line, so the line fans out to this group's multiplexers only.
     """
 
-    def __init__(self, *, capacity: int, unit: int, lo: int, hi: int, count_bits: int, count_init: int):
-        self.unit, self.lo, self.hi = unit, lo, hi
-        self.count_bits, self.count_init = count_bits, count_init
-        super().__init__({
-            "buf": In(capacity),
-            "count_next": In(count_bits),
-            "window": Out(hi - lo),
-        })
+    def __init__(self, *, width: int, init: int):
+        self.init = init
+        super().__init__({"select_next": In(1), "a": In(width), "b": In(width), "o": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
-        count = Signal(self.count_bits, init=self.count_init)
-        m.d.sync += count.eq(self.count_next)
-        window = self.buf
-        for k in range(self.count_bits):
-            window = Mux(count[k], window >> (self.unit << k), window)
-        m.d.comb += self.window.eq(window[self.lo:self.hi])
+        select = Signal(init=self.init)
+        m.d.sync += select.eq(self.select_next)
+        m.d.comb += self.o.eq(Mux(select, self.b, self.a))
         return m

@@ -16,12 +16,15 @@ __all__ = ["MacLane", "MacLanes", "LATENCY"]
 #: Registered stages of the lanes: the operation, the decoded products, the sums.
 LATENCY = 3
 
+#: Header register bits per copy of its load enable (each slice a submodule, so synthesis keeps the copies).
+HEADER_ENABLE_FANOUT = 64
+
 
 class MacLane(wiring.Component):
     """One lane: decode its pair, multiply by the activations, accumulate per slot.
 
-    Three registered stages, as the lanes: the operation's activations and whether it is a
-    beat (stage A, this lane's own copy, so the broadcast is a register-to-register hop and the
+    Three registered stages, as the lanes: the lane's pair, the operation's activations and
+    whether it is a beat (stage A, this lane's own copy, so the broadcast is a register-to-register hop and the
     multipliers start from local registers); the products, zero unless stage A held a beat
     (B); the slot sums (C).  The sums restart at the first beat of a group without a reset or
     an enable on the datapath: an idle cycle adds zero products, and a one-bit ``restart``
@@ -36,7 +39,7 @@ class MacLane(wiring.Component):
     enter : In(1)
         A valid BEAT enters stage A.
     pair : In(pair_layout(fmt))
-        The lane's pair of the operation in stage A.
+        The lane's pair of the operation entering stage A (registered here, beside the multipliers).
     beat : In(1)
         Stage B holds a beat.
     close : In(1)
@@ -60,12 +63,13 @@ class MacLane(wiring.Component):
         m = Module()
         p = self.params
         m.submodules.decode = decode = PairDecode(fmt=p.fmt, arithmetic=p.arithmetic)
-        m.d.comb += decode.pair.eq(self.pair)
 
-        # Stage A: this lane's copy of the activations and of the beat flag.
+        # Stage A: this lane's copy of its pair, of the activations and of the beat flag.
+        pair = Signal.like(self.pair, reset_less=True)
         act = Signal.like(self.act, reset_less=True)
         beat_a = Signal()
-        m.d.sync += [act.eq(self.act), beat_a.eq(self.enter)]
+        m.d.sync += [pair.eq(self.pair), act.eq(self.act), beat_a.eq(self.enter)]
+        m.d.comb += decode.pair.eq(pair)
 
         # Stage B: the products (own grids: the even row in slot 0, the odd row in slot 1; the
         # shared grid adds both rows into its one slot); zero unless stage A held a beat.
@@ -137,16 +141,22 @@ class MacLanes(wiring.Component):
         m.d.sync += [va.eq(self.i.valid), op.eq(op_in)]
         beat_in = self.i.valid & ~op_in.header
         m.d.sync += [act_a[0].eq(Mux(beat_in, op_in.act.even, 0)), act_a[1].eq(Mux(beat_in, op_in.act.odd, 0))]
-        beat = data.View(beat_layout(p), op.record[:p.beat_bits])
+        pairs_in = data.View(beat_layout(p), op_in.record[:p.beat_bits])    # each lane registers its own pair
 
         # Stage B: products in the lanes; the activation sums, the header and the markers here.
         vb = Signal()                     # stage B holds a beat
         close_b = Signal()                # ... that closes its group
         beat_a = va & ~op.header
         m.d.sync += [vb.eq(beat_a), close_b.eq(beat_a & op.group_end)]
-        header = Signal(header_layout(p), reset_less=True)
-        with m.If(va & op.header):
-            m.d.sync += header.eq(op.record[:p.header_bits])
+        # The header register in slices, each loaded on its own registered copy of "stage A holds a
+        # valid HEADER" (for the clock: one enable would fan out to every header bit).
+        header = Signal(header_layout(p))
+        header_in = self.i.valid & op_in.header
+        for n, lo in enumerate(range(0, p.header_bits, HEADER_ENABLE_FANOUT)):
+            hi = min(lo + HEADER_ENABLE_FANOUT, p.header_bits)
+            part = m.submodules[f"header{n}"] = _HeaderSlice(width=hi - lo)
+            m.d.comb += [part.load_next.eq(header_in), part.d.eq(op.record[lo:hi]),
+                         header.as_value()[lo:hi].eq(part.q)]
         act_sums = [act_a[0], act_a[1]] if p.n_slots == 2 else [act_a[0] + act_a[1]]
         act_b = [Signal(signed(ACT_BITS + 1), name=f"act_b_s{t}", reset_less=True) for t in range(p.n_slots)]
         m.d.sync += [reg.eq(x) for reg, x in zip(act_b, act_sums)]
@@ -158,7 +168,7 @@ class MacLanes(wiring.Component):
         for lane in range(p.lanes):
             unit = m.submodules[f"lane{lane}"] = MacLane(params=p)
             m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.enter.eq(beat_in),
-                         unit.pair.eq(beat[lane]), unit.beat.eq(vb), unit.close.eq(close_b),
+                         unit.pair.eq(pairs_in[lane]), unit.beat.eq(vb), unit.close.eq(close_b),
                          self.o.payload.acc[lane].eq(unit.acc)]
 
         # Stage C: the activation sums (restarted like the lanes' sums), the group's header and markers.
@@ -182,4 +192,21 @@ class MacLanes(wiring.Component):
             requant_c = Signal.like(requant_b, reset_less=True)
             m.d.sync += requant_c.eq(requant_b)
             m.d.comb += self.o.payload.requant.eq(requant_c)
+        return m
+
+
+class _HeaderSlice(wiring.Component):
+    """Bits of the lanes' group header register, loaded in the cycle after ``load_next`` (its own copy of the enable)."""
+
+    def __init__(self, *, width: int):
+        super().__init__({"load_next": In(1), "d": In(width), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        load = Signal()
+        q = Signal(len(self.q), reset_less=True)
+        m.d.sync += load.eq(self.load_next)
+        with m.If(load):
+            m.d.sync += q.eq(self.d)
+        m.d.comb += self.q.eq(q)
         return m

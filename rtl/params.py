@@ -214,13 +214,14 @@ class TileParams:
         in the next cycle), the lanes register the operation, the products and the sums
         (``lanes.LATENCY``), the drain hands out lane 0 after ``DRAIN_LATENCY`` and lane ``L - 1``
         ``L - 1`` cycles later, the scaler (and the requantizer, if built) each add their
-        ``LATENCY`` per lane, the gather completes the beat (``GATHER_LATENCY``), and the output
-        queue (``OUTPUT_QUEUE_LATENCY``).
+        ``LATENCY`` per lane, the gather completes the beat (``GATHER_LATENCY``), the tile registers
+        the result (``RESULT_REGISTER_LATENCY``), and the output queue (``OUTPUT_QUEUE_LATENCY``).
         """
         from rtl import correct, drain, gearbox, lanes, requant, tile   # the blocks import this module
 
         latency = (gearbox.Gearbox.LATENCY + lanes.LATENCY + drain.DRAIN_LATENCY + self.lanes - 1
-                   + correct.LATENCY + drain.GATHER_LATENCY + tile.OUTPUT_QUEUE_LATENCY)
+                   + correct.LATENCY + drain.GATHER_LATENCY + tile.RESULT_REGISTER_LATENCY
+                   + tile.OUTPUT_QUEUE_LATENCY)
         if self.requant:
             latency += requant.LATENCY
         return latency

@@ -13,10 +13,14 @@ from rtl.lanes import MacLanes
 from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_layout
 from rtl.params import TileParams
 
-__all__ = ["SeptetTile", "BEAT", "OUTPUT_QUEUE_LATENCY"]
+__all__ = ["SeptetTile", "BEAT", "OUTPUT_QUEUE_LATENCY", "RESULT_REGISTER_LATENCY"]
 
 #: The output queue (``amaranth.lib.fifo.SyncFIFO``): a result written is readable in the next cycle.
 OUTPUT_QUEUE_LATENCY = 1
+
+#: The epilogue's result is registered before the output queue (for the clock: the queue's write
+#: enable fans out to every LUT-RAM cell of the queue, so it starts from a register).
+RESULT_REGISTER_LATENCY = 1
 
 #: Gearbox record selector of a BEAT (header chunks use the others, see ``TileParams.gearbox_record_widths``).
 BEAT = 0
@@ -75,29 +79,38 @@ class SeptetTile(wiring.Component):
         m = Module()
         p = self.params
 
-        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=p.gearbox_record_widths,
-                                              capacity=p.gearbox_capacity)
+        chunks = p.header_chunks
+        record_widths = p.gearbox_record_widths
+        m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=record_widths,
+                                              capacity=p.gearbox_capacity,
+                                              first_select=record_widths.index(chunks[0]))
         m.submodules.lanes = lanes = MacLanes(params=p)
         m.submodules.out_queue = queue = fifo.SyncFIFO(width=result_layout(p).size, depth=p.output_queue_depth)
         connect(m, wiring.flipped(self.weights), gear.i)
         m.submodules.epilogue = epilogue = Epilogue(params=p)
         connect(m, lanes.o, epilogue.i)
         results = epilogue.o
+        result_valid = Signal()
+        result_data = Signal(result_layout(p).size, reset_less=True)
+        m.d.sync += [result_valid.eq(results.valid), result_data.eq(results.payload)]
         m.d.comb += [
-            queue.w_en.eq(results.valid),
-            queue.w_data.eq(results.payload),
+            queue.w_en.eq(result_valid),
+            queue.w_data.eq(result_data),
             self.result.valid.eq(queue.r_rdy),
             self.result.payload.eq(queue.r_data),
             queue.r_en.eq(self.result.ready),
         ]
 
         # Credits: block results in flight or queued never exceed the queue's depth.
+        # `has_credit` is a register (in_flight < depth, from the next count), so the beat's handshake starts from flags.
         in_flight = Signal(range(p.output_queue_depth + 1))
+        in_flight_next = Signal.like(in_flight)
+        has_credit = Signal(init=1)
         block_issued = Signal()
         result_taken = Signal()
-        m.d.comb += result_taken.eq(self.result.valid & self.result.ready)
-        m.d.sync += in_flight.eq(in_flight + block_issued - result_taken)
-        has_credit = in_flight < p.output_queue_depth
+        m.d.comb += [result_taken.eq(self.result.valid & self.result.ready),
+                     in_flight_next.eq(in_flight + block_issued - result_taken)]
+        m.d.sync += [in_flight.eq(in_flight_next), has_credit.eq(in_flight_next < p.output_queue_depth)]
 
         # Group ends at least epilogue_interval cycles apart (one group in the drain at a time).
         # `epilogue_free` is a register (epilogue_wait == 0), so the beat's handshake starts from flags;
@@ -114,10 +127,7 @@ class SeptetTile(wiring.Component):
         # the last are collected here, the last completes the HEADER operation of the lanes.
         in_header = Signal(init=1)
         op = lanes.i.payload
-        chunks = p.header_chunks
-        record_widths = p.gearbox_record_widths
         m.d.comb += [
-            gear.select.eq(BEAT),
             op.record.eq(gear.o.payload),
             op.act.eq(self.act.payload),
         ]
@@ -148,7 +158,9 @@ class SeptetTile(wiring.Component):
             for index, width in enumerate(chunks):
                 start = sum(chunks[:index])
                 with m.If(chunk[index]):
-                    m.d.comb += gear.select.eq(record_widths.index(width))
+                    # The gearbox registers which record comes next (its shifter's select lines are registers).
+                    after = BEAT if index == len(chunks) - 1 else record_widths.index(chunks[index + 1])
+                    m.d.comb += gear.next_select.eq(after)
                     if index == len(chunks) - 1:
                         m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
                         with m.If(gear.o.valid):
@@ -177,6 +189,7 @@ class SeptetTile(wiring.Component):
                     m.d.sync += [epilogue_wait.eq(p.epilogue_interval - 1), epilogue_free.eq(0)]
             ending = block_end & gear.ending
             m.d.comb += [
+                gear.next_select.eq(Mux(group_end, record_widths.index(chunks[0]), BEAT)),
                 gear.o.ready.eq(self.act.valid & may_go),
                 self.act.ready.eq(gear.o.valid & may_go),
                 lanes.i.valid.eq(fire),
