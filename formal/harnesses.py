@@ -20,7 +20,6 @@ Every free input is a top-level port of the harness.  Amaranth 0.5 has no ``Past
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, fifo
@@ -135,23 +134,20 @@ class GearboxHarness(Elaboratable):
         return m
 
 
-class _ShallowFifo:
-    """``fifo`` stand-in for the broken tile: the output queue a single entry, whatever its credits assume.
+def _shallow_queue(queue_class):
+    """``OutputQueue`` stand-in for the broken tile: the output queue a single entry, whatever its credits assume.
 
     (One entry shallower than the credits also breaks the tile, but with the pipelined epilogue the
     queue first overflows only at step 38, too deep for ``make test``'s quick check.)
     """
-
-    @staticmethod
-    def SyncFIFO(*, width, depth, **kwargs):
-        return fifo.SyncFIFO(width=width, depth=1, **kwargs)
+    return lambda *, width, depth: queue_class(width=width, depth=1)
 
 
 class TileHarness(Elaboratable):
     """The tile with every input free: its stream rules and invariants, plus port-level counts.
 
     ``broken``: the output queue built with a single entry although the credits assume more (the
-    tile module's ``fifo`` replaced while it elaborates).
+    tile module's ``OutputQueue`` replaced while it elaborates).
     """
 
     def __init__(self, *, params: TileParams, broken: bool = False):
@@ -170,11 +166,12 @@ class TileHarness(Elaboratable):
         m = Module()
         p, tile = self.params, self.tile
         if self.broken:
-            saved, tile_module.fifo = tile_module.fifo, SimpleNamespace(SyncFIFO=_ShallowFifo.SyncFIFO)
+            saved = tile_module.OutputQueue
+            tile_module.OutputQueue = _shallow_queue(saved)
             try:
                 m.submodules.tile = tile.elaborate(platform)
             finally:
-                tile_module.fifo = saved
+                tile_module.OutputQueue = saved
         else:
             m.submodules.tile = tile
         block_in = tile.act.valid & tile.act.ready & tile.act.payload.last

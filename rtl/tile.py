@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from amaranth.hdl import Assert, Cat, Module, Mux, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from rtl.checks import stream_rules
@@ -13,9 +14,9 @@ from rtl.lanes import MacLanes
 from rtl.layouts import act_layout, requant_lanes_layout, result_layout, word_layout
 from rtl.params import TileParams
 
-__all__ = ["SeptetTile", "BEAT", "OUTPUT_QUEUE_LATENCY", "RESULT_REGISTER_LATENCY"]
+__all__ = ["SeptetTile", "OutputQueue", "BEAT", "OUTPUT_QUEUE_LATENCY", "RESULT_REGISTER_LATENCY"]
 
-#: The output queue (``amaranth.lib.fifo.SyncFIFO``): a result written is readable in the next cycle.
+#: The output queue (:class:`OutputQueue`): a result written is readable in the next cycle.
 OUTPUT_QUEUE_LATENCY = 1
 
 #: The epilogue's result is registered before the output queue (for the clock: the queue's write
@@ -85,7 +86,7 @@ class SeptetTile(wiring.Component):
                                               capacity=p.gearbox_capacity,
                                               first_select=record_widths.index(chunks[0]))
         m.submodules.lanes = lanes = MacLanes(params=p)
-        m.submodules.out_queue = queue = fifo.SyncFIFO(width=result_layout(p).size, depth=p.output_queue_depth)
+        m.submodules.out_queue = queue = OutputQueue(width=result_layout(p).size, depth=p.output_queue_depth)
         connect(m, wiring.flipped(self.weights), gear.i)
         m.submodules.epilogue = epilogue = Epilogue(params=p)
         connect(m, lanes.o, epilogue.i)
@@ -217,3 +218,51 @@ class SeptetTile(wiring.Component):
             stream_rules(m, self.params_in, "params_in", driven_here=False)
         return m
 
+
+
+class OutputQueue(wiring.Component):
+    """A first-in first-out queue of ``depth`` entries whose write is never refused (the tile's credits ensure room).
+
+    ``amaranth.lib.fifo.SyncFIFO``'s ports and timing (an entry written is readable in the next
+    cycle, read combinationally from LUT-RAM), except that ``w_en`` writes whether or not
+    ``w_rdy``: the memory's write enable is ``w_en`` itself, a register in the tile, where the
+    SyncFIFO gates it with its fill level (for the clock: the enable fans out to every LUT-RAM
+    cell).  Writing while full is a bug of the writer, caught by the tile's ``Assert`` on
+    ``w_rdy``.
+
+    Parameters
+    ----------
+    width : int
+        Bits per entry.
+    depth : int
+        Entries (``>= 1``).
+    """
+
+    def __init__(self, *, width: int, depth: int):
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_en": In(1), "w_data": In(width), "w_rdy": Out(1),
+            "r_en": In(1), "r_data": Out(width), "r_rdy": Out(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
+        write = storage.write_port()
+        read = storage.read_port(domain="comb")
+        write_at = Signal(range(self.depth))
+        read_at = Signal(range(self.depth))
+        taken = Signal()
+        m.d.comb += [
+            write.addr.eq(write_at), write.data.eq(self.w_data), write.en.eq(self.w_en),
+            read.addr.eq(read_at), self.r_data.eq(read.data),
+            self.w_rdy.eq(self.level != self.depth), self.r_rdy.eq(self.level != 0),
+            taken.eq(self.r_rdy & self.r_en),
+        ]
+        with m.If(self.w_en):
+            m.d.sync += write_at.eq(Mux(write_at == self.depth - 1, 0, write_at + 1))
+        with m.If(taken):
+            m.d.sync += read_at.eq(Mux(read_at == self.depth - 1, 0, read_at + 1))
+        m.d.sync += self.level.eq(self.level + self.w_en - taken)
+        return m
