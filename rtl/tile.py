@@ -19,6 +19,9 @@ __all__ = ["SeptetTile", "OutputQueue", "BEAT", "OUTPUT_QUEUE_LATENCY", "RESULT_
 #: The output queue (:class:`OutputQueue`): a result written is readable in the next cycle.
 OUTPUT_QUEUE_LATENCY = 1
 
+#: Bits of a queue entry per slice of the output queue (each slice its own copy of the addresses).
+QUEUE_SLICE_BITS = 96
+
 #: The epilogue's result is registered before the output queue (for the clock: the queue's write
 #: enable fans out to every LUT-RAM cell of the queue, so it starts from a register).
 RESULT_REGISTER_LATENCY = 1
@@ -226,9 +229,10 @@ class OutputQueue(wiring.Component):
     ``amaranth.lib.fifo.SyncFIFO``'s ports and timing (an entry written is readable in the next
     cycle, read combinationally from LUT-RAM), except that ``w_en`` writes whether or not
     ``w_rdy``: the memory's write enable is ``w_en`` itself, a register in the tile, where the
-    SyncFIFO gates it with its fill level (for the clock: the enable fans out to every LUT-RAM
-    cell).  Writing while full is a bug of the writer, caught by the tile's ``Assert`` on
-    ``w_rdy``.
+    SyncFIFO gates it with its fill level.  Writing while full is a bug of the writer, caught by
+    the tile's ``Assert`` on ``w_rdy``.  For the clock the entries are stored in slices of
+    ``QUEUE_SLICE_BITS`` bits, each a submodule with its own copies of the write and read
+    addresses, so no address fans out to more than a slice's LUT-RAM cells.
 
     Parameters
     ----------
@@ -248,21 +252,40 @@ class OutputQueue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        taken = Signal()
+        m.d.comb += [
+            self.w_rdy.eq(self.level != self.depth), self.r_rdy.eq(self.level != 0),
+            taken.eq(self.r_rdy & self.r_en),
+        ]
+        m.d.sync += self.level.eq(self.level + self.w_en - taken)
+        for n, lo in enumerate(range(0, self.width, QUEUE_SLICE_BITS)):
+            hi = min(lo + QUEUE_SLICE_BITS, self.width)
+            part = m.submodules[f"slice{n}"] = _QueueSlice(width=hi - lo, depth=self.depth)
+            m.d.comb += [part.w_en.eq(self.w_en), part.w_data.eq(self.w_data[lo:hi]), part.taken.eq(taken),
+                         self.r_data[lo:hi].eq(part.r_data)]
+        return m
+
+
+class _QueueSlice(wiring.Component):
+    """Bits of every entry of :class:`OutputQueue`, with its own write and read addresses."""
+
+    def __init__(self, *, width: int, depth: int):
+        self.width, self.depth = width, depth
+        super().__init__({"w_en": In(1), "w_data": In(width), "taken": In(1), "r_data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
         m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
         write = storage.write_port()
         read = storage.read_port(domain="comb")
         write_at = Signal(range(self.depth))
         read_at = Signal(range(self.depth))
-        taken = Signal()
         m.d.comb += [
             write.addr.eq(write_at), write.data.eq(self.w_data), write.en.eq(self.w_en),
             read.addr.eq(read_at), self.r_data.eq(read.data),
-            self.w_rdy.eq(self.level != self.depth), self.r_rdy.eq(self.level != 0),
-            taken.eq(self.r_rdy & self.r_en),
         ]
         with m.If(self.w_en):
             m.d.sync += write_at.eq(Mux(write_at == self.depth - 1, 0, write_at + 1))
-        with m.If(taken):
+        with m.If(self.taken):
             m.d.sync += read_at.eq(Mux(read_at == self.depth - 1, 0, read_at + 1))
-        m.d.sync += self.level.eq(self.level + self.w_en - taken)
         return m
