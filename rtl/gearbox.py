@@ -124,6 +124,7 @@ class Gearbox(wiring.Component):
         # whole words.
         buf = Signal(C, reset_less=True)
         got_last = Signal()                          # the stream's last word is in buf
+        ready = Signal(init=1)                       # a word is accepted: ~got_last & room, registered
 
         # The state after each outcome of the cycle (a record taken or not, a word taken or not),
         # computed from the registered count and constants; the outcome only picks one.  Per record
@@ -202,7 +203,7 @@ class Gearbox(wiring.Component):
         word_in = Signal()
         m.d.comb += [
             # Only registered state decides: no path from the consumer's ready to the bus.
-            self.i.ready.eq(~got_last & state.room),
+            self.i.ready.eq(ready),
             self.o.valid.eq(state.valid),
             self.ending.eq(got_last & state.tail),
             take.eq(self.o.valid & self.o.ready),
@@ -214,6 +215,7 @@ class Gearbox(wiring.Component):
             Assert(~take | (free + size <= Cu), "gearbox: a record taken that is not all held"),
             Assert(~word_in | (Mux(take, free + size, free) >= Wu), "gearbox: a word taken that does not fit"),
             Assert(state.valid == (free + size <= Cu), "gearbox: the offered record's flag disagrees with the count"),
+            Assert(ready == (~got_last & state.room), "gearbox: the input's ready flag disagrees with the count"),
         ]
 
         # The next state if the offered record is taken and if it is not, each complete (the word's
@@ -223,7 +225,8 @@ class Gearbox(wiring.Component):
         m.d.comb += [
             if_kept.eq(Mux(word_in, registered(kept_word, select), state)),
             if_taken.eq(Mux(self.flush, registered(empty, self.next_select),
-                            registered(Mux(word_in, taken_word, taken), self.next_select))),
+                            Mux(word_in, registered(taken_word, self.next_select),
+                                registered(taken, self.next_select)))),
         ]
         state_next = Signal(state_layout)
         m.d.comb += state_next.eq(Mux(take, if_taken, if_kept))
@@ -232,10 +235,13 @@ class Gearbox(wiring.Component):
         # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
+        got_last_next = Signal()
+        m.d.comb += got_last_next.eq(got_last)
         with m.If(take & self.flush):
-            m.d.sync += got_last.eq(0)
+            m.d.comb += got_last_next.eq(0)
         with m.Elif(word_in):
-            m.d.sync += got_last.eq(self.i.payload.last)
+            m.d.comb += got_last_next.eq(self.i.payload.last)
+        m.d.sync += [got_last.eq(got_last_next), ready.eq(~got_last_next & state_next.room)]
 
         # The record register: loaded from the buffer and the incoming word at `shift` (registered
         # copies of shift_next in every group of the shifter), kept while a record is offered and
