@@ -99,6 +99,7 @@ class SeptetTile(wiring.Component):
         m.d.sync += [result_valid.eq(results.valid), result_data.eq(results.payload)]
         m.d.comb += [
             queue.w_en.eq(result_valid),
+            queue.w_en_next.eq(results.valid),
             queue.w_data.eq(result_data),
             self.result.valid.eq(queue.r_rdy),
             self.result.payload.eq(queue.r_data),
@@ -228,11 +229,12 @@ class OutputQueue(wiring.Component):
 
     ``amaranth.lib.fifo.SyncFIFO``'s ports and timing (an entry written is readable in the next
     cycle, read combinationally from LUT-RAM), except that ``w_en`` writes whether or not
-    ``w_rdy``: the memory's write enable is ``w_en`` itself, a register in the tile, where the
-    SyncFIFO gates it with its fill level.  Writing while full is a bug of the writer, caught by
+    ``w_rdy``: the memory's write enable is a register, where the SyncFIFO gates it with its fill
+    level; the writer gives ``w_en``'s next value as well (``w_en_next``: ``w_en`` is a register
+    in the writer), and each slice keeps its own registered copy.  Writing while full is a bug of the writer, caught by
     the tile's ``Assert`` on ``w_rdy``.  For the clock the entries are stored in slices of
-    ``QUEUE_SLICE_BITS`` bits, each a submodule with its own copies of the write and read
-    addresses, so no address fans out to more than a slice's LUT-RAM cells.
+    ``QUEUE_SLICE_BITS`` bits, each a submodule with its own copies of the write enable and the
+    write and read addresses, so none fans out to more than a slice's LUT-RAM cells.
 
     Parameters
     ----------
@@ -245,7 +247,7 @@ class OutputQueue(wiring.Component):
     def __init__(self, *, width: int, depth: int):
         self.width, self.depth = width, depth
         super().__init__({
-            "w_en": In(1), "w_data": In(width), "w_rdy": Out(1),
+            "w_en": In(1), "w_en_next": In(1), "w_data": In(width), "w_rdy": Out(1),
             "r_en": In(1), "r_data": Out(width), "r_rdy": Out(1),
             "level": Out(range(depth + 1)),
         })
@@ -261,17 +263,18 @@ class OutputQueue(wiring.Component):
         for n, lo in enumerate(range(0, self.width, QUEUE_SLICE_BITS)):
             hi = min(lo + QUEUE_SLICE_BITS, self.width)
             part = m.submodules[f"slice{n}"] = _QueueSlice(width=hi - lo, depth=self.depth)
-            m.d.comb += [part.w_en.eq(self.w_en), part.w_data.eq(self.w_data[lo:hi]), part.taken.eq(taken),
-                         self.r_data[lo:hi].eq(part.r_data)]
+            m.d.comb += [part.w_en.eq(self.w_en), part.w_en_next.eq(self.w_en_next), part.w_data.eq(self.w_data[lo:hi]),
+                         part.taken.eq(taken), self.r_data[lo:hi].eq(part.r_data)]
         return m
 
 
 class _QueueSlice(wiring.Component):
-    """Bits of every entry of :class:`OutputQueue`, with its own write and read addresses."""
+    """Bits of every entry of :class:`OutputQueue`, with its own write and read addresses and write enable."""
 
     def __init__(self, *, width: int, depth: int):
         self.width, self.depth = width, depth
-        super().__init__({"w_en": In(1), "w_data": In(width), "taken": In(1), "r_data": Out(width)})
+        super().__init__({"w_en": In(1), "w_en_next": In(1), "w_data": In(width), "taken": In(1),
+                          "r_data": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
@@ -280,11 +283,14 @@ class _QueueSlice(wiring.Component):
         read = storage.read_port(domain="comb")
         write_at = Signal(range(self.depth))
         read_at = Signal(range(self.depth))
+        w_en = Signal()                 # this slice's copy of the queue's write enable
+        m.d.sync += w_en.eq(self.w_en_next)
         m.d.comb += [
-            write.addr.eq(write_at), write.data.eq(self.w_data), write.en.eq(self.w_en),
+            write.addr.eq(write_at), write.data.eq(self.w_data), write.en.eq(w_en),
             read.addr.eq(read_at), self.r_data.eq(read.data),
         ]
-        with m.If(self.w_en):
+        m.d.sync += Assert(w_en == self.w_en, "output queue: a slice's write enable differs from the queue's")
+        with m.If(w_en):
             m.d.sync += write_at.eq(Mux(write_at == self.depth - 1, 0, write_at + 1))
         with m.If(self.taken):
             m.d.sync += read_at.eq(Mux(read_at == self.depth - 1, 0, read_at + 1))
