@@ -149,9 +149,8 @@ CATALOGUE = [
     # -- requantization ---------------------------------------------------------------------------
     _m("requant-no-rounding", R, r"rounded\.eq\(\(q \+ 1\)\[1:_KEEP \+ 1\]\)", "rounded.eq(q[1:_KEEP + 1])",
        "the rounding half is not added (rounds towards minus infinity)", "requant"),
-    _m("requant-clamp-ge", R, r"in_range = fits4 & ~\(q4\.all\(\) & ~sign4\)", "in_range = fits4",
-       "q = 255 rounds to 128, which wraps to -128 instead of saturating", "requant",
-       equivalent="when the rounded value is 127 both versions give 127"),
+    _m("requant-q255-not-saturated", R, r"in_range = fits4 & ~\(q4\.all\(\) & ~sign4\)", "in_range = fits4",
+       "q = 255 rounds to 128, which wraps to -128 instead of saturating", "requant"),
     _m("requant-clamp-min-to-max", R, r"Mux\(sign4, OUT_MIN,", "Mux(sign4, OUT_MAX,",
        "negative saturation gives +127", "requant"),
     _m("requant-max-126", R, r"Mux\(sign4, OUT_MIN, OUT_MAX\)", "Mux(sign4, OUT_MIN, OUT_MAX - 1)",
