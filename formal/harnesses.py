@@ -196,12 +196,13 @@ class AccumulationHarness(Elaboratable):
 
     The operations are free inputs constrained to the sequencer's grammar: a header, then one or
     more beats, the last of a group marked ``group_end``, the last of a block ``block_end`` (which
-    ends its group).  A block has at most ``max_k / 2`` beats.  Any data: activations, codes,
+    ends its group).  A block has at most ``max_k / 2`` beats, a group at most ``group_size / 2``.  Any data: activations, codes,
     zero points, mantissas.  A reference keeps every running sum exactly (80 bits, which cannot
     wrap at these depths) and checks:
 
     * ``bounds``: each exact value fits the width the RTL gives it on its ports (a lane's slot
-      sum and the activation sum: ``group_sums_layout``'s int32; the corrected sum, also int32;
+      sums and the activation sums: ``group_sums_layout``'s, at ``TileParams.slot_sum_bits`` and
+      ``act_sum_bits``; the corrected sum, the slot sum's width, which the scaler computes it in;
       the block result: ``block_result_layout``'s ``acc_width``), so nothing the RTL holds can
       overflow for any input.  The group scale is taken at its maximum ``2**16 - 1`` (a multiplier
       bound is hard for the solver; ``|Σ m_g corr_g| <= (2**16-1) Σ |corr_g|`` and the free data
@@ -247,8 +248,11 @@ class AccumulationHarness(Elaboratable):
         # Wide enough for any block the grammar allows, by a crude bound (no cancellation): per beat
         # |a * q| < 2**16, |z * Σa| < 2**16 per row; a block has at most max_k rows, max_k/2 groups, mantissas < 2**16.
         wide = (p.max_k * p.max_k * (1 << 36)).bit_length() + 2
-        # The widths the RTL's ports give the sums: a lane's slot sum (int32) and the block result.
-        slot_bits = group_sums_layout(p)["acc"].shape.elem_shape.elem_shape.width
+        # The widths the RTL's ports give the sums: a lane's slot sums and the activation sums (at their
+        # bounds, TileParams.slot_sum_bits and act_sum_bits) and the block result.
+        sums = group_sums_layout(p)
+        slot_bits = [field.shape.width for _, field in sums["acc"].shape.elem_shape]
+        sa_bits = sums["sa"].shape.elem_shape.width
         y_bits = block_result_layout(p)["y"].shape.elem_shape.width
 
         record = Signal(p.record_bits)
@@ -267,6 +271,7 @@ class AccumulationHarness(Elaboratable):
         # The sequencer's grammar.
         need_header = Signal(init=1)
         beats = Signal(range(p.max_k + 1))
+        group_beats = Signal(range(p.max_k + 1))     # a group has at most group_size / 2 beats
         with m.If(self.op_valid):
             m.d.comb += Assume(op.header == need_header)
             with m.If(op.header):
@@ -274,7 +279,10 @@ class AccumulationHarness(Elaboratable):
             with m.Else():
                 m.d.comb += [Assume(~op.block_end | op.group_end), Assume(~op.last | op.block_end),
                              Assume(beats < p.max_k // 2)]
-                m.d.sync += beats.eq(Mux(op.block_end, 0, beats + 1))
+                if p.group_pairs is not None:
+                    m.d.comb += Assume(group_beats < p.group_pairs)
+                m.d.sync += [beats.eq(Mux(op.block_end, 0, beats + 1)),
+                             group_beats.eq(Mux(op.group_end, 0, group_beats + 1))]
                 with m.If(op.group_end):
                     m.d.sync += need_header.eq(1)
         if p.arithmetic.value == "shared":      # zero points on the shared grid are even (exactly representable)
@@ -301,7 +309,7 @@ class AccumulationHarness(Elaboratable):
             for t in range(p.n_slots):
                 group_sa = sa[t] + act_terms[t]
                 m.d.sync += sa[t].eq(Mux(op.group_end, 0, group_sa))
-                m.d.comb += Assert(fits(group_sa, slot_bits), "an activation sum leaves int32")
+                m.d.comb += Assert(fits(group_sa, sa_bits), "an activation sum leaves its width")
             for lane in range(p.lanes):
                 pair = record.word_select(lane, p.pair_bits)
                 codes = [pair[:p.fmt.even_bits], pair[p.fmt.even_bits:p.pair_bits] << p.odd_shift]
@@ -320,9 +328,9 @@ class AccumulationHarness(Elaboratable):
                         # reaches with every corr_g of one sign, so the bound proved here holds for every mantissa.
                         total_y = total_y + ((corr << 16) - corr)
                     m.d.sync += acc[lane][t].eq(Mux(op.group_end, 0, group_acc))
-                    m.d.comb += Assert(fits(group_acc, slot_bits), "a lane's slot sum leaves int32")
+                    m.d.comb += Assert(fits(group_acc, slot_bits[t]), "a lane's slot sum leaves its width")
                     with m.If(op.group_end):
-                        m.d.comb += Assert(fits(corr, slot_bits), "a corrected group sum leaves int32")
+                        m.d.comb += Assert(fits(corr, slot_bits[t]), "a corrected group sum leaves its width")
                 m.d.sync += y[lane].eq(Mux(op.block_end, 0, Mux(op.group_end, total_y, y[lane])))
                 m.d.comb += expect[lane].eq(total_y)
                 with m.If(op.group_end):

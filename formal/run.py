@@ -77,8 +77,10 @@ PROOFS = [
           ("tile", _TILE), bmc_depth=32, cover_depth=32, broken_depth=26, quick_depth=6),
     Proof("tile-requant", "the same with requantization (the params stream)", ("tile", _TILE_REQUANT),
           bmc_depth=38, cover_depth=38, broken_depth=None),
-    Proof("accumulation", "slot sums, activation sums, corrected sums fit int32 and block results the narrowest "
-          "accumulator, for every block of K <= max_k = 4 rows, any data and grouping (2+2 shared)",
+    Proof("accumulation", "slot sums, activation sums, corrected sums fit their widths (TileParams.slot_sum_bits, "
+          "act_sum_bits) and block results the narrowest "
+          "accumulator, for every block of K <= max_k = 4 rows, any data, any grouping into groups of at most "
+          "group_size rows (2+2 shared)",
           ("acc-bounds", dict(fmt="2+2", arithmetic="shared", lanes=1, group_size=2, max_k=4)),
           bmc_depth=6, cover_depth=6, broken_depth=6, quick_depth=6),
     Proof("accumulation-own", "the same for 4+3 own grids, max_k = 4",

@@ -9,28 +9,30 @@ from amaranth.lib.wiring import In, Out
 from golden.format import SCALE_BITS
 from rtl.drain import drain_output_layout
 from rtl.layouts import group_common_layout, lane_result_layout, lane_sums_layout, requant_layout
-from rtl.params import SLOT_ACC_BITS, TileParams
+from rtl.params import TileParams
 
-__all__ = ["GroupScaler", "split_product", "LATENCY", "ZERO_OPERAND_BITS"]
+__all__ = ["GroupScaler", "split_parts", "split_product", "shift_add", "LATENCY", "ZERO_OPERAND_BITS"]
 
 #: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa`` as DSP partial products, their
-#: sum, the correction, ``m * corr`` as DSP partial products, their sum, the sum over the slots (registered),
-#: the wide add (combinational into ``o``).
+#: sum, the correction, ``m * corr`` as DSP partial products, their sums over the slots, the shift-add of those
+#: (registered), the wide add with groups (combinational into ``o``).
 LATENCY = 6
 #: Width the zero point enters its DSP with (``z + 2**(ZERO_OPERAND_BITS - 1)``): the synthesis flow maps a
-#: multiply to a DSP only when both operands have at least ``rtl.synth.DSP_MIN_WIDTH`` bits.
-ZERO_OPERAND_BITS = 6
+#: multiply to a DSP only when both operands have at least ``rtl.synth.DSP_MIN_WIDTH`` bits, and the offset's
+#: compensation ``Σa * 2**(ZERO_OPERAND_BITS - 1)`` costs an adder only over the bits above the offset, so the
+#: offset sits as high as an unsigned 18x18 operand allows (17 bits).
+ZERO_OPERAND_BITS = 17
 
 #: Width of the low, unsigned part of an operand split for an 18x18 DSP (17 bits + a zero sign bit).
 DSP_CHUNK = 17
 
 
-def split_product(m, domain, a, b_unsigned, name):
-    """Register the partial products of ``a * b`` (``b`` unsigned, at most 17 bits) one 18x18 DSP each.
+def split_parts(m, domain, a, b_unsigned, name):
+    """Register the partial products of ``a * b`` (``b`` unsigned, at most 17 bits), one 18x18 DSP each.
 
     ``a`` (signed) is cut into 17-bit unsigned chunks and a signed top chunk; each chunk times
-    ``b`` fits one MULT18X18D and is registered at its output.  Returns a function giving the
-    exact product from the registered parts (a shift-add, for the next stage).
+    ``b`` fits one MULT18X18D and is registered at its output.  Returns ``[(low, register)]``:
+    ``a * b == sum(register << low)``.
     """
     width = len(a)
     parts = []
@@ -42,13 +44,21 @@ def split_product(m, domain, a, b_unsigned, name):
         domain_stmts = getattr(m.d, domain)
         domain_stmts += reg.eq(chunk * b_unsigned)
         parts.append((low, reg))
+    return parts
 
-    def total():
-        value = 0
-        for low, reg in parts:
-            value = value + (reg << low) if low else reg
-        return value
+
+def shift_add(parts):
+    """``sum(value << low for low, value in parts)``."""
+    total = 0
+    for low, value in parts:
+        total = total + (value << low) if low else total + value
     return total
+
+
+def split_product(m, domain, a, b_unsigned, name):
+    """:func:`split_parts`, returning a function giving the exact product from the registered parts (a shift-add)."""
+    parts = split_parts(m, domain, a, b_unsigned, name)
+    return lambda: shift_add(parts)
 
 
 class GroupScaler(wiring.Component):
@@ -64,8 +74,11 @@ class GroupScaler(wiring.Component):
     next block starts afresh.  At the end of a block each lane's result leaves on ``o``, one per
     cycle, ``LATENCY`` cycles after the lane entered, with its requantization parameters.
 
-    The input never stalls and every group brings all ``L`` lanes, lane 0 first.  ``|corr|`` fits
-    int32 for every ``K <= max_k`` (FORMAT.md section 3); ``acc_width`` was validated to hold ``y``.
+    The input never stalls and every group brings all ``L`` lanes, lane 0 first.  ``acc`` and
+    ``corr`` fit ``params.slot_sum_bits`` for every group of at most ``group_size`` rows and
+    ``K <= max_k`` (the datapath of a slot is that wide, modulo ``2**w``); ``y`` fits
+    ``params.min_acc_width`` bits (``acc_width`` was validated to be at least that), which is the
+    ring's width; per column (one group per block) there is no ring: ``y`` is the group's sum.
 
     Parameters
     ----------
@@ -108,9 +121,12 @@ class GroupScaler(wiring.Component):
             m.d.sync += [valid[n].eq(valid[n - 1]), mark[n].eq(mark[n - 1])]
 
         # Stage 1: z * Σa as registered DSP partial products, with the zero point offset to a
-        # ZERO_OPERAND_BITS-bit operand: Σa * (z + 2**e) - Σa * 2**e, the second term added to acc here.
-        # corr = acc - z * Σa fits int32, so every term is kept modulo 2**32 (two's complement: exact).
-        acc1 = [Signal(signed(SLOT_ACC_BITS), name=f"acc1_s{t}", reset_less=True) for t in range(S)]
+        # ZERO_OPERAND_BITS-bit operand: Σa * (z + 2**e) - Σa * 2**e, the second term added to acc here
+        # (an operand with low zero bits instead would be narrowed by the synthesis and miss the DSP).
+        # Every sum of a slot is kept modulo 2**w, w = slot_sum_bits: corr = acc - z * Σa fits w bits
+        # (TileParams.slot_sum_bits), so two's complement makes it exact.
+        widths = p.slot_sum_bits
+        acc1 = [Signal(signed(w), name=f"acc1_s{t}", reset_less=True) for t, w in enumerate(widths)]
         mant1 = [Signal(unsigned(SCALE_BITS), name=f"mant1_s{t}", reset_less=True) for t in range(S)]
         zero_sum = []
         for t in range(S):
@@ -118,41 +134,50 @@ class GroupScaler(wiring.Component):
             e = max(len(slot.zero), ZERO_OPERAND_BITS - 1)
             operand = Cat(slot.zero, Const(0, e - len(slot.zero)), Const(1, 1))
             zero_sum.append(split_product(m, "sync", common.sa[t], operand, f"zs_s{t}"))
-            m.d.sync += [acc1[t].eq(head.acc[t] + (common.sa[t] << e)), mant1[t].eq(slot.mant)]
+            m.d.sync += [acc1[t].eq(head.acc[f"s{t}"] + (common.sa[t] << e)), mant1[t].eq(slot.mant)]
 
-        # Stage 2: the exact (z + 2**e) * Σa; stage 3: the correction.
-        zs2 = [Signal(signed(SLOT_ACC_BITS), name=f"zs2_s{t}", reset_less=True) for t in range(S)]
+        # Stage 2: (z + 2**e) * Σa (modulo 2**w); stage 3: the correction.
+        zs2 = [Signal(signed(w), name=f"zs2_s{t}", reset_less=True) for t, w in enumerate(widths)]
         acc2 = [Signal.like(acc1[t], name=f"acc2_s{t}", reset_less=True) for t in range(S)]
         mant2 = [Signal(unsigned(SCALE_BITS), name=f"mant2_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
             m.d.sync += [zs2[t].eq(zero_sum[t]()), acc2[t].eq(acc1[t]), mant2[t].eq(mant1[t])]
-        corr3 = [Signal(signed(SLOT_ACC_BITS), name=f"corr3_s{t}", reset_less=True) for t in range(S)]
+        corr3 = [Signal(signed(w), name=f"corr3_s{t}", reset_less=True) for t, w in enumerate(widths)]
         mant3 = [Signal(unsigned(SCALE_BITS), name=f"mant3_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
             m.d.sync += [corr3[t].eq(acc2[t] - zs2[t]), mant3[t].eq(mant2[t])]
 
-        # Stage 4: m * corr as registered DSP partial products; stage 5: their sum.
-        prod5 = [Signal(signed(SLOT_ACC_BITS + SCALE_BITS), name=f"prod5_s{t}", reset_less=True) for t in range(S)]
+        # Stage 4: m * corr as registered DSP partial products; stage 5: the partial products at the same
+        # offset summed over the slots; stage 6: those sums shifted into place and added (the sum over slots).
+        by_offset = {}
         for t in range(S):
-            total = split_product(m, "sync", corr3[t], mant3[t], f"mc_s{t}")
-            m.d.sync += prod5[t].eq(total())
+            for low, reg in split_parts(m, "sync", corr3[t], mant3[t], f"mc_s{t}"):
+                by_offset.setdefault(low, []).append(reg)
+        sums5 = []
+        for low, regs in sorted(by_offset.items()):
+            reg = Signal(signed(max(len(r) for r in regs) + len(regs) - 1), name=f"mc_sum{low}", reset_less=True)
+            m.d.sync += reg.eq(sum(regs[1:], regs[0]))
+            sums5.append((low, reg))
+        sum6 = Signal(signed(max(w for w in widths) + SCALE_BITS + S - 1), reset_less=True)
+        m.d.sync += sum6.eq(shift_add(sums5))
 
-        # Stage 6: the sum over the slots.
-        sum6 = Signal(signed(SLOT_ACC_BITS + SCALE_BITS + 1), reset_less=True)
-        m.d.sync += sum6.eq(sum(prod5[1:], prod5[0]))
-
-        # Then (combinational into o): the wide accumulation, a ring of L registers turned one lane
-        # per step; a block's last group leaves zeros behind, and the reset clears the ring too.
-        ring = [Signal(signed(p.acc_width), name=f"wide_l{lane}") for lane in range(L)]
-        y = Signal(signed(p.acc_width))
+        # Then (combinational into o): y, held in p.min_acc_width bits (every y fits them, and acc_width >= it).
+        # Per column a block is one group, so y is the group's sum.  With groups, the wide accumulation is a
+        # ring of L registers turned one lane per step; a block's last group leaves zeros behind, and the reset
+        # clears the ring too.
+        y = Signal(signed(p.min_acc_width))
         last6, v6 = mark[LATENCY], valid[LATENCY]
-        m.d.comb += y.eq(sum6 + ring[0])
-        with m.If(v6):
-            m.d.sync += [ring[lane].eq(ring[lane + 1]) for lane in range(L - 1)]
-            with m.If(last6.block_end):
-                m.d.sync += ring[L - 1].eq(0)
-            with m.Else():
-                m.d.sync += ring[L - 1].eq(y)
+        if p.group_size is None:
+            m.d.comb += y.eq(sum6)
+        else:
+            ring = [Signal(signed(p.min_acc_width), name=f"wide_l{lane}") for lane in range(L)]
+            m.d.comb += y.eq(sum6 + ring[0])
+            with m.If(v6):
+                m.d.sync += [ring[lane].eq(ring[lane + 1]) for lane in range(L - 1)]
+                with m.If(last6.block_end):
+                    m.d.sync += ring[L - 1].eq(0)
+                with m.Else():
+                    m.d.sync += ring[L - 1].eq(y)
         m.d.comb += [self.o.valid.eq(v6 & last6.block_end), self.o.payload.data.eq(y),
                      self.o.payload.last.eq(last6.last), self.o.payload.end.eq(last6.end)]
         if p.requant:

@@ -5,7 +5,8 @@ lane per cycle; ``LaneGather`` turns ``L`` serial lane results back into one bea
 what the epilogue is judged on, so both are built from flip-flops (free in LUT4-equivalents)
 and as few LUTs as the fabric allows:
 
-* the drain captures the lanes with a clock enable only, then each lane in its turn passes a
+* the drain captures the lanes with a clock enable only (each lane on its own copy of the record's
+  valid, so no single net enables them all), then each lane in its turn passes a
   register that holds zero outside its turn (a synchronous clear, which the fabric's flip-flops
   have built in), and an OR of those registers is the serial output: about ``(L - 1) / 3`` LUT4
   per bit of a lane instead of ``L - 1`` for a load-or-shift chain or a multiplexer;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Assert, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,8 +37,13 @@ def _check_lanes(lanes) -> int:
 
 
 def drain_input_layout(lane_layout, common_layout, lanes: int) -> data.StructLayout:
-    """A record of ``lanes`` lanes and the fields they share."""
-    return data.StructLayout({"lanes": data.ArrayLayout(lane_layout, lanes), "common": common_layout})
+    """A record of ``lanes`` lanes, the fields they share, and ``capture``: per lane a copy of ``valid``.
+
+    Each lane's copy (a register of its own at the source) is that lane's capture enable, so no one
+    net enables every lane's flip-flops (a fanout of ``(L - 1)`` lanes' bits would limit the clock).
+    """
+    return data.StructLayout({"lanes": data.ArrayLayout(lane_layout, lanes), "common": common_layout,
+                              "capture": unsigned(lanes)})
 
 
 def drain_output_layout(lane_layout, common_layout) -> data.StructLayout:
@@ -86,27 +92,40 @@ class LaneDrain(wiring.Component):
         width = data.Layout.cast(self.lane_layout).size
         lanes_in = self.i.payload.lanes
 
-        # turn[l]: lane l is in its gated register this cycle (a one-hot walk started by the input).
+        # turn[l]: lane l is in its gated register this cycle (a one-hot walk started by the input), and its
+        # complement idle[l] walked alongside (the gated registers' synchronous clears are active high: a
+        # register of the complement, not an inverter per lane); active: some lane is in its turn.
         turn = Signal(L)
-        m.d.sync += turn.eq(Cat(self.i.valid, turn[:-1]))
+        idle = Signal(L, init=(1 << L) - 1)
+        not_valid = ~self.i.valid
+        m.d.sync += [turn.eq(Cat(self.i.valid, turn[:-1])), idle.eq(Cat(not_valid, idle[:-1]))]
+        active = Signal()      # == turn.any(): records are at least L cycles apart, so turn is one-hot
+        m.d.sync += active.eq(self.i.valid | (active & ~turn[L - 1]))
+        m.d.sync += Assert(active == turn.any(), "two records in the drain at once (closer than L cycles)")
+        # Lane l is captured on its own copy of valid (payload.capture[l]).
+        capture = self.i.payload.capture
+        m.d.sync += Assert(capture == Mux(self.i.valid, (1 << L) - 1, 0),
+                           "a lane's capture enable differs from the record's valid")
         held = [Signal(width, name=f"held_l{lane}", reset_less=True) for lane in range(1, L)]
         common = Signal(self.common_layout, reset_less=True)
+        for lane, reg in enumerate(held, start=1):
+            with m.If(capture[lane]):
+                m.d.sync += reg.eq(lanes_in[lane])
         with m.If(self.i.valid):
-            m.d.sync += [reg.eq(lanes_in[lane]) for lane, reg in enumerate(held, start=1)]
             m.d.sync += common.eq(self.i.payload.common)
         # Gated registers: a lane's value in its turn, zero otherwise (a synchronous clear, no LUT).
         gated = [Signal(width, name=f"gated_l{lane}", reset_less=True) for lane in range(L)]
-        sources = [(self.i.valid, lanes_in[0])] + [(turn[lane - 1], held[lane - 1]) for lane in range(1, L)]
-        for reg, (enable, value) in zip(gated, sources):
-            with m.If(enable):
-                m.d.sync += reg.eq(value)
-            with m.Else():
+        sources = [(not_valid, lanes_in[0])] + [(idle[lane - 1], held[lane - 1]) for lane in range(1, L)]
+        for reg, (clear, value) in zip(gated, sources):
+            with m.If(clear):
                 m.d.sync += reg.eq(0)
+            with m.Else():
+                m.d.sync += reg.eq(value)
         # At most one gated register is non-zero: their OR is the lane in its turn.
         lane_out = Signal(width, reset_less=True)
         common_out = Signal(self.common_layout, reset_less=True)
         m.d.sync += [lane_out.eq(reduce(lambda a, b: a | b, gated)), common_out.eq(common)]
-        m.d.sync += [self.o.valid.eq(turn.any()), self.o.payload.first.eq(turn[0]), self.o.payload.last.eq(turn[L - 1])]
+        m.d.sync += [self.o.valid.eq(active), self.o.payload.first.eq(turn[0]), self.o.payload.last.eq(turn[L - 1])]
         m.d.comb += [self.o.payload.lane.eq(lane_out), self.o.payload.common.eq(common_out)]
         return m
 

@@ -46,6 +46,10 @@ class MacLane(wiring.Component):
         Stage B holds the beat that closes a group.
     acc : Out(ArrayLayout(signed(32), n_slots))
         The slot sums; after the closing beat they hold the group's sums until the next beat.
+    closed : Out(1)
+        The group's sums are on ``acc`` (the closing beat was in stage B): this lane's own copy of
+        the lanes' ``o.valid``, the drain's capture enable for this lane (a register per lane, in
+        this lane's submodule so that synthesis does not merge the copies).
     """
 
     def __init__(self, *, params: TileParams):
@@ -57,6 +61,7 @@ class MacLane(wiring.Component):
             "beat": In(1),
             "close": In(1),
             "acc": Out(data.ArrayLayout(signed(SLOT_ACC_BITS), params.n_slots)),
+            "closed": Out(1),
         })
 
     def elaborate(self, platform):
@@ -83,6 +88,7 @@ class MacLane(wiring.Component):
         restart = Signal(init=1)        # the next beat starts a group
         with m.If(self.beat):
             m.d.sync += restart.eq(self.close)
+        m.d.sync += self.closed.eq(self.close)
         for t in range(p.n_slots):
             acc = Signal(signed(SLOT_ACC_BITS), name=f"acc_s{t}", reset_less=True)
             m.d.sync += acc.eq(Mux(restart, 0, acc) + prods[t])
@@ -97,7 +103,9 @@ class MacLanes(wiring.Component):
     decodes every lane's pair and adds ``a[2i] * q_even`` and ``a[2i+1] * q_odd`` to the
     lane's slot sums (own grids: one sum per slot; shared grid: one sum); ``Σa`` per slot
     is accumulated once for all lanes.  The beat that closes a group hands the final sums,
-    the group's header and the block markers to ``o`` ``LATENCY`` cycles after it entered,
+    the group's header and the block markers to ``o`` ``LATENCY`` cycles after it entered (the
+    sums in their low ``params.slot_sum_bits`` and ``act_sum_bits``, exact because a group's sums fit
+    them; with every lane's own copy of ``o.valid`` in ``capture``, the drain's clock enables),
     and the next beat starts the sums afresh, so the next group's header and beats follow
     without a gap.
 
@@ -169,7 +177,8 @@ class MacLanes(wiring.Component):
             unit = m.submodules[f"lane{lane}"] = MacLane(params=p)
             m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.enter.eq(beat_in),
                          unit.pair.eq(pairs_in[lane]), unit.beat.eq(vb), unit.close.eq(close_b),
-                         self.o.payload.acc[lane].eq(unit.acc)]
+                         *(self.o.payload.acc[lane][f"s{t}"].eq(unit.acc[t]) for t in range(p.n_slots)),
+                         self.o.payload.capture[lane].eq(unit.closed)]
 
         # Stage C: the activation sums (restarted like the lanes' sums), the group's header and markers.
         m.d.sync += self.o.valid.eq(close_b)

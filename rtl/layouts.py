@@ -12,13 +12,13 @@ from amaranth.lib import data
 
 from golden.format import ACT_BITS, OUT_BITS, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS, SCALE_BITS, Format
 
-from rtl.params import SLOT_ACC_BITS, TileParams
+from rtl.params import TileParams
 
 __all__ = [
     "word_layout", "act_layout", "pair_layout", "beat_layout", "slot_header_layout",
     "lane_header_layout", "header_layout", "lane_op_layout", "requant_layout", "requant_lanes_layout",
     "group_sums_layout", "block_result_layout", "result_layout", "ACT_PAIR_BITS",
-    "lane_sums_layout", "group_common_layout", "lane_result_layout",
+    "lane_sums_layout", "group_common_layout", "lane_result_layout", "slot_sums_layout", "act_sums_layout",
 ]
 
 #: Bits of one activation pair on ``s_axis_act``: ``a[2i] | a[2i+1] << 8``.
@@ -93,14 +93,25 @@ def lane_op_layout(p: TileParams) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
+def slot_sums_layout(p: TileParams) -> data.StructLayout:
+    """A lane's group sums, one per slot (``s0``, ``s1``), each at its bound ``TileParams.slot_sum_bits``."""
+    return data.StructLayout({f"s{t}": signed(bits) for t, bits in enumerate(p.slot_sum_bits)})
+
+
+def act_sums_layout(p: TileParams) -> data.ArrayLayout:
+    """The group's activation sums ``Σa``, one per slot, at their bound ``TileParams.act_sum_bits``."""
+    return data.ArrayLayout(signed(p.act_sum_bits), p.n_slots)
+
+
 def group_sums_layout(p: TileParams) -> data.StructLayout:
-    """What the lanes hand to the correction at the end of a group."""
+    """What the lanes hand to the correction at the end of a group (the sums at their bounds)."""
     fields = {
-        "acc": data.ArrayLayout(data.ArrayLayout(signed(SLOT_ACC_BITS), p.n_slots), p.lanes),
-        "sa": data.ArrayLayout(signed(SLOT_ACC_BITS), p.n_slots),
+        "acc": data.ArrayLayout(slot_sums_layout(p), p.lanes),
+        "sa": act_sums_layout(p),
         "header": header_layout(p),
         "block_end": unsigned(1),
         "last": unsigned(1),
+        "capture": unsigned(p.lanes),       # per lane a copy of valid: the drain's capture enables
     }
     if p.requant:
         fields["requant"] = requant_lanes_layout(p)
@@ -109,7 +120,7 @@ def group_sums_layout(p: TileParams) -> data.StructLayout:
 
 def lane_sums_layout(p: TileParams) -> data.StructLayout:
     """One lane's part of the group sums, as the epilogue takes them one lane per cycle."""
-    fields = {"acc": data.ArrayLayout(signed(SLOT_ACC_BITS), p.n_slots), "header": lane_header_layout(p)}
+    fields = {"acc": slot_sums_layout(p), "header": lane_header_layout(p)}
     if p.requant:
         fields["requant"] = requant_layout()
     return data.StructLayout(fields)
@@ -117,7 +128,7 @@ def lane_sums_layout(p: TileParams) -> data.StructLayout:
 
 def group_common_layout(p: TileParams) -> data.StructLayout:
     """The part of the group sums every lane shares: Σa per slot and the block markers."""
-    return data.StructLayout({"sa": data.ArrayLayout(signed(SLOT_ACC_BITS), p.n_slots),
+    return data.StructLayout({"sa": act_sums_layout(p),
                               "block_end": unsigned(1), "last": unsigned(1)})
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from golden.checks import check_int
 from golden.format import (
+    ACT_MAX,
     ACT_MIN,
     OUT_BITS,
     SCALE_BITS,
@@ -191,6 +192,40 @@ class TileParams:
     def out_bits(self) -> int:
         """Width of one lane's result: ``OUT_BITS`` with requantization, else ``acc_width``."""
         return OUT_BITS if self.requant else self.acc_width
+
+    # -- epilogue widths: every sum at its bound for the format, max_k and group size ---------------
+
+    @property
+    def slot_rows(self) -> int:
+        """Most rows one slot sum covers: a group's rows of the slot (own: half of them), the block's per column.
+
+        A group (the whole block per column) has at most ``group_size`` rows and at most ``K_pad <= max_k + 1``
+        (``max_k`` rounded up to even); with own grids each slot sees half of them.
+        """
+        rows = self.max_k + self.max_k % 2
+        if self.group_size is not None:
+            rows = min(rows, self.group_size)
+        return rows // 2 if self.n_slots == 2 else rows
+
+    @property
+    def slot_sum_bits(self) -> tuple:
+        """Width per slot of a lane's group sum ``acc`` and of its correction ``corr = acc - z * Σa``.
+
+        ``acc = Σ a * q`` with ``ACT_MIN <= a <= ACT_MAX`` and ``0 <= q <= c`` (``c = 2**b - 1`` on the slot's
+        grid, the even grid when shared) and ``corr = Σ a * (q - z)`` with ``|q - z| <= c``: both lie in
+        ``[-128 * c * rows, 128 * c * rows]`` for ``rows = slot_rows``.  The lanes keep int32 sums
+        (``SLOT_ACC_BITS``) and hand over these low bits, exact because the value fits them; the epilogue
+        computes ``corr`` modulo ``2**bits`` (exact for the same reason).
+        """
+        grid = self.slot_bits if self.n_slots == 2 else (self.fmt.even_bits,)
+        widths = tuple(_signed_bits(-ACT_MIN * ((1 << b) - 1) * self.slot_rows) for b in grid)
+        assert max(widths) <= SLOT_ACC_BITS, "max_k was validated against the int32 slot sums"
+        return widths
+
+    @property
+    def act_sum_bits(self) -> int:
+        """Width of the activation sum ``Σa`` of one slot in one group: ``ACT_MIN * rows <= Σa <= ACT_MAX * rows``."""
+        return max(_signed_bits(-ACT_MIN * self.slot_rows - 1), _signed_bits(ACT_MAX * self.slot_rows))
 
     # -- timing --------------------------------------------------------------------------------
 

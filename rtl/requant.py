@@ -15,8 +15,10 @@ from rtl.params import TileParams
 __all__ = ["Requantizer", "LATENCY"]
 
 #: Low bits of ``q = (y * M) >> (s - 1)`` kept for the rounding and the clamp: with the bits above them all
-#: equal to the sign, ``q`` fits ``_KEEP + 1`` bits, enough to tell every value that saturates.
-_KEEP = OUT_BITS + 2
+#: equal to the sign, ``q`` fits ``_KEEP + 1`` bits, ``[-256, 255]``, which holds every ``q`` whose rounded
+#: ``(q + 1) >> 1`` lies in ``[OUT_MIN, OUT_MAX]`` (``q`` in ``[-257, 254]``) but ``-257``, which saturates to
+#: ``OUT_MIN`` like every ``q`` outside (and ``255``, rounded to ``128``, saturates to ``OUT_MAX``).
+_KEEP = OUT_BITS
 
 #: Cycles from a lane entering the requantizer to its INT8 result on ``o``: the input register, the DSP
 #: partial products, their sum, the shift in two steps (registered), the rounding and clamp (combinational).
@@ -27,7 +29,7 @@ def _all_sign(bits, sign):
     """Every bit of ``bits`` equals ``sign`` (true for no bits)."""
     if len(bits) == 0:
         return Const(1)
-    return Mux(sign, bits.all(), ~bits.any())
+    return ~(bits ^ sign.replicate(len(bits))).any()
 
 
 def _shift_keeping(value, sign, fits, steps, *, keep):
@@ -92,24 +94,27 @@ class Requantizer(wiring.Component):
         head = Signal(lane_result_layout(p), reset_less=True)
         m.d.sync += head.eq(self.i.payload)
 
-        # Stage 1: y * M as registered DSP partial products; the shift less one.
-        # clamp((p + 2**(s-1)) >> s) == clamp((q + 1) >> 1) with q = p >> (s - 1): the rounding is an add
-        # on the shifted value, and the shift keeps only the bits the clamp can see (below).
+        # Stage 1: y * M as registered DSP partial products.
+        # clamp((p + 2**(s-1)) >> s) == clamp((q + 1) >> 1) with q = p >> (s - 1) == (2 * p) >> s: the rounding
+        # is an add on the shifted value, and the shift keeps only the bits the clamp can see (below).
         shift1 = Signal(unsigned(REQUANT_SHIFT_BITS), reset_less=True)
-        m.d.sync += shift1.eq(head.requant.shift - 1)
-        total = split_product(m, "sync", head.data, head.requant.mult, "ym")
+        m.d.sync += shift1.eq(head.requant.shift)
+        # y fits p.min_acc_width bits (acc_width may be wider): only those enter the multiplier.
+        y = head.data[:p.min_acc_width].as_signed()
+        total = split_product(m, "sync", y, head.requant.mult, "ym")
 
-        # Stage 2: the exact product.
-        prod2 = Signal(signed(p.acc_width + REQUANT_MULT_BITS + 1), reset_less=True)
+        # Stage 2: the exact product, doubled (a wire: q is the doubled product shifted by s).
+        prod2 = Signal(signed(p.min_acc_width + REQUANT_MULT_BITS + 1), reset_less=True)
         shift2 = Signal.like(shift1)
         m.d.sync += [prod2.eq(total()), shift2.eq(shift1)]
         sign = prod2[-1]
+        doubled = Cat(Const(0, 1), prod2)
 
-        # Stages 3 and 4: q = prod >> (s - 1) by the shift's high then low three bits, keeping the low
+        # Stages 3 and 4: q = (2 * prod) >> s by the shift's high then low three bits, keeping the low
         # KEEP bits of q and whether every bit above them equals the sign (q fits KEEP + 1 bits).
         fine = [(shift2[b], 1 << b) for b in range(3)][::-1]
         coarse = [(shift2[b], 1 << b) for b in range(3, REQUANT_SHIFT_BITS)][::-1]
-        low3, ok3 = _shift_keeping(prod2, sign, Const(1), coarse, keep=_KEEP + sum(k for _, k in fine))
+        low3, ok3 = _shift_keeping(doubled, sign, Const(1), coarse, keep=_KEEP + sum(k for _, k in fine))
         q3 = Signal(len(low3), reset_less=True)
         fits3, sign3, shift3 = Signal(reset_less=True), Signal(reset_less=True), Signal(3, reset_less=True)
         m.d.sync += [q3.eq(low3), fits3.eq(ok3), sign3.eq(sign), shift3.eq(shift2[:3])]
@@ -119,15 +124,16 @@ class Requantizer(wiring.Component):
         fits4, sign4 = Signal(reset_less=True), Signal(reset_less=True)
         m.d.sync += [q4.eq(low4), fits4.eq(ok4), sign4.eq(sign3)]
 
-        # The rounding and the clamp, combinational into o.
-        q = Cat(q4, sign4).as_signed()
-        rounded = Signal(signed(_KEEP + 1))
-        m.d.comb += rounded.eq((q + 1) >> 1)
-        clamped = Mux(rounded > OUT_MAX, OUT_MAX, Mux(rounded < OUT_MIN, OUT_MIN, rounded))
+        # The rounding and the clamp, combinational into o: q in [-256, 254] rounds into [OUT_MIN, OUT_MAX]
+        # ((q + 1) >> 1, the low bits of a KEEP + 1 bit increment); every other q saturates by its sign.
+        q = Cat(q4, sign4)
+        in_range = fits4 & ~(q4.all() & ~sign4)
+        rounded = Signal(signed(OUT_BITS))
+        m.d.comb += rounded.eq((q + 1)[1:_KEEP + 1])
         last = LATENCY - 1
         m.d.comb += [
             self.o.valid.eq(valid[last]),
-            self.o.payload.data.eq(Mux(fits4, clamped, Mux(sign4, OUT_MIN, OUT_MAX))),
+            self.o.payload.data.eq(Mux(in_range, rounded, Mux(sign4, OUT_MIN, OUT_MAX))),
             self.o.payload.last.eq(marks[last][0]),
             self.o.payload.end.eq(marks[last][1]),
         ]

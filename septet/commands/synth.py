@@ -21,6 +21,11 @@ def add_arguments(p):
                         "minutes per 16-lane tile")
     p.add_argument("--freq", type=float, default=125.0, metavar="MHZ", help="clock target for --pnr; default 125")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed for --pnr; default 1")
+    p.add_argument("--seeds", metavar="S,S,...",
+                   help="with --pnr: place and route with each of these seeds too (e.g. 1,2,3) and report the "
+                        "spread of Fmax; the first is the record's seed and the Fmax goal is judged on the worst")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --seeds: place-and-route runs at once (one nextpnr process each); default 1")
     p.add_argument("--compare", action="store_true",
                    help="also synthesise 4+4 on the same bus and 4+4 on the bus of equal throughput; ratios")
     p.add_argument("--k", type=int, default=4096, help="GEMV K for cycles per GEMV in the comparison; default 4096")
@@ -37,6 +42,20 @@ def run(args):
                   group_size=args.group_size, acc_width=args.acc_width, max_k=args.max_k, requant=args.requant)
     if args.seed < 0:
         raise SeptetError(f"--seed must be an integer >= 0, got {args.seed}")
+    seed, extra_seeds = args.seed, ()
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            seeds = []
+        if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+            raise SeptetError(f"--seeds must be distinct integers >= 0 separated by commas (e.g. 1,2,3), "
+                              f"got {args.seeds!r}")
+        if not args.pnr:
+            raise SeptetError("--seeds needs --pnr (the seeds are nextpnr's placement seeds)")
+        seed, extra_seeds = seeds[0], tuple(seeds[1:])
+    if args.jobs < 1:
+        raise SeptetError(f"--jobs must be an integer >= 1, got {args.jobs}")
     if args.freq <= 0:
         raise SeptetError(f"--freq must be > 0 MHz, got {args.freq}")
     if args.k < 2 or args.n < 1:
@@ -44,10 +63,12 @@ def run(args):
     out = sys.stderr if args.json else sys.stdout
     try:
         if args.compare:
-            record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed, K=args.k, N=args.n,
+            record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
+                             jobs=args.jobs, K=args.k, N=args.n,
                              **params)
         else:
-            record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=args.seed, **params)
+            record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
+                                jobs=args.jobs, **params)
     except SynthError as exc:
         raise SeptetError(str(exc)) from None
     record["command"] = "septet synth " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["synth"] else None

