@@ -173,12 +173,11 @@ class Gearbox(wiring.Component):
             candidate = data.View(candidate_layout, Value.cast(candidate))
 
             def pick(field, bits):
-                """``field``'s entry for the size of record ``index`` (past the last index: the last one's)."""
-                chosen = field[size_index(len(widths) - 1) * bits:][:bits]
-                for n in reversed(range(len(widths) - 1)):
-                    if size_index(n) != size_index(len(widths) - 1):
-                        is_n = (index == n) if n else ~index.any()      # (`== 0` would be a lint warning)
-                        chosen = Mux(is_n, field[size_index(n) * bits:][:bits], chosen)
+                """``field``'s entry for the size of record ``index`` (an index past the last: the first's)."""
+                chosen = field[size_index(0) * bits:][:bits]
+                for n in range(1, len(widths)):
+                    if size_index(n) != size_index(0):
+                        chosen = Mux(index == n, field[size_index(n) * bits:][:bits], chosen)
                 return chosen
 
             return Cat(candidate.free, candidate.room, index, pick(candidate.full, 1), pick(candidate.tail, 1),

@@ -158,14 +158,24 @@ class SeptetTile(wiring.Component):
             start = sum(chunks[:index])
             with m.If(chunk[index]):
                 m.d.sync += collected[start:start + width].eq(gear.o.payload[:width])
+        # The record after the one taken now, for the gearbox (which computes its next state from it
+        # before the handshake): a register, moved on with the sequencer (in beat mode BEAT, or
+        # chunk 0 at a group end, which the beat-mode code below picks when they differ).
+        def after(index):
+            return BEAT if index == len(chunks) - 1 else record_widths.index(chunks[index + 1])
+
+        first_chunk = record_widths.index(chunks[0])
+        select_after = Signal(range(len(record_widths)), init=after(0))
+        m.d.comb += gear.next_select.eq(select_after)
         with m.If(in_header):
             m.d.comb += gear.o.ready.eq(1)
             for index, width in enumerate(chunks):
                 start = sum(chunks[:index])
                 with m.If(chunk[index]):
-                    # The gearbox registers which record comes next (its shifter's select lines are registers).
-                    after = BEAT if index == len(chunks) - 1 else record_widths.index(chunks[index + 1])
-                    m.d.comb += gear.next_select.eq(after)
+                    expected = (select_after == after(index)) if after(index) else (select_after < 1)   # (no `== 0`: lint)
+                    m.d.sync += Assert(expected, "the sequencer's next record is not the next chunk")
+                    with m.If(gear.o.valid):
+                        m.d.sync += select_after.eq(after(index + 1) if index < len(chunks) - 1 else BEAT)
                     if index == len(chunks) - 1:
                         m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
                         with m.If(gear.o.valid):
@@ -193,8 +203,9 @@ class SeptetTile(wiring.Component):
                 with m.If(fire & group_end):
                     m.d.sync += [epilogue_wait.eq(p.epilogue_interval - 1), epilogue_free.eq(0)]
             ending = block_end & gear.ending
+            if first_chunk != BEAT:
+                m.d.comb += gear.next_select.eq(Mux(group_end, first_chunk, BEAT))
             m.d.comb += [
-                gear.next_select.eq(Mux(group_end, record_widths.index(chunks[0]), BEAT)),
                 gear.o.ready.eq(self.act.valid & may_go),
                 self.act.ready.eq(gear.o.valid & may_go),
                 lanes.i.valid.eq(fire),
@@ -207,7 +218,7 @@ class SeptetTile(wiring.Component):
             if p.requant:
                 m.d.comb += self.params_in.ready.eq(fire & block_end)
             with m.If(fire & group_end):
-                m.d.sync += in_header.eq(1)
+                m.d.sync += [in_header.eq(1), select_after.eq(after(0))]
 
         # Invariants (checked in simulation, proved in formal/): the credits never let a result meet a full queue.
         m.d.sync += [
