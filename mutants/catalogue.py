@@ -206,7 +206,7 @@ CATALOGUE = [
        "every block result carries tlast", "tile"),
     _m("tile-no-flush", T, r"gear\.flush\.eq\(ending\)", "gear.flush.eq(0)",
        "the final word's zero fill is not discarded", "tile"),
-    _m("tile-header-without-fire", T, r"with m\.If\(fire & group_end\):(\n\s+m\.d\.sync \+= in_header\.eq\(1\))",
+    _m("tile-header-without-fire", T, r"with m\.If\(fire & group_end\):(\n\s+m\.d\.sync \+= \[in_header\.eq\(1\), select_after)",
        "with m.If(group_end):\\g<1>",
        "the sequencer goes to HEADER when a group's last beat is offered, not taken", "tile"),
     _m("tile-params-ready-without-credit", T, r"self\.params_in\.ready\.eq\(fire & block_end\)",
