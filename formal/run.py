@@ -71,9 +71,10 @@ PROOFS = [
           bmc_depth=16, cover_depth=12, broken_depth=10, prove_depth=8, quick_depth=6),
     Proof("tile", "stream rules at every port, credits, output queue never written full, gearbox capacity, no "
           "result without a block (2+2 shared, 1 lane, W=24, groups of 2, any input, any reset)",
-          # With issue 12's epilogue (L + 12 cycles, L + 17 with requantization) the credits first run out at
-          # step 25 (31 with requantization) and the broken one-entry queue overflows at step 24: the depths
-          # reach past them.
+          # Set with issue 12's epilogue at L + 12 cycles (L + 17 with requantization): the credits first ran out at
+          # step 25 (31) and the broken one-entry queue overflowed at step 24.  The result register added
+          # one cycle (L + 13, L + 18); `make formal` on the merged tile still fails the broken variant within
+          # broken_depth, as it must, and the depths reach past the first credit exhaustion.
           ("tile", _TILE), bmc_depth=32, cover_depth=32, broken_depth=26, quick_depth=6),
     Proof("tile-requant", "the same with requantization (the params stream)", ("tile", _TILE_REQUANT),
           bmc_depth=38, cover_depth=38, broken_depth=None),
