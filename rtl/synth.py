@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -66,10 +67,9 @@ def nextpnr_args(*, freq_mhz: float, seed: int, report: str = "pnr_report.json",
 
 def fmax_spread(values) -> dict:
     """``min``, ``median``, ``max`` and ``n`` of the Fmax figures of several placement seeds."""
-    v = sorted(values)
-    n = len(v)
-    median = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-    return {"n": n, "min": round(v[0], 2), "median": round(median, 2), "max": round(v[-1], 2)}
+    values = list(values)
+    return {"n": len(values), "min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "max": round(max(values), 2)}
 
 #: The issue's goals (rtl/TILE.md "Area and clock").
 GOALS = {

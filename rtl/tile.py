@@ -85,9 +85,9 @@ class SeptetTile(wiring.Component):
 
         chunks = p.header_chunks
         record_widths = p.gearbox_record_widths
+        first_chunk = record_widths.index(chunks[0])       # the gearbox's record selector of a header's first chunk
         m.submodules.gearbox = gear = Gearbox(in_width=p.bus_width, record_widths=record_widths,
-                                              capacity=p.gearbox_capacity,
-                                              first_select=record_widths.index(chunks[0]))
+                                              capacity=p.gearbox_capacity, first_select=first_chunk)
         m.submodules.lanes = lanes = MacLanes(params=p)
         m.submodules.out_queue = queue = OutputQueue(width=result_layout(p).size, depth=p.output_queue_depth)
         connect(m, wiring.flipped(self.weights), gear.i)
@@ -164,7 +164,6 @@ class SeptetTile(wiring.Component):
         def after(index):
             return BEAT if index == len(chunks) - 1 else record_widths.index(chunks[index + 1])
 
-        first_chunk = record_widths.index(chunks[0])
         select_after = Signal(range(len(record_widths)), init=after(0))
         m.d.comb += gear.next_select.eq(select_after)
         with m.If(in_header):
