@@ -172,7 +172,7 @@ CATALOGUE = [
     _m("requant-keep-short", R, r"_KEEP = OUT_BITS\n", "_KEEP = OUT_BITS - 1\n",
        "the shift keeps too few bits to tell a saturating value", "requant"),
     # -- lane drain, gather, epilogue wiring, interval --------------------------------------------
-    _m("drain-gate-not-cleared", DR, r"m\.d\.sync \+= reg\.eq\(0\)", "m.d.sync += reg.eq(reg)",
+    _m("drain-gate-not-cleared", DR, r"m\.d\.sync \+= q\.eq\(0\)", "m.d.sync += q.eq(q)",
        "a lane's gated register keeps its value after its turn: lanes are ORed together", "drain"),
     _m("drain-last-early", DR, r"self\.o\.payload\.last\.eq\(turn\[L - 1\]\)", "self.o.payload.last.eq(turn[0])",
        "lane 0 is marked as the group's last lane", "drain"),

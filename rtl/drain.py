@@ -56,6 +56,10 @@ def gather_input_layout(shape) -> data.StructLayout:
     return data.StructLayout({"data": shape, "last": 1, "end": 1})
 
 
+#: Gated-register bits per copy of their clear flag (for the clock; flip-flops cost no LUT4-eq).
+CLEAR_FANOUT = 32
+
+
 class LaneDrain(wiring.Component):
     """A record of ``L`` lanes in, its lanes out one per cycle, lane 0 first, ``DRAIN_LATENCY`` cycles later.
 
@@ -114,19 +118,46 @@ class LaneDrain(wiring.Component):
         with m.If(self.i.valid):
             m.d.sync += common.eq(self.i.payload.common)
         # Gated registers: a lane's value in its turn, zero otherwise (a synchronous clear, no LUT).
+        # Lane l > 0 clears on idle[l - 1]; each CLEAR_FANOUT bits of it on their own register of that
+        # flag (a submodule each, so synthesis keeps the copies): one flag fanned out to a whole lane's
+        # clears was the tile's worst routed path.
         gated = [Signal(width, name=f"gated_l{lane}", reset_less=True) for lane in range(L)]
-        sources = [(not_valid, lanes_in[0])] + [(idle[lane - 1], held[lane - 1]) for lane in range(1, L)]
-        for reg, (clear, value) in zip(gated, sources):
-            with m.If(clear):
-                m.d.sync += reg.eq(0)
-            with m.Else():
-                m.d.sync += reg.eq(value)
+        with m.If(not_valid):
+            m.d.sync += gated[0].eq(0)
+        with m.Else():
+            m.d.sync += gated[0].eq(lanes_in[0])
+        idle_next = Cat(not_valid, idle[:-1])
+        for lane in range(1, L):
+            for n, lo in enumerate(range(0, width, CLEAR_FANOUT)):
+                hi = min(lo + CLEAR_FANOUT, width)
+                part = m.submodules[f"gated_l{lane}_{n}"] = _ClearedRegister(width=hi - lo)
+                m.d.comb += [part.clear_next.eq(idle_next[lane - 1]), part.d.eq(held[lane - 1][lo:hi]),
+                             gated[lane][lo:hi].eq(part.q)]
         # At most one gated register is non-zero: their OR is the lane in its turn.
         lane_out = Signal(width, reset_less=True)
         common_out = Signal(self.common_layout, reset_less=True)
         m.d.sync += [lane_out.eq(reduce(lambda a, b: a | b, gated)), common_out.eq(common)]
         m.d.sync += [self.o.valid.eq(active), self.o.payload.first.eq(turn[0]), self.o.payload.last.eq(turn[L - 1])]
         m.d.comb += [self.o.payload.lane.eq(lane_out), self.o.payload.common.eq(common_out)]
+        return m
+
+
+class _ClearedRegister(wiring.Component):
+    """``q <= 0 if clear else d``, ``clear`` its own register of ``clear_next`` (a copy of the drain's idle flag)."""
+
+    def __init__(self, *, width: int):
+        super().__init__({"clear_next": In(1), "d": In(width), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        clear = Signal(init=1)
+        q = Signal(len(self.q), reset_less=True)
+        m.d.sync += clear.eq(self.clear_next)
+        with m.If(clear):
+            m.d.sync += q.eq(0)
+        with m.Else():
+            m.d.sync += q.eq(self.d)
+        m.d.comb += self.q.eq(q)
         return m
 
 
