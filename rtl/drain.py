@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Assert, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Assert, Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -122,10 +122,13 @@ class LaneDrain(wiring.Component):
         # flag (a submodule each, so synthesis keeps the copies): one flag fanned out to a whole lane's
         # clears was the tile's worst routed path.
         gated = [Signal(width, name=f"gated_l{lane}", reset_less=True) for lane in range(L)]
-        with m.If(not_valid):
-            m.d.sync += gated[0].eq(0)
-        with m.Else():
-            m.d.sync += gated[0].eq(lanes_in[0])
+        # Lane 0 enters its gated register with the record: it clears unless its own capture enable is
+        # set, each CLEAR_FANOUT bits through their own inverter (a submodule each), so that no LUT
+        # drives the clears of the whole lane.
+        for n, lo in enumerate(range(0, width, CLEAR_FANOUT)):
+            hi = min(lo + CLEAR_FANOUT, width)
+            part = m.submodules[f"gated_l0_{n}"] = _LoadedRegister(width=hi - lo)
+            m.d.comb += [part.load.eq(capture[0]), part.d.eq(Value.cast(lanes_in[0])[lo:hi]), gated[0][lo:hi].eq(part.q)]
         idle_next = Cat(not_valid, idle[:-1])
         for lane in range(1, L):
             for n, lo in enumerate(range(0, width, CLEAR_FANOUT)):
@@ -154,9 +157,26 @@ class _ClearedRegister(wiring.Component):
         q = Signal(len(self.q), reset_less=True)
         m.d.sync += clear.eq(self.clear_next)
         with m.If(clear):
-            m.d.sync += q.eq(0)
+            m.d.sync += q.eq(0)         # after its turn
         with m.Else():
             m.d.sync += q.eq(self.d)
+        m.d.comb += self.q.eq(q)
+        return m
+
+
+class _LoadedRegister(wiring.Component):
+    """``q <= d if load else 0``: lane 0's gated register, cleared through its own inverter of ``load``."""
+
+    def __init__(self, *, width: int):
+        super().__init__({"load": In(1), "d": In(width), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        q = Signal(len(self.q), reset_less=True)
+        with m.If(self.load):
+            m.d.sync += q.eq(self.d)
+        with m.Else():
+            m.d.sync += q.eq(0)
         m.d.comb += self.q.eq(q)
         return m
 

@@ -123,8 +123,6 @@ class Gearbox(wiring.Component):
         # valid bit).  A record is taken by raising `free`: stored bits never move except by
         # whole words.
         buf = Signal(C, reset_less=True)
-        got_last = Signal()                          # the stream's last word is in buf
-        ready = Signal(init=1)                       # a word is accepted: ~got_last & room, registered
 
         # The state after each outcome of the cycle (a record taken or not, a word taken or not),
         # computed from the registered count and constants; the outcome only picks one.  Per record
@@ -155,7 +153,7 @@ class Gearbox(wiring.Component):
                                                      for j in range(len(sizes))),
                                         "room": 1})
         # The registered state: the count, and what the selected record makes of it.
-        state_layout = data.StructLayout({
+        core_layout = data.StructLayout({
             "free": range(Cu + 1),
             "room": 1,                               # a word fits
             "select": range(len(widths)),            # the record offered
@@ -163,9 +161,20 @@ class Gearbox(wiring.Component):
             "tail": 1,                               # ... and only the final word's fill would remain after it
             "shift": shift_bits,                     # the record register's next load (also in the shifter's copies)
         })
+        state_layout = data.StructLayout({
+            **{name: field.shape for name, field in core_layout},
+            "got_last": 1,                           # the stream's last word is in buf
+            "ready": 1,                              # a word is accepted: ~got_last & room
+            "ending": 1,                             # got_last & tail (the output `ending`)
+        })
         shift_init = Cu % (1 << shift_bits)
-        state = Signal(state_layout, init={"free": Cu, "room": 1, "select": self.first_select, "valid": 0,
-                                           "tail": 1, "shift": shift_init})
+        state_init = {"free": Cu, "room": 1, "select": self.first_select, "valid": 0, "tail": 1,
+                      "shift": shift_init, "got_last": 0, "ready": 1, "ending": 0}
+        # The state register sits behind a hierarchy boundary (`_PickRegister`), so the pick between
+        # the two complete next states is the last LUT before it, driven by the handshake.
+        m.submodules.state = pick = _PickRegister(width=state_layout.size,
+                                                  init=state_layout.const(state_init).as_value().value)
+        state = data.View(state_layout, pick.q)
         free, select = state.free, state.select
 
         def registered(candidate, index):
@@ -200,13 +209,14 @@ class Gearbox(wiring.Component):
 
         take = Signal()
         word_in = Signal()
+        got_last, ready = state.got_last, state.ready
         m.d.comb += [
             # Only registered state decides: no path from the consumer's ready to the bus.
             self.i.ready.eq(ready),
             self.o.valid.eq(state.valid),
-            self.ending.eq(got_last & state.tail),
+            self.ending.eq(state.ending),
             take.eq(self.o.valid & self.o.ready),
-            word_in.eq(self.i.valid & self.i.ready),
+            word_in.eq(self.i.valid & ready),
         ]
 
         # Invariants: a record is taken only when held, and a word only when it fits.
@@ -215,32 +225,38 @@ class Gearbox(wiring.Component):
             Assert(~word_in | (Mux(take, free + size, free) >= Wu), "gearbox: a word taken that does not fit"),
             Assert(state.valid == (free + size <= Cu), "gearbox: the offered record's flag disagrees with the count"),
             Assert(ready == (~got_last & state.room), "gearbox: the input's ready flag disagrees with the count"),
+            Assert(state.ending == (got_last & state.tail), "gearbox: the ending flag disagrees with the count"),
         ]
 
         # The next state if the offered record is taken and if it is not, each complete (the word's
         # transfer, the flush and the next record's width resolved): the consumer's ready only picks one.
+        # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
+        got_last_kept = Signal()
+        got_last_taken = Signal()
+        m.d.comb += got_last_kept.eq(Mux(word_in, self.i.payload.last, got_last))
+        m.d.comb += got_last_taken.eq(got_last_kept)
+        with m.If(self.flush):
+            m.d.comb += got_last_taken.eq(0)
+
+        def complete(core, got_last_next):
+            """``core`` (a ``core_layout`` value) with the end-of-stream flags that follow from ``got_last_next``."""
+            view = data.View(core_layout, core)
+            return Cat(core, got_last_next, ~got_last_next & view.room, got_last_next & view.tail)
+
         if_kept = Signal(state_layout)
         if_taken = Signal(state_layout)
         m.d.comb += [
-            if_kept.eq(Mux(word_in, registered(kept_word, select), state)),
-            if_taken.eq(Mux(self.flush, registered(empty, self.next_select),
-                            Mux(word_in, registered(taken_word, self.next_select),
-                                registered(taken, self.next_select)))),
+            if_kept.eq(complete(Mux(word_in, registered(kept_word, select), state.as_value()[:core_layout.size]),
+                                got_last_kept)),
+            if_taken.eq(complete(Mux(self.flush, registered(empty, self.next_select),
+                                     Mux(word_in, registered(taken_word, self.next_select),
+                                         registered(taken, self.next_select))),
+                                 got_last_taken)),
+            pick.valid.eq(self.o.valid), pick.ready.eq(self.o.ready),
+            pick.if_taken.eq(if_taken), pick.if_kept.eq(if_kept),
         ]
-        state_next = Signal(state_layout)
-        m.d.comb += state_next.eq(Mux(take, if_taken, if_kept))
-        m.d.sync += state.eq(state_next)
-        shift_next = state_next.shift
-        # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
-        got_last_next = Signal()
-        m.d.comb += got_last_next.eq(got_last)
-        with m.If(take & self.flush):
-            m.d.comb += got_last_next.eq(0)
-        with m.Elif(word_in):
-            m.d.comb += got_last_next.eq(self.i.payload.last)
-        m.d.sync += [got_last.eq(got_last_next), ready.eq(~got_last_next & state_next.room)]
 
         # The record register: loaded from the buffer and the incoming word at `shift` (registered
         # copies of shift_next in every group of the shifter), kept while a record is offered and
@@ -263,33 +279,75 @@ class Gearbox(wiring.Component):
                 group = m.submodules[f"shift{k}_{lo // SELECT_FANOUT}"] = _MuxGroup(
                     width=hi - lo, init=(shift_init >> k) & 1)
                 m.d.comb += [
-                    group.select_next.eq(shift_next[k]),
+                    group.valid.eq(self.o.valid), group.ready.eq(self.o.ready),
+                    group.if_taken.eq(if_taken.shift[k]), group.if_kept.eq(if_kept.shift[k]),
                     group.a.eq(level[lo:hi]),
                     group.b.eq(level[lo + step:hi + step]),
                     shifted[lo:hi].eq(group.o),
                 ]
             level = shifted
-        window = Signal(width_max, reset_less=True)
-        with m.If(~self.o.valid | self.o.ready):
-            m.d.sync += window.eq(level[:width_max])
-        m.d.comb += self.o.payload.eq(window)
+        # The record register in slices of SELECT_FANOUT bits, each with its own copy of the clock
+        # enable (a record offered and not taken is kept), so no LUT enables the whole record.
+        for lo in range(0, width_max, SELECT_FANOUT):
+            hi = min(lo + SELECT_FANOUT, width_max)
+            part = m.submodules[f"record_{lo // SELECT_FANOUT}"] = _RecordSlice(width=hi - lo)
+            m.d.comb += [part.valid.eq(self.o.valid), part.ready.eq(self.o.ready), part.d.eq(level[lo:hi]),
+                         self.o.payload[lo:hi].eq(part.q)]
+        return m
+
+
+class _PickRegister(wiring.Component):
+    """``q <= if_taken if valid & ready else if_kept`` (reset to ``init``): the gearbox's next-state pick.
+
+    A submodule so that synthesis keeps the pick as one LUT (valid, ready and the two candidates)
+    in front of each flip-flop instead of merging it into the logic that computes the candidates:
+    the handshake, the latest signal of the cycle, passes one LUT.
+    """
+
+    def __init__(self, *, width: int, init: int = 0):
+        self.init = init
+        super().__init__({"valid": In(1), "ready": In(1), "if_taken": In(width), "if_kept": In(width),
+                          "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        q = Signal(len(self.q), init=self.init)
+        m.d.sync += q.eq(Mux(self.valid & self.ready, self.if_taken, self.if_kept))
+        m.d.comb += self.q.eq(q)
         return m
 
 
 class _MuxGroup(wiring.Component):
-    """``o = b if select else a``, ``select`` a private register loaded from ``select_next`` (reset to ``init``).
+    """``o = b if select else a``, ``select`` a private register picked like the gearbox's state (reset to ``init``).
 
     One group of a level of the gearbox's shifter: each group keeps its own copy of the select
-    line, so the line fans out to this group's multiplexers only.
+    line (its own pick of the shift bit's two candidates), so the line fans out to this group's
+    multiplexers only.
     """
 
     def __init__(self, *, width: int, init: int):
         self.init = init
-        super().__init__({"select_next": In(1), "a": In(width), "b": In(width), "o": Out(width)})
+        super().__init__({"valid": In(1), "ready": In(1), "if_taken": In(1), "if_kept": In(1),
+                          "a": In(width), "b": In(width), "o": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         select = Signal(init=self.init)
-        m.d.sync += select.eq(self.select_next)
+        m.d.sync += select.eq(Mux(self.valid & self.ready, self.if_taken, self.if_kept))
         m.d.comb += self.o.eq(Mux(select, self.b, self.a))
+        return m
+
+
+class _RecordSlice(wiring.Component):
+    """Bits of the gearbox's record register with their own clock enable: loaded unless a record is offered and not taken."""
+
+    def __init__(self, *, width: int):
+        super().__init__({"valid": In(1), "ready": In(1), "d": In(width), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        q = Signal(len(self.q), reset_less=True)
+        with m.If(~self.valid | self.ready):
+            m.d.sync += q.eq(self.d)
+        m.d.comb += self.q.eq(q)
         return m

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Cat, Module, Mux, Signal
+from amaranth.hdl import Assert, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -25,6 +25,9 @@ QUEUE_SLICE_BITS = 96
 #: The epilogue's result is registered before the output queue (for the clock: the queue's write
 #: enable fans out to every LUT-RAM cell of the queue, so it starts from a register).
 RESULT_REGISTER_LATENCY = 1
+
+#: Bits of the record multiplexer (collected header chunks or the gearbox's record) per copy of ``in_header``.
+HEADER_FANOUT = 32
 
 #: Gearbox record selector of a BEAT (header chunks use the others, see ``TileParams.gearbox_record_widths``).
 BEAT = 0
@@ -131,6 +134,9 @@ class SeptetTile(wiring.Component):
         # Sequencer.  A group's header arrives in beat-sized chunks (params.header_chunks); all but
         # the last are collected here, the last completes the HEADER operation of the lanes.
         in_header = Signal(init=1)
+        in_header_next = Signal(init=1)             # in_header's next value (its copies are registers of it)
+        m.d.comb += in_header_next.eq(in_header)
+        m.d.sync += in_header.eq(in_header_next)
         op = lanes.i.payload
         m.d.comb += [
             op.record.eq(gear.o.payload),
@@ -145,12 +151,28 @@ class SeptetTile(wiring.Component):
         # the low beat_bits need a multiplexer; above them the collected chunks and the last
         # chunk are wired through (the lanes ignore them with a BEAT).
         last_start = p.header_bits - chunks[-1]
-        if last_start >= p.beat_bits:
-            m.d.comb += op.record.eq(Cat(Mux(in_header, collected[:p.beat_bits], gear.o.payload[:p.beat_bits]),
-                                         collected[p.beat_bits:last_start], gear.o.payload[:chunks[-1]]))
-        elif len(chunks) > 1:
-            m.d.comb += op.record.eq(Mux(in_header, Cat(collected[:last_start], gear.o.payload[:chunks[-1]]),
-                                         gear.o.payload))
+        # The multiplexer between the collected chunks and the gearbox's record is cut into slices of
+        # HEADER_FANOUT bits, each with its own register of in_header (a submodule each, so synthesis
+        # keeps the copies): in_header itself then drives only the handshake.
+        if len(chunks) > 1:
+            if last_start >= p.beat_bits:
+                mux_bits = p.beat_bits
+                header_side, beat_side = collected[:p.beat_bits], gear.o.payload[:p.beat_bits]
+            else:
+                mux_bits = len(op.record)
+                header_side = Cat(collected[:last_start], gear.o.payload[:chunks[-1]], Const(0, mux_bits))[:mux_bits]
+                beat_side = Cat(gear.o.payload, Const(0, mux_bits))[:mux_bits]
+            picked = Signal(mux_bits)
+            for lo in range(0, mux_bits, HEADER_FANOUT):
+                hi = min(lo + HEADER_FANOUT, mux_bits)
+                part = m.submodules[f"record_mux_{lo // HEADER_FANOUT}"] = _HeaderMux(width=hi - lo)
+                m.d.comb += [part.in_header_next.eq(in_header_next), part.header.eq(header_side[lo:hi]),
+                             part.beat.eq(beat_side[lo:hi]), picked[lo:hi].eq(part.o)]
+                m.d.sync += Assert(part.in_header == in_header, "a record multiplexer's copy of in_header differs")
+            if last_start >= p.beat_bits:
+                m.d.comb += op.record.eq(Cat(picked, collected[p.beat_bits:last_start], gear.o.payload[:chunks[-1]]))
+            else:
+                m.d.comb += op.record.eq(picked)
         # A chunk's slot follows the gearbox's record while the chunk is expected (an enable from one
         # register, not from the gearbox's valid): the sequencer moves on at the transfer, so the
         # slot keeps the chunk that was taken.
@@ -178,7 +200,7 @@ class SeptetTile(wiring.Component):
                     if index == len(chunks) - 1:
                         m.d.comb += [lanes.i.valid.eq(gear.o.valid), op.header.eq(1)]
                         with m.If(gear.o.valid):
-                            m.d.sync += in_header.eq(0)
+                            m.d.comb += in_header_next.eq(0)
             with m.If(gear.o.valid):
                 m.d.sync += chunk.eq(chunk.rotate_left(1))
         with m.Else():
@@ -217,7 +239,8 @@ class SeptetTile(wiring.Component):
             if p.requant:
                 m.d.comb += self.params_in.ready.eq(fire & block_end)
             with m.If(fire & group_end):
-                m.d.sync += [in_header.eq(1), select_after.eq(after(0))]
+                m.d.comb += in_header_next.eq(1)
+                m.d.sync += select_after.eq(after(0))
 
         # Invariants (checked in simulation, proved in formal/): the credits never let a result meet a full queue.
         m.d.sync += [
@@ -232,6 +255,20 @@ class SeptetTile(wiring.Component):
             stream_rules(m, self.params_in, "params_in", driven_here=False)
         return m
 
+
+class _HeaderMux(wiring.Component):
+    """``o = header if in_header else beat``, ``in_header`` this slice's own register of ``in_header_next``."""
+
+    def __init__(self, *, width: int):
+        super().__init__({"in_header_next": In(1), "header": In(width), "beat": In(width), "o": Out(width),
+                          "in_header": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        copy = Signal(init=1)
+        m.d.sync += copy.eq(self.in_header_next)
+        m.d.comb += [self.o.eq(Mux(copy, self.header, self.beat)), self.in_header.eq(copy)]
+        return m
 
 
 class OutputQueue(wiring.Component):
