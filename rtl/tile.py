@@ -114,11 +114,13 @@ class SeptetTile(wiring.Component):
         in_flight = Signal(range(p.output_queue_depth + 1))
         in_flight_next = Signal.like(in_flight)
         has_credit = Signal(init=1)
+        has_credit_next = Signal()
         block_issued = Signal()
         result_taken = Signal()
         m.d.comb += [result_taken.eq(self.result.valid & self.result.ready),
-                     in_flight_next.eq(in_flight + block_issued - result_taken)]
-        m.d.sync += [in_flight.eq(in_flight_next), has_credit.eq(in_flight_next < p.output_queue_depth)]
+                     in_flight_next.eq(in_flight + block_issued - result_taken),
+                     has_credit_next.eq(in_flight_next < p.output_queue_depth)]
+        m.d.sync += [in_flight.eq(in_flight_next), has_credit.eq(has_credit_next)]
 
         # Group ends at least epilogue_interval cycles apart (one group in the drain at a time).
         # `epilogue_free` is a register (epilogue_wait == 0), so the beat's handshake starts from flags;
@@ -126,10 +128,23 @@ class SeptetTile(wiring.Component):
         spaced = p.epilogue_interval > 1
         epilogue_wait = Signal(range(max(p.epilogue_interval, 2)))     # not zero bits wide at L = 1
         epilogue_free = Signal(init=1)
+        epilogue_free_next = Signal(init=1)
         if spaced:
-            m.d.sync += epilogue_free.eq(epilogue_wait <= 1)
+            m.d.comb += epilogue_free_next.eq(epilogue_wait <= 1)
+        m.d.sync += epilogue_free.eq(epilogue_free_next)
         with m.If(~epilogue_free):
             m.d.sync += epilogue_wait.eq(epilogue_wait - 1)
+
+        go_last = Signal(init=1)                    # has_credit & epilogue_free, a register of their next values
+        go_mid = Signal(init=1)                     # ~last_pair | epilogue_free (with groups), likewise
+        go_mid_next = Signal(init=1)
+        m.d.sync += [go_last.eq(has_credit_next & epilogue_free_next), go_mid.eq(go_mid_next)]
+        if p.group_pairs is not None:
+            pair_in_group = Signal(range(p.group_pairs))
+            last_pair = Signal(init=int(p.group_pairs == 1))     # registered: pair_in_group == group_pairs - 1
+            last_pair_next = Signal()
+            m.d.comb += [last_pair_next.eq(last_pair), go_mid_next.eq(~last_pair_next | epilogue_free_next)]
+            m.d.sync += last_pair.eq(last_pair_next)
 
         # Sequencer.  A group's header arrives in beat-sized chunks (params.header_chunks); all but
         # the last are collected here, the last completes the HEADER operation of the lanes.
@@ -208,21 +223,24 @@ class SeptetTile(wiring.Component):
             if p.group_pairs is None:
                 group_end = block_end
             else:
-                pair_in_group = Signal(range(p.group_pairs))
-                last_pair = Signal(init=int(p.group_pairs == 1))     # registered: pair_in_group == group_pairs - 1
                 group_end = block_end | last_pair
             # A block's last beat needs a reserved output entry (and its requantization parameters);
             # a group's last beat waits until the time-shared epilogue has room for its sums.
-            closing_ok = has_credit & (self.params_in.valid if p.requant else 1)
-            may_go = (~block_end | closing_ok) & (~group_end | epilogue_free)
+            # For the clock the go flags are registers, from the next values of the flags they join:
+            # `go_last` (a block's last beat may go: a credit and room in the epilogue) and, with groups,
+            # `go_mid` (any other beat: not a group's last, or room in the epilogue); the beat's
+            # handshake is then one LUT of the activation's valid and last and these flags.
+            closing_ok = go_last & (self.params_in.valid if p.requant else 1)
+            may_go = Mux(block_end, closing_ok, go_mid)
             fire = gear.o.valid & self.act.valid & may_go
             if p.group_pairs is not None:
                 with m.If(fire):
-                    m.d.sync += [pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1)),
-                                 last_pair.eq(Mux(group_end, int(p.group_pairs == 1), pair_in_group == p.group_pairs - 2))]
+                    m.d.sync += pair_in_group.eq(Mux(group_end, 0, pair_in_group + 1))
+                    m.d.comb += last_pair_next.eq(Mux(group_end, int(p.group_pairs == 1), pair_in_group == p.group_pairs - 2))
             if spaced:
                 with m.If(fire & group_end):
-                    m.d.sync += [epilogue_wait.eq(p.epilogue_interval - 1), epilogue_free.eq(0)]
+                    m.d.sync += epilogue_wait.eq(p.epilogue_interval - 1)
+                    m.d.comb += epilogue_free_next.eq(0)
             ending = block_end & gear.ending
             if first_chunk != BEAT:
                 m.d.comb += gear.next_select.eq(Mux(group_end, first_chunk, BEAT))
@@ -247,7 +265,10 @@ class SeptetTile(wiring.Component):
             Assert(~queue.w_en | queue.w_rdy, "a block result was written into the full output queue"),
             Assert(in_flight <= p.output_queue_depth, "more blocks in flight than the output queue holds"),
             Assert(queue.level <= in_flight, "a queued result holds no credit"),
+            Assert(go_last == (has_credit & epilogue_free), "the block's go flag disagrees with the credit and the epilogue"),
         ]
+        if p.group_pairs is not None:
+            m.d.sync += Assert(go_mid == (~last_pair | epilogue_free), "the beat's go flag disagrees with the group's count")
         for name, port, driven_here in (("weights", self.weights, False), ("act", self.act, False),
                                         ("result", self.result, True)):
             stream_rules(m, port, name, driven_here=driven_here)
