@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Assert, Cat, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Array, Assert, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -130,6 +130,7 @@ class Gearbox(wiring.Component):
         # after it (`tail`), and the shift of the record register's next load (`shift`: past that
         # record if it is held, else at the oldest valid unit).
         shift_limit = min(Cu, Cu + Wu - sizes[0])    # the largest shift whose load can be offered
+        free_bits = Shape.cast(range(Cu + 1)).width
         shift_bits = max(shift_limit.bit_length(), 1)
         candidate_layout = data.StructLayout({
             "free": range(Cu + 1),                   # units below the oldest valid bit
@@ -139,14 +140,23 @@ class Gearbox(wiring.Component):
             "room": 1,
         })
 
-        def state_at(free, delta):
-            """The candidate whose count is ``free + delta`` (``delta`` a constant), from compares of ``free``."""
-            return Cat((free + delta)[:len(free)],
-                       Cat(*(free <= Cu - size - delta for size in sizes)),
-                       Cat(*(free > Cu - size - Wu - delta for size in sizes)),
-                       Cat(*(Mux(free <= Cu - size - delta, free + (delta + size), free + delta)[:shift_bits]
-                             for size in sizes)),
-                       free >= Wu - delta)
+        def candidate_at(free, delta):
+            """The candidate (an int in ``candidate_layout``) whose count is ``free + delta``, ``free`` an int."""
+            fields = {
+                "free": (free + delta) % (1 << free_bits),
+                "full": _bits(free <= Cu - size - delta for size in sizes),
+                "tail": _bits(free > Cu - size - Wu - delta for size in sizes),
+                "shift": _bits((_choose(free <= Cu - size - delta, free + (delta + size), free + delta)
+                                % (1 << shift_bits) for size in sizes), shift_bits),
+                "room": int(free >= Wu - delta),
+            }
+            return sum(value << candidate_layout[name].offset for name, value in fields.items())
+
+        def state_at(count, delta):
+            """The candidate whose count is ``count + delta`` (``delta`` a constant): a table of every value of
+            ``count``'s bits, so each bit of it is one LUT of the count's bits (no adders or carry chains)."""
+            table = Array(Const(candidate_at(n, delta), candidate_layout.size) for n in range(1 << free_bits))
+            return table[count]
 
         empty = candidate_layout.const({"free": Cu, "full": 0, "tail": (1 << len(sizes)) - 1,
                                         "shift": sum((Cu % (1 << shift_bits)) << (shift_bits * j)
@@ -294,6 +304,16 @@ class Gearbox(wiring.Component):
             m.d.comb += [part.valid.eq(self.o.valid), part.ready.eq(self.o.ready), part.d.eq(level[lo:hi]),
                          self.o.payload[lo:hi].eq(part.q)]
         return m
+
+
+def _bits(values, width: int = 1) -> int:
+    """``values`` (ints of ``width`` bits, or bools) packed LSB first."""
+    return sum(int(value) << (width * n) for n, value in enumerate(values))
+
+
+def _choose(condition: bool, if_true: int, if_false: int) -> int:
+    """``if_true if condition else if_false`` (the table's form of ``Mux``)."""
+    return if_true if condition else if_false
 
 
 class _PickRegister(wiring.Component):
