@@ -45,6 +45,13 @@ class Gearbox(wiring.Component):
     the enable, and the next state is chosen among values computed from registers and
     constants.  ``LATENCY``: a word's bits can be taken in the cycle after it was accepted.
 
+    For the clock, what the handshake reaches is kept shallow: every candidate of the next state
+    is a table of the count's bits (one LUT per bit, no carry chain); the state register, each
+    shifter group's copy of its select bit and ``o.valid`` (a copy of the state's flag) pick
+    between their two candidates behind a hierarchy boundary, one LUT of ``valid``, ``o.ready``
+    and the two candidates; the record register is cut into slices of ``SELECT_FANOUT`` bits,
+    each with its own clock-enable LUT.
+
     Parameters
     ----------
     in_width : int
@@ -185,6 +192,9 @@ class Gearbox(wiring.Component):
         m.submodules.state = pick = _PickRegister(width=state_layout.size,
                                                   init=state_layout.const(state_init).as_value().value)
         state = data.View(state_layout, pick.q)
+        # The output's valid flag is a copy of the state's (its own pick and flip-flop, a submodule so that
+        # synthesis keeps it): the state's flag drives the picks in here, the copy the consumer's handshake.
+        m.submodules.valid_out = valid_out = _PickRegister(width=1)
         free, select = state.free, state.select
 
         def registered(candidate, index):
@@ -223,9 +233,9 @@ class Gearbox(wiring.Component):
         m.d.comb += [
             # Only registered state decides: no path from the consumer's ready to the bus.
             self.i.ready.eq(ready),
-            self.o.valid.eq(state.valid),
+            self.o.valid.eq(valid_out.q),
             self.ending.eq(state.ending),
-            take.eq(self.o.valid & self.o.ready),
+            take.eq(state.valid & self.o.ready),
             word_in.eq(self.i.valid & ready),
         ]
 
@@ -236,6 +246,7 @@ class Gearbox(wiring.Component):
             Assert(state.valid == (free + size <= Cu), "gearbox: the offered record's flag disagrees with the count"),
             Assert(ready == (~got_last & state.room), "gearbox: the input's ready flag disagrees with the count"),
             Assert(state.ending == (got_last & state.tail), "gearbox: the ending flag disagrees with the count"),
+            Assert(self.o.valid == state.valid, "gearbox: the output's valid flag differs from the state's"),
         ]
 
         # The next state if the offered record is taken and if it is not, each complete (the word's
@@ -262,8 +273,10 @@ class Gearbox(wiring.Component):
                                      Mux(word_in, registered(taken_word, self.next_select),
                                          registered(taken, self.next_select))),
                                  got_last_taken)),
-            pick.valid.eq(self.o.valid), pick.ready.eq(self.o.ready),
+            pick.valid.eq(state.valid), pick.ready.eq(self.o.ready),
             pick.if_taken.eq(if_taken), pick.if_kept.eq(if_kept),
+            valid_out.valid.eq(state.valid), valid_out.ready.eq(self.o.ready),
+            valid_out.if_taken.eq(if_taken.valid), valid_out.if_kept.eq(if_kept.valid),
         ]
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
@@ -289,7 +302,7 @@ class Gearbox(wiring.Component):
                 group = m.submodules[f"shift{k}_{lo // SELECT_FANOUT}"] = _MuxGroup(
                     width=hi - lo, init=(shift_init >> k) & 1)
                 m.d.comb += [
-                    group.valid.eq(self.o.valid), group.ready.eq(self.o.ready),
+                    group.valid.eq(state.valid), group.ready.eq(self.o.ready),
                     group.if_taken.eq(if_taken.shift[k]), group.if_kept.eq(if_kept.shift[k]),
                     group.a.eq(level[lo:hi]),
                     group.b.eq(level[lo + step:hi + step]),
@@ -301,7 +314,7 @@ class Gearbox(wiring.Component):
         for lo in range(0, width_max, SELECT_FANOUT):
             hi = min(lo + SELECT_FANOUT, width_max)
             part = m.submodules[f"record_{lo // SELECT_FANOUT}"] = _RecordSlice(width=hi - lo)
-            m.d.comb += [part.valid.eq(self.o.valid), part.ready.eq(self.o.ready), part.d.eq(level[lo:hi]),
+            m.d.comb += [part.valid.eq(state.valid), part.ready.eq(self.o.ready), part.d.eq(level[lo:hi]),
                          self.o.payload[lo:hi].eq(part.q)]
         return m
 
