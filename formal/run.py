@@ -73,11 +73,11 @@ PROOFS = [
           "result without a block (2+2 shared, 1 lane, W=24, groups of 2, any input, any reset)",
           # Set with issue 12's epilogue at L + 12 cycles (L + 17 with requantization): the credits first ran out at
           # step 25 (31) and the broken one-entry queue overflowed at step 24.  The result register added
-          # one cycle (L + 13, L + 18); `make formal` on the merged tile still fails the broken variant within
-          # broken_depth, as it must, and the depths reach past the first credit exhaustion.
-          ("tile", _TILE), bmc_depth=32, cover_depth=32, broken_depth=26, quick_depth=6),
+          # one cycle (L + 13, L + 18), the lanes' fourth stage another (L + 14, L + 19): the broken variant
+          # is no longer caught at depth 26 (tests/formal), so every depth moves by two.
+          ("tile", _TILE), bmc_depth=34, cover_depth=34, broken_depth=28, quick_depth=6),
     Proof("tile-requant", "the same with requantization (the params stream)", ("tile", _TILE_REQUANT),
-          bmc_depth=38, cover_depth=38, broken_depth=None),
+          bmc_depth=40, cover_depth=40, broken_depth=None),
     Proof("accumulation", "slot sums, activation sums, corrected sums fit their widths (TileParams.slot_sum_bits, "
           "act_sum_bits) and block results the narrowest "
           "accumulator, for every block of K <= max_k = 4 rows, any data, any grouping into groups of at most "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +11,8 @@ from rtl.drain import drain_output_layout
 from rtl.layouts import group_common_layout, lane_result_layout, lane_sums_layout, requant_layout
 from rtl.params import TileParams
 
-__all__ = ["GroupScaler", "split_parts", "split_product", "shift_add", "LATENCY", "ZERO_OPERAND_BITS"]
+__all__ = ["GroupScaler", "Ecp5DspPlatform", "uses_dsp_primitives", "registered_product", "split_parts",
+           "split_product", "shift_add", "LATENCY", "ZERO_OPERAND_BITS"]
 
 #: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa`` as DSP partial products, their
 #: sum, the correction, ``m * corr`` as DSP partial products, their sums over the slots, the shift-add of those
@@ -27,11 +28,73 @@ ZERO_OPERAND_BITS = 17
 DSP_CHUNK = 17
 
 
-def split_parts(m, domain, a, b_unsigned, name):
+def uses_dsp_primitives(platform) -> bool:
+    """Whether ``platform`` asks for ECP5 ``MULT18X18D`` instances (see :class:`Ecp5DspPlatform`)."""
+    return bool(getattr(platform, "ecp5_mult18x18d", False))
+
+
+class Ecp5DspPlatform:
+    """The platform object ``rtl/synth.py`` elaborates with: multiplies as ECP5 ``MULT18X18D`` primitives.
+
+    Elaborated with it, :func:`registered_product` instantiates a ``MULT18X18D`` whose own input and
+    output registers are the flip-flops the behavioural version puts around ``*`` (yosys maps a
+    ``$mul`` to a ``MULT18X18D`` with every register bypassed and has no pass that absorbs
+    adjacent flip-flops into it).  Without it (simulation, ``septet verilog``) the same flip-flops
+    and a plain ``*``: the generated Verilog simulates anywhere.
+    """
+
+    ecp5_mult18x18d = True
+
+
+def registered_product(m, domain, a, b_unsigned, name, *, platform=None, register_inputs=False):
+    """``a * b`` registered at the output (and at the inputs with ``register_inputs``): one 18x18 DSP.
+
+    ``a`` is signed (at most 18 bits) or unsigned (at most 17 bits), ``b`` unsigned (at most 17
+    bits); both enter the DSP as signed 18-bit operands.  Behavioural unless
+    :func:`uses_dsp_primitives` (``platform``): then a ``MULT18X18D`` with ``REG_OUTPUT_CLK`` (and
+    ``REG_INPUTA_CLK``/``REG_INPUTB_CLK``) on ``domain``'s clock, the same cycles.  Returns the
+    registered product, ``signed(len(a) + len(b) + 1)``.
+    """
+    a_signed = a.shape().signed
+    if len(a) > (18 if a_signed else DSP_CHUNK) or len(b_unsigned) > DSP_CHUNK or b_unsigned.shape().signed:
+        raise ValueError(f"registered_product {name}: operands of {len(a)} and {len(b_unsigned)} bits do not fit "
+                         f"an 18x18 signed multiply (a: at most 18 bits signed or 17 unsigned; b: at most 17 unsigned)")
+    product = Signal(signed(len(a) + len(b_unsigned) + 1), name=name, reset_less=True)
+    stmts = getattr(m.d, domain)
+    if not uses_dsp_primitives(platform):
+        if register_inputs:
+            a_in = Signal.like(a, name=f"{name}_a", reset_less=True)
+            b_in = Signal.like(b_unsigned, name=f"{name}_b", reset_less=True)
+            stmts += [a_in.eq(a), b_in.eq(b_unsigned)]
+            a, b_unsigned = a_in, b_in
+        stmts += product.eq(a * b_unsigned)
+        return product
+    a18 = Signal(signed(18), name=f"{name}_a18")
+    b18 = Signal(signed(18), name=f"{name}_b18")
+    p36 = Signal(signed(36), name=f"{name}_p36")
+    # The product's own width (as the behavioural a * b has it), so that synthesis sees the same constant
+    # high bits: an unsigned chunk's product is zero-extended, a signed one's sign-extended.
+    natural = p36[:len(a) + len(b_unsigned)]
+    m.d.comb += [a18.eq(a), b18.eq(b_unsigned), product.eq(natural.as_signed() if a_signed else natural)]
+    clock_source = "CLK0" if register_inputs else "NONE"
+    m.submodules[f"{name}_dsp"] = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK=clock_source, p_REG_INPUTB_CLK=clock_source, p_REG_INPUTC_CLK="NONE",
+        p_REG_PIPELINE_CLK="NONE", p_REG_OUTPUT_CLK="CLK0", p_GSR="DISABLED", p_RESETMODE="SYNC",
+        i_CLK0=ClockSignal(domain), i_CE0=Const(1), i_RST0=Const(0),
+        i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+        **{f"i_A{k}": a18[k] for k in range(18)}, **{f"i_B{k}": b18[k] for k in range(18)},
+        **{f"i_C{k}": Const(0) for k in range(18)}, **{f"o_P{k}": p36[k] for k in range(36)},
+    )
+    return product
+
+
+def split_parts(m, domain, a, b_unsigned, name, *, platform=None, register_inputs=False):
     """Register the partial products of ``a * b`` (``b`` unsigned, at most 17 bits), one 18x18 DSP each.
 
     ``a`` (signed) is cut into 17-bit unsigned chunks and a signed top chunk; each chunk times
-    ``b`` fits one MULT18X18D and is registered at its output.  Returns ``[(low, register)]``:
+    ``b`` fits one MULT18X18D and is registered at its output (and each chunk and ``b`` at its
+    inputs with ``register_inputs``: :func:`registered_product`).  Returns ``[(low, register)]``:
     ``a * b == sum(register << low)``.
     """
     width = len(a)
@@ -40,9 +103,8 @@ def split_parts(m, domain, a, b_unsigned, name):
         high = min(low + DSP_CHUNK, width)
         top = high == width
         chunk = a[low:high].as_signed() if top else a[low:high]
-        reg = Signal(signed(len(chunk) + len(b_unsigned) + 1), name=f"{name}_pp{index}", reset_less=True)
-        domain_stmts = getattr(m.d, domain)
-        domain_stmts += reg.eq(chunk * b_unsigned)
+        reg = registered_product(m, domain, chunk, b_unsigned, f"{name}_pp{index}", platform=platform,
+                                 register_inputs=register_inputs)
         parts.append((low, reg))
     return parts
 
@@ -55,9 +117,9 @@ def shift_add(parts):
     return total
 
 
-def split_product(m, domain, a, b_unsigned, name):
+def split_product(m, domain, a, b_unsigned, name, *, platform=None, register_inputs=False):
     """:func:`split_parts`, returning a function giving the exact product from the registered parts (a shift-add)."""
-    parts = split_parts(m, domain, a, b_unsigned, name)
+    parts = split_parts(m, domain, a, b_unsigned, name, platform=platform, register_inputs=register_inputs)
     return lambda: shift_add(parts)
 
 
@@ -120,38 +182,42 @@ class GroupScaler(wiring.Component):
         for n in range(1, LATENCY + 1):
             m.d.sync += [valid[n].eq(valid[n - 1]), mark[n].eq(mark[n - 1])]
 
-        # Stage 1: z * Σa as registered DSP partial products, with the zero point offset to a
-        # ZERO_OPERAND_BITS-bit operand: Σa * (z + 2**e) - Σa * 2**e, the second term added to acc here
-        # (an operand with low zero bits instead would be narrowed by the synthesis and miss the DSP).
-        # Every sum of a slot is kept modulo 2**w, w = slot_sum_bits: corr = acc - z * Σa fits w bits
-        # (TileParams.slot_sum_bits), so two's complement makes it exact.
+        # Stage 1: z * Σa as registered DSP partial products.  The behavioural version offsets the zero point
+        # to a ZERO_OPERAND_BITS-bit operand: Σa * (z + 2**e) - Σa * 2**e, the second term added to acc here
+        # (yosys maps a multiply to a DSP only when both operands are wide, and an operand with low zero bits
+        # would be narrowed); built with the DSP primitives (Ecp5DspPlatform) the zero point enters as it is
+        # and acc needs no adder.  Every sum of a slot is kept modulo 2**w, w = slot_sum_bits: corr = acc - z * Σa
+        # fits w bits (TileParams.slot_sum_bits), so two's complement makes it exact.
         widths = p.slot_sum_bits
         acc1 = [Signal(signed(w), name=f"acc1_s{t}", reset_less=True) for t, w in enumerate(widths)]
         mant1 = [Signal(unsigned(SCALE_BITS), name=f"mant1_s{t}", reset_less=True) for t in range(S)]
         zero_sum = []
         for t in range(S):
             slot = head.header[f"s{t}"]
-            e = max(len(slot.zero), ZERO_OPERAND_BITS - 1)
-            operand = Cat(slot.zero, Const(0, e - len(slot.zero)), Const(1, 1))
-            zero_sum.append(split_product(m, "sync", common.sa[t], operand, f"zs_s{t}"))
-            m.d.sync += [acc1[t].eq(head.acc[f"s{t}"] + (common.sa[t] << e)), mant1[t].eq(slot.mant)]
+            if uses_dsp_primitives(platform):
+                operand, offset_sum = slot.zero, 0
+            else:
+                e = max(len(slot.zero), ZERO_OPERAND_BITS - 1)
+                operand, offset_sum = Cat(slot.zero, Const(0, e - len(slot.zero)), Const(1, 1)), (common.sa[t] << e)
+            zero_sum.append(split_product(m, "sync", common.sa[t], operand, f"zs_s{t}", platform=platform))
+            m.d.sync += [acc1[t].eq(head.acc[f"s{t}"] + offset_sum), mant1[t].eq(slot.mant)]
 
-        # Stage 2: (z + 2**e) * Σa (modulo 2**w); stage 3: the correction.
+        # Stage 2: z * Σa (with the offset, (z + 2**e) * Σa; modulo 2**w); stage 3: the correction.
         zs2 = [Signal(signed(w), name=f"zs2_s{t}", reset_less=True) for t, w in enumerate(widths)]
         acc2 = [Signal.like(acc1[t], name=f"acc2_s{t}", reset_less=True) for t in range(S)]
         mant2 = [Signal(unsigned(SCALE_BITS), name=f"mant2_s{t}", reset_less=True) for t in range(S)]
         for t in range(S):
             m.d.sync += [zs2[t].eq(zero_sum[t]()), acc2[t].eq(acc1[t]), mant2[t].eq(mant1[t])]
-        corr3 = [Signal(signed(w), name=f"corr3_s{t}", reset_less=True) for t, w in enumerate(widths)]
-        mant3 = [Signal(unsigned(SCALE_BITS), name=f"mant3_s{t}", reset_less=True) for t in range(S)]
-        for t in range(S):
-            m.d.sync += [corr3[t].eq(acc2[t] - zs2[t]), mant3[t].eq(mant2[t])]
-
-        # Stage 4: m * corr as registered DSP partial products; stage 5: the partial products at the same
-        # offset summed over the slots; stage 6: those sums shifted into place and added (the sum over slots).
+        # The correction (modulo 2**w) enters stage 3 as the inputs of the m * corr DSPs (their input
+        # registers, with the mantissa); stage 4: m * corr as registered DSP partial products (their output
+        # registers); stage 5: the partial products at the same offset summed over the slots; stage 6: those
+        # sums shifted into place and added (the sum over slots).
+        corr = [Signal(signed(w), name=f"corr_s{t}") for t, w in enumerate(widths)]
         by_offset = {}
         for t in range(S):
-            for low, reg in split_parts(m, "sync", corr3[t], mant3[t], f"mc_s{t}"):
+            m.d.comb += corr[t].eq(acc2[t] - zs2[t])
+            for low, reg in split_parts(m, "sync", corr[t], mant2[t], f"mc_s{t}", platform=platform,
+                                        register_inputs=True):
                 by_offset.setdefault(low, []).append(reg)
         sums5 = []
         for low, regs in sorted(by_offset.items()):
@@ -178,7 +244,10 @@ class GroupScaler(wiring.Component):
                     m.d.sync += ring[L - 1].eq(0)
                 with m.Else():
                     m.d.sync += ring[L - 1].eq(y)
-        m.d.comb += [self.o.valid.eq(v6 & last6.block_end), self.o.payload.data.eq(y),
+        # o.valid is a register of its own (the gather's clock enable: no LUT between it and that fanout).
+        result_valid = Signal()
+        m.d.sync += result_valid.eq(valid[LATENCY - 1] & mark[LATENCY - 1].block_end)
+        m.d.comb += [self.o.valid.eq(result_valid), self.o.payload.data.eq(y),
                      self.o.payload.last.eq(last6.last), self.o.payload.end.eq(last6.end)]
         if p.requant:
             m.d.comb += self.o.payload.requant.eq(last6.requant)

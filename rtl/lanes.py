@@ -13,21 +13,40 @@ from rtl.params import SLOT_ACC_BITS, TileParams
 
 __all__ = ["MacLane", "MacLanes", "LATENCY"]
 
-#: Registered stages of the lanes: the operation, the decoded products, the sums.
-LATENCY = 3
+#: Registered stages of the lanes: the operation, the products' partial sums, the products, the sums.
+LATENCY = 4
 
 #: Header register bits per copy of its load enable (each slice a submodule, so synthesis keeps the copies).
-HEADER_ENABLE_FANOUT = 64
+HEADER_ENABLE_FANOUT = 16
+
+
+def _bit_pair_sums(act, code):
+    """``act * code`` (``code`` unsigned) as ``[(low, term)]``: ``act * code == sum(term << low)``.
+
+    Each term covers two bits of the code, ``act * code[low] + 2 * act * code[low + 1]``: one
+    carry chain whose operands are the activation gated by a code bit (no multiplier), so the
+    stage that computes the terms is one adder deep and the next stage adds ``ceil(bits / 2)``
+    terms (one adder for a 4-bit code).
+    """
+    terms = []
+    for low in range(0, len(code), 2):
+        term = Mux(code[low], act, 0)
+        if low + 1 < len(code):
+            term = term + (Mux(code[low + 1], act, 0) << 1)
+        terms.append((low, term))
+    return terms
 
 
 class MacLane(wiring.Component):
     """One lane: decode its pair, multiply by the activations, accumulate per slot.
 
-    Three registered stages, as the lanes: the lane's pair, the operation's activations and
-    whether it is a beat (stage A, this lane's own copy, so the broadcast is a register-to-register hop and the
-    multipliers start from local registers); the products, zero unless stage A held a beat
-    (B); the slot sums (C).  The sums restart at the first beat of a group without a reset or
-    an enable on the datapath: an idle cycle adds zero products, and a one-bit ``restart``
+    Four registered stages, as the lanes: the lane's pair and the operation's activations (stage
+    A, this lane's own copy, so the broadcast is a register-to-register hop); each product as
+    partial sums of two code bits each (A2: one carry chain of gated activations, no multiplier),
+    with this lane's copy of "stage A held a beat" (from the lanes' stage-A registers, not from the
+    handshake); the products, the partial sums added, zero unless stage A2 held a beat (B); the
+    slot sums (C).  Every stage is one adder deep.  The sums restart at the first beat of a group
+    without a reset or an enable on the datapath: an idle cycle adds zero products, and a one-bit ``restart``
     flag, cleared by a beat and set by the beat that closes a group, adds the first beat's
     products to zero instead of the old sums.  Each lane keeps its own flags (one per
     submodule, so synthesis does not merge them): they fan out to this lane only.
@@ -36,14 +55,14 @@ class MacLane(wiring.Component):
     ----------
     act : In(ArrayLayout(signed(8), 2))
         The activation pair of the operation entering stage A (even, odd).
-    enter : In(1)
-        A valid BEAT enters stage A.
+    beat_a : In(1)
+        Stage A holds a valid BEAT (registered here for stage A2, beside the products).
     pair : In(pair_layout(fmt))
-        The lane's pair of the operation entering stage A (registered here, beside the multipliers).
+        The lane's pair of the operation entering stage A (registered here, beside the products).
     beat : In(1)
         Stage B holds a beat.
-    close : In(1)
-        Stage B holds the beat that closes a group.
+    closing : In(1)
+        Stage A2 holds the beat that closes a group (registered here: this lane's copy for stage B).
     acc : Out(ArrayLayout(signed(32), n_slots))
         The slot sums; after the closing beat they hold the group's sums until the next beat.
     closed : Out(1)
@@ -56,10 +75,10 @@ class MacLane(wiring.Component):
         self.params = params
         super().__init__({
             "act": In(data.ArrayLayout(signed(ACT_BITS), 2)),
-            "enter": In(1),
+            "beat_a": In(1),
             "pair": In(pair_layout(params.fmt)),
             "beat": In(1),
-            "close": In(1),
+            "closing": In(1),
             "acc": Out(data.ArrayLayout(signed(SLOT_ACC_BITS), params.n_slots)),
             "closed": Out(1),
         })
@@ -69,29 +88,45 @@ class MacLane(wiring.Component):
         p = self.params
         m.submodules.decode = decode = PairDecode(fmt=p.fmt, arithmetic=p.arithmetic)
 
-        # Stage A: this lane's copy of its pair, of the activations and of the beat flag.
-        pair = Signal.like(self.pair, reset_less=True)
-        act = Signal.like(self.act, reset_less=True)
-        beat_a = Signal()
-        m.d.sync += [pair.eq(self.pair), act.eq(self.act), beat_a.eq(self.enter)]
+        # Stage A: this lane's copy of its pair and of the activations (one hop from the broadcast).
+        pair = Signal.like(self.pair, name="pair_a", reset_less=True)
+        act = Signal.like(self.act, name="act_a", reset_less=True)
+        m.d.sync += [pair.eq(self.pair), act.eq(self.act)]
         m.d.comb += decode.pair.eq(pair)
 
-        # Stage B: the products (own grids: the even row in slot 0, the odd row in slot 1; the
-        # shared grid adds both rows into its one slot); zero unless stage A held a beat.
-        even = act[0] * decode.even
-        odd = act[1] * decode.odd
-        sums = [even, odd] if p.n_slots == 2 else [even + odd]
-        prods = [Signal(signed(len(x) + 1), name=f"prod_s{t}", reset_less=True) for t, x in enumerate(sums)]
-        m.d.sync += [reg.eq(Mux(beat_a, x, 0)) for reg, x in zip(prods, sums)]
+        # Stage A2: the products in partial sums, each of two code bits (a carry chain whose inputs are the
+        # activation gated by a code bit), and whether stage A held a beat (this lane's copy).
+        # Own grids: the even row in slot 0, the odd row in slot 1; the shared grid adds both rows into its one slot.
+        even = _bit_pair_sums(act[0], decode.even)
+        odd = _bit_pair_sums(act[1], decode.odd)
+        slots = [even, odd] if p.n_slots == 2 else [even + odd]
+        parts = []
+        for t, terms in enumerate(slots):
+            regs = []
+            for k, (low, term) in enumerate(terms):
+                reg = Signal(term.shape(), name=f"part_s{t}_{k}", reset_less=True)
+                m.d.sync += reg.eq(term)
+                regs.append((low, reg))
+            parts.append(regs)
+        beat_a2 = Signal()
+        m.d.sync += beat_a2.eq(self.beat_a)
+
+        # Stage B: the products, the partial sums shifted into place and added; zero unless stage A2 held a beat.
+        sums = [sum(((reg << low) if low else reg) for low, reg in regs) for regs in parts]
+        prods = [Signal(signed(len(x)), name=f"prod_s{t}", reset_less=True) for t, x in enumerate(sums)]
+        m.d.sync += [reg.eq(Mux(beat_a2, x, 0)) for reg, x in zip(prods, sums)]
 
         # Stage C: the slot sums.
+        close = Signal()                # stage B holds the beat that closes a group (this lane's copy)
+        m.d.sync += close.eq(self.closing)
         restart = Signal(init=1)        # the next beat starts a group
         with m.If(self.beat):
-            m.d.sync += restart.eq(self.close)
-        m.d.sync += self.closed.eq(self.close)
+            m.d.sync += restart.eq(close)
+        m.d.sync += self.closed.eq(close)
         for t in range(p.n_slots):
             acc = Signal(signed(SLOT_ACC_BITS), name=f"acc_s{t}", reset_less=True)
-            m.d.sync += acc.eq(Mux(restart, 0, acc) + prods[t])
+            acc_next = Mux(restart, 0, acc) + prods[t]
+            m.d.sync += acc.eq(acc_next)
             m.d.comb += self.acc[t].eq(acc)
         return m
 
@@ -109,9 +144,10 @@ class MacLanes(wiring.Component):
     and the next beat starts the sums afresh, so the next group's header and beats follow
     without a gap.
 
-    ``LATENCY`` registered stages: the operation (A), the products
-    (B), the sums (C).  Only the valid bits and the restart flags are reset; the datapath
-    registers have neither reset nor enable (an idle cycle enters as zero activations).
+    ``LATENCY`` registered stages: the operation (A: the lanes' copies of their pairs and of the
+    activations), the products' partial sums (A2), the products (B), the sums (C).
+    Only the valid bits and the restart flags are reset; the datapath registers have neither
+    reset nor enable (an idle cycle enters as zero activations).
 
     Parameters
     ----------
@@ -140,43 +176,47 @@ class MacLanes(wiring.Component):
         p = self.params
         op_in = self.i.payload
 
-        # Stage A: register the operation (the gearbox's record and the sequencer are behind it);
-        # the activations for Σa enter as zero unless the operation is a valid beat (the lanes keep
-        # their own copies).
+        # Stage A: register the operation (the gearbox's record and the sequencer are behind it); each
+        # lane registers its own pair and activations, and nothing here waits on the handshake but `va`.
         va = Signal()
         op = Signal(lane_op_layout(p), reset_less=True)
-        act_a = Signal(data.ArrayLayout(signed(ACT_BITS), 2), reset_less=True)
         m.d.sync += [va.eq(self.i.valid), op.eq(op_in)]
-        beat_in = self.i.valid & ~op_in.header
-        m.d.sync += [act_a[0].eq(Mux(beat_in, op_in.act.even, 0)), act_a[1].eq(Mux(beat_in, op_in.act.odd, 0))]
         pairs_in = data.View(beat_layout(p), op_in.record[:p.beat_bits])    # each lane registers its own pair
+        beat_a = va & ~op.header          # stage A holds a valid BEAT (from registers: the lanes' A2 flags)
+
+        # Stage A2: the operation once more; the activations for Σa, zero unless stage A held a beat.
+        va2 = Signal()
+        op2 = Signal(lane_op_layout(p), reset_less=True)
+        act_a2 = Signal(data.ArrayLayout(signed(ACT_BITS), 2), reset_less=True)
+        m.d.sync += [va2.eq(va), op2.eq(op),
+                     act_a2[0].eq(Mux(beat_a, op.act.even, 0)), act_a2[1].eq(Mux(beat_a, op.act.odd, 0))]
 
         # Stage B: products in the lanes; the activation sums, the header and the markers here.
         vb = Signal()                     # stage B holds a beat
         close_b = Signal()                # ... that closes its group
-        beat_a = va & ~op.header
-        m.d.sync += [vb.eq(beat_a), close_b.eq(beat_a & op.group_end)]
-        # The header register in slices, each loaded on its own registered copy of "stage A holds a
+        beat_a2 = va2 & ~op2.header
+        m.d.sync += [vb.eq(beat_a2), close_b.eq(beat_a2 & op2.group_end)]
+        # The header register in slices, each loaded on its own registered copy of "stage A2 holds a
         # valid HEADER" (for the clock: one enable would fan out to every header bit).
         header = Signal(header_layout(p))
-        header_in = self.i.valid & op_in.header
+        header_a = va & op.header
         for n, lo in enumerate(range(0, p.header_bits, HEADER_ENABLE_FANOUT)):
             hi = min(lo + HEADER_ENABLE_FANOUT, p.header_bits)
             part = m.submodules[f"header{n}"] = _HeaderSlice(width=hi - lo)
-            m.d.comb += [part.load_next.eq(header_in), part.d.eq(op.record[lo:hi]),
+            m.d.comb += [part.load_next.eq(header_a), part.d.eq(op2.record[lo:hi]),
                          header.as_value()[lo:hi].eq(part.q)]
-        act_sums = [act_a[0], act_a[1]] if p.n_slots == 2 else [act_a[0] + act_a[1]]
+        act_sums = [act_a2[0], act_a2[1]] if p.n_slots == 2 else [act_a2[0] + act_a2[1]]
         act_b = [Signal(signed(ACT_BITS + 1), name=f"act_b_s{t}", reset_less=True) for t in range(p.n_slots)]
         m.d.sync += [reg.eq(x) for reg, x in zip(act_b, act_sums)]
         marks_b = Signal(data.StructLayout({"block_end": 1, "last": 1}), reset_less=True)
-        m.d.sync += [marks_b.block_end.eq(op.block_end), marks_b.last.eq(op.last)]
+        m.d.sync += [marks_b.block_end.eq(op2.block_end), marks_b.last.eq(op2.last)]
         if p.requant:
-            requant_b = Signal.like(op.requant, reset_less=True)
-            m.d.sync += requant_b.eq(op.requant)
+            requant_b = Signal.like(op2.requant, reset_less=True)
+            m.d.sync += requant_b.eq(op2.requant)
         for lane in range(p.lanes):
             unit = m.submodules[f"lane{lane}"] = MacLane(params=p)
-            m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.enter.eq(beat_in),
-                         unit.pair.eq(pairs_in[lane]), unit.beat.eq(vb), unit.close.eq(close_b),
+            m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.beat_a.eq(beat_a),
+                         unit.pair.eq(pairs_in[lane]), unit.beat.eq(vb), unit.closing.eq(beat_a2 & op2.group_end),
                          *(self.o.payload.acc[lane][f"s{t}"].eq(unit.acc[t]) for t in range(p.n_slots)),
                          self.o.payload.capture[lane].eq(unit.closed)]
 

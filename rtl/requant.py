@@ -90,18 +90,20 @@ class Requantizer(wiring.Component):
         for n in range(1, LATENCY):
             m.d.sync += [valid[n].eq(valid[n - 1]), marks[n].eq(marks[n - 1])]
 
-        # Stage 0: the input (the scaler's last adder is in front of it).
-        head = Signal(lane_result_layout(p), reset_less=True)
-        m.d.sync += head.eq(self.i.payload)
+        # Stage 0: the input (the scaler's last adder is in front of it): the shift here, y and M in the
+        # multiplier's input registers (below).
+        shift0 = Signal(unsigned(REQUANT_SHIFT_BITS), reset_less=True)
+        m.d.sync += shift0.eq(self.i.payload.requant.shift)
 
         # Stage 1: y * M as registered DSP partial products.
         # clamp((p + 2**(s-1)) >> s) == clamp((q + 1) >> 1) with q = p >> (s - 1) == (2 * p) >> s: the rounding
         # is an add on the shifted value, and the shift keeps only the bits the clamp can see (below).
         shift1 = Signal(unsigned(REQUANT_SHIFT_BITS), reset_less=True)
-        m.d.sync += shift1.eq(head.requant.shift)
-        # y fits p.min_acc_width bits (acc_width may be wider): only those enter the multiplier.
-        y = head.data[:p.min_acc_width].as_signed()
-        total = split_product(m, "sync", y, head.requant.mult, "ym")
+        m.d.sync += shift1.eq(shift0)
+        # y fits p.min_acc_width bits (acc_width may be wider): only those enter the multiplier, whose
+        # input registers are stage 0's copy of y and M (the DSPs' own registers when built for ECP5).
+        y = self.i.payload.data[:p.min_acc_width].as_signed()
+        total = split_product(m, "sync", y, self.i.payload.requant.mult, "ym", platform=platform, register_inputs=True)
 
         # Stage 2: the exact product, doubled (a wire: q is the doubled product shifted by s).
         prod2 = Signal(signed(p.min_acc_width + REQUANT_MULT_BITS + 1), reset_less=True)

