@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.checks import check_int
 
-__all__ = ["Gearbox", "SELECT_FANOUT"]
+__all__ = ["Gearbox", "SELECT_FANOUT", "CountTablesPlatform", "uses_count_tables"]
 
 #: Shifter multiplexers per registered copy of a shift bit.  Every level of the record shifter is
 #: cut into groups of this many bits, each a submodule with its own flip-flop copy of its select
@@ -45,8 +45,10 @@ class Gearbox(wiring.Component):
     the enable, and the next state is chosen among values computed from registers and
     constants.  ``LATENCY``: a word's bits can be taken in the cycle after it was accepted.
 
-    For the clock, what the handshake reaches is kept shallow: every candidate of the next state
-    is a table of the count's bits (one LUT per bit, no carry chain); the state register, each
+    For the clock, what the handshake reaches is kept shallow: elaborated for synthesis
+    (:class:`CountTablesPlatform`) every candidate of the next state is a table of the count's
+    bits (one LUT per bit, no carry chain; otherwise adders and compares, the same values, for
+    the simulators and solvers); the state register, each
     shifter group's copy of its select bit and ``o.valid`` (a copy of the state's flag) pick
     between their two candidates behind a hierarchy boundary, one LUT of ``valid``, ``o.ready``
     and the two candidates; the record register is cut into slices of ``SELECT_FANOUT`` bits,
@@ -113,6 +115,24 @@ class Gearbox(wiring.Component):
         """Granularity of every position in the buffer: ``gcd(in_width, *record_widths, capacity)``."""
         return math.gcd(self.in_width, self.capacity, *self.record_widths)
 
+    def counts(self) -> "_Counts":
+        """The formula of the next state's candidates, in units (see :class:`_Counts`)."""
+        g = self.unit
+        Cu, Wu = self.capacity // g, self.in_width // g
+        sizes = sorted({width // g for width in self.record_widths})
+        shift_limit = min(Cu, Cu + Wu - sizes[0])    # the largest shift whose load can be offered
+        free_bits = Shape.cast(range(Cu + 1)).width
+        shift_bits = max(shift_limit.bit_length(), 1)
+        layout = data.StructLayout({
+            "free": range(Cu + 1),                   # units below the oldest valid bit
+            "full": len(sizes),
+            "tail": len(sizes),
+            "shift": shift_bits * len(sizes),
+            "room": 1,
+        })
+        return _Counts(units=Cu, word_units=Wu, sizes=sizes, free_bits=free_bits, shift_bits=shift_bits,
+                       shift_limit=shift_limit, layout=layout)
+
     def elaborate(self, platform):
         m = Module()
         W, C, g = self.in_width, self.capacity, self.unit
@@ -136,34 +156,14 @@ class Gearbox(wiring.Component):
         # size: whether it would be all held (`full`), whether only the final word's fill would remain
         # after it (`tail`), and the shift of the record register's next load (`shift`: past that
         # record if it is held, else at the oldest valid unit).
-        shift_limit = min(Cu, Cu + Wu - sizes[0])    # the largest shift whose load can be offered
-        free_bits = Shape.cast(range(Cu + 1)).width
-        shift_bits = max(shift_limit.bit_length(), 1)
-        candidate_layout = data.StructLayout({
-            "free": range(Cu + 1),                   # units below the oldest valid bit
-            "full": len(sizes),
-            "tail": len(sizes),
-            "shift": shift_bits * len(sizes),
-            "room": 1,
-        })
-
-        def candidate_at(free, delta):
-            """The candidate (an int in ``candidate_layout``) whose count is ``free + delta``, ``free`` an int."""
-            fields = {
-                "free": (free + delta) % (1 << free_bits),
-                "full": _bits(free <= Cu - size - delta for size in sizes),
-                "tail": _bits(free > Cu - size - Wu - delta for size in sizes),
-                "shift": _bits((_choose(free <= Cu - size - delta, free + (delta + size), free + delta)
-                                % (1 << shift_bits) for size in sizes), shift_bits),
-                "room": int(free >= Wu - delta),
-            }
-            return sum(value << candidate_layout[name].offset for name, value in fields.items())
+        counts = self.counts()
+        shift_limit, shift_bits = counts.shift_limit, counts.shift_bits
+        candidate_layout = counts.layout
+        form = counts.table if uses_count_tables(platform) else counts.arithmetic
 
         def state_at(count, delta):
-            """The candidate whose count is ``count + delta`` (``delta`` a constant): a table of every value of
-            ``count``'s bits, so each bit of it is one LUT of the count's bits (no adders or carry chains)."""
-            table = Array(Const(candidate_at(n, delta), candidate_layout.size) for n in range(1 << free_bits))
-            return table[count]
+            """The candidate whose count is ``count + delta`` (``delta`` a constant): see :class:`_Counts`."""
+            return form(count, delta)
 
         empty = candidate_layout.const({"free": Cu, "full": 0, "tail": (1 << len(sizes)) - 1,
                                         "shift": sum((Cu % (1 << shift_bits)) << (shift_bits * j)
@@ -319,14 +319,80 @@ class Gearbox(wiring.Component):
         return m
 
 
-def _bits(values, width: int = 1) -> int:
-    """``values`` (ints of ``width`` bits, or bools) packed LSB first."""
-    return sum(int(value) << (width * n) for n, value in enumerate(values))
+def uses_count_tables(platform) -> bool:
+    """Whether ``platform`` asks for the gearbox's count tables (see :class:`CountTablesPlatform`)."""
+    return bool(getattr(platform, "gearbox_count_tables", False))
 
 
-def _choose(condition: bool, if_true: int, if_false: int) -> int:
-    """``if_true if condition else if_false`` (the table's form of ``Mux``)."""
+class CountTablesPlatform:
+    """A platform object (or mix-in) that elaborates every candidate of the gearbox's next state as a table.
+
+    ``rtl/synth.py`` elaborates with it.  Each candidate is then an ``Array`` of constants indexed by
+    the count's bits: after LUT mapping one LUT per bit, no adders or carry chains (the clock).  Without
+    it (simulation, formal, ``septet verilog``) the same values come from adders and compares of the
+    count, which the solvers and simulators handle far better (the gearbox's bounded proof at depth 16
+    did not finish in 1,800 s with the tables, and takes minutes with the arithmetic).  Both forms
+    come from one formula, :meth:`_Counts.fields`; ``tests/rtl/test_gearbox.py`` checks them equal
+    for every count and every delta the gearbox uses.
+    """
+
+    gearbox_count_tables = True
+
+
+def _choose(condition, if_true, if_false):
+    """``Mux(condition, if_true, if_false)``, or ``if_true if condition else if_false`` on ints."""
+    if any(isinstance(v, Value) for v in (condition, if_true, if_false)):
+        return Mux(condition, if_true, if_false)
     return if_true if condition else if_false
+
+
+class _Counts:
+    """The candidates of the gearbox's next state: the state a count of ``free + delta`` units makes.
+
+    ``fields`` is the one formula; ``table`` and ``arithmetic`` are its two hardware forms (a
+    ``candidate_layout`` value), equal for every value of the count's ``free_bits`` bits.
+    """
+
+    def __init__(self, *, units, word_units, sizes, free_bits, shift_bits, shift_limit, layout):
+        self.units, self.word_units, self.sizes = units, word_units, tuple(sizes)
+        self.free_bits, self.shift_bits, self.shift_limit, self.layout = free_bits, shift_bits, shift_limit, layout
+
+    @property
+    def deltas(self):
+        """Every ``delta`` the gearbox builds a candidate for: a word alone, and each record size with and without one."""
+        return sorted({-self.word_units, *self.sizes, *(size - self.word_units for size in self.sizes)})
+
+    def fields(self, free, delta):
+        """Each field of the candidate with count ``free + delta`` (``free`` an int or a ``Value``), unpacked."""
+        Cu, Wu, sizes = self.units, self.word_units, self.sizes
+        return {
+            "free": [free + delta],
+            "full": [free <= Cu - size - delta for size in sizes],
+            "tail": [free > Cu - size - Wu - delta for size in sizes],
+            "shift": [_choose(free <= Cu - size - delta, free + (delta + size), free + delta) for size in sizes],
+            "room": [(free >= Wu - delta)],
+        }
+
+    def _widths(self):
+        return {"free": self.free_bits, "full": 1, "tail": 1, "shift": self.shift_bits, "room": 1}
+
+    def candidate_at(self, free: int, delta: int) -> int:
+        """The candidate for the int count ``free`` (an int in ``layout``): each field modulo its width."""
+        widths, total = self._widths(), 0
+        for name, values in self.fields(free, delta).items():
+            packed = sum((int(v) % (1 << widths[name])) << (widths[name] * n) for n, v in enumerate(values))
+            total |= packed << self.layout[name].offset
+        return total
+
+    def table(self, count, delta: int) -> Value:
+        """The candidate as a table of every value of ``count``'s bits: each output bit one LUT of them."""
+        return Array(Const(self.candidate_at(n, delta), self.layout.size) for n in range(1 << self.free_bits))[count]
+
+    def arithmetic(self, count, delta: int) -> Value:
+        """The candidate from adders and compares of ``count``."""
+        widths = self._widths()
+        return Cat(*(Value.cast(v)[:widths[name]] for name, values in self.fields(count, delta).items()
+                     for v in values))
 
 
 class _PickRegister(wiring.Component):

@@ -38,6 +38,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.correct import Ecp5DspPlatform
+from rtl.gearbox import CountTablesPlatform
 from rtl.params import TileParams
 from rtl.top import TOP_NAME, SeptetTop
 
@@ -322,6 +323,10 @@ def counts_from_stat(stat: dict, *, wrapped: bool = False) -> tuple:
     return blocks, total
 
 
+class SynthesisPlatform(CountTablesPlatform, Ecp5DspPlatform):
+    """The platform object the tile is synthesised with: the gearbox's count tables and the ECP5 DSP primitives."""
+
+
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1, extra_seeds=(),
                jobs: int = 1, timeout: float = 7200.0, dsp_primitives: bool = True, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
@@ -350,7 +355,8 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         Elaborate the tile with :class:`~rtl.correct.Ecp5DspPlatform`: the epilogue's multiplies are
         ``MULT18X18D`` instances with their own input and output registers (the flip-flops around
         ``*`` of the behavioural Verilog).  ``False``: the behavioural Verilog, whose ``$mul`` cells
-        yosys maps to ``MULT18X18D`` with every register bypassed.
+        yosys maps to ``MULT18X18D`` with every register bypassed.  Either way the gearbox's candidates
+        are tables (:class:`~rtl.gearbox.CountTablesPlatform`).
     **params
         Build parameters of :class:`~rtl.params.TileParams`.
 
@@ -367,7 +373,7 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         design, top = _PnrWrapper(p), WRAP_NAME
     else:
         design, top = SeptetTop(params=p), TOP_NAME
-    platform = Ecp5DspPlatform() if dsp_primitives else None
+    platform = SynthesisPlatform() if dsp_primitives else CountTablesPlatform()
     (work / "design.v").write_text(verilog.convert(design, name=top, platform=platform, emit_src=False))
     (work / "synth.ys").write_text(yosys_script(top, "design.v", json_out="netlist.json" if pnr else None))
     start = time.monotonic()

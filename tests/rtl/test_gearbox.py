@@ -4,6 +4,9 @@
 import random
 
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from golden.format import FORMATS, Arithmetic
@@ -173,3 +176,64 @@ def test_wrong_parameter_types(kwargs, match):
     """A value of the wrong kind is a TypeError naming the parameter (golden.checks' rule), not a ValueError."""
     with pytest.raises(TypeError, match=match):
         Gearbox(**kwargs)
+
+
+class _BothForms(wiring.Component):
+    """The gearbox's candidates for every delta it uses, as tables and as arithmetic, side by side."""
+
+    def __init__(self, counts):
+        self.counts = counts
+        members = {"count": In(counts.free_bits)}
+        for n, _ in enumerate(counts.deltas):
+            members[f"table_{n}"] = Out(counts.layout.size)
+            members[f"arith_{n}"] = Out(counts.layout.size)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        for n, delta in enumerate(self.counts.deltas):
+            m.d.comb += [getattr(self, f"table_{n}").eq(self.counts.table(self.count, delta)),
+                         getattr(self, f"arith_{n}").eq(self.counts.arithmetic(self.count, delta))]
+        return m
+
+
+@pytest.mark.parametrize("W,widths,capacity", [
+    (3, (5, 2), None),                        # the formal proof's gearbox
+    (64, (64, 112), 624),                     # 4+3, 16 lanes: unit 16
+    (64, (64, 128), None),                    # 4+4, 16 lanes
+    (74, (74, 128), None),                    # 4+4 on W = 74: unit 2, a wide count
+    (7, (78, 14), None),
+    (35, (78, 14, 3), 200),                   # three record sizes
+])
+def test_count_tables_equal_arithmetic(W, widths, capacity):
+    """Synthesis elaborates the candidates as tables, everything else as adders and compares: equal for every
+    count value (all of its bits, reachable or not) and every delta the gearbox uses."""
+    gear = Gearbox(in_width=W, record_widths=widths, capacity=capacity)
+    counts = gear.counts()
+    dut = _BothForms(counts)
+    sim = Simulator(dut)
+    checked = []
+
+    async def bench(ctx):
+        for value in range(1 << counts.free_bits):
+            ctx.set(dut.count, value)
+            for n, delta in enumerate(counts.deltas):
+                table, arith = ctx.get(getattr(dut, f"table_{n}")), ctx.get(getattr(dut, f"arith_{n}"))
+                assert table == arith, f"count {value}, delta {delta}: table {table:#x} != arithmetic {arith:#x}"
+                assert table == counts.candidate_at(value, delta)
+                checked.append(table)
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(checked) == (1 << counts.free_bits) * len(counts.deltas)
+    assert len(set(checked)) > 1          # not a constant comparison
+
+
+def test_synthesis_platform_elaborates_tables():
+    """Only the synthesis platform turns the tables on (the flag has one definition)."""
+    from rtl.correct import Ecp5DspPlatform
+    from rtl.gearbox import CountTablesPlatform, uses_count_tables
+    from rtl.synth import SynthesisPlatform
+
+    assert uses_count_tables(SynthesisPlatform()) and uses_count_tables(CountTablesPlatform())
+    assert not uses_count_tables(None) and not uses_count_tables(Ecp5DspPlatform())
