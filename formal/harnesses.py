@@ -46,8 +46,8 @@ class GearboxHarness(Elaboratable):
     is high during an input transfer, the bit at offset ``pick`` of that word is followed: its
     distance from the bottom of the buffer shrinks by each record taken, and the record that
     contains it must carry its value at that offset.  Since ``arm`` and ``pick`` are free, this
-    holds for every bit of every word.  ``flush`` is not driven (one stream; the flush is
-    covered by the simulation tests).
+    holds for every bit of every word.  ``restart`` is free except while ``ending`` (one
+    stream: the flush is covered by the simulation tests); with it the next record is the first.
 
     ``broken``: a wrapper that says ready one cycle too often (when the consumer stalls) and
     drops that word.
@@ -59,14 +59,14 @@ class GearboxHarness(Elaboratable):
         self.broken = broken
         self.i_valid, self.i_data, self.i_last = Signal(), Signal(in_width), Signal()
         self.i_ready = Signal()
-        self.o_ready, self.next_select = Signal(), Signal(range(len(self.widths)))
+        self.o_ready, self.next_select, self.restart = Signal(), Signal(range(len(self.widths))), Signal()
         self.o_valid, self.o_payload = Signal(), Signal(max(self.widths))
         self.arm, self.pick = Signal(), Signal(range(in_width))
 
     @property
     def ports(self):
-        return [self.i_valid, self.i_data, self.i_last, self.i_ready, self.o_ready, self.next_select, self.o_valid,
-                self.o_payload, self.arm, self.pick]
+        return [self.i_valid, self.i_data, self.i_last, self.i_ready, self.o_ready, self.next_select, self.restart,
+                self.o_valid, self.o_payload, self.arm, self.pick]
 
     def elaborate(self, platform):
         m = Module()
@@ -78,7 +78,8 @@ class GearboxHarness(Elaboratable):
         m.d.comb += [
             gear.i.valid.eq(self.i_valid & ~lie), gear.i.payload.data.eq(self.i_data),
             gear.i.payload.last.eq(self.i_last), self.i_ready.eq(gear.i.ready | lie),
-            gear.o.ready.eq(self.o_ready), gear.next_select.eq(self.next_select), gear.flush.eq(0),
+            gear.o.ready.eq(self.o_ready), gear.next_select.eq(self.next_select),
+            gear.restart.eq(self.restart & ~gear.ending),
             self.o_valid.eq(gear.o.valid), self.o_payload.eq(gear.o.payload),
         ]
         m.d.comb += Assume(self.pick < W)
@@ -96,7 +97,7 @@ class GearboxHarness(Elaboratable):
         took_in = self.i_valid & self.i_ready
         took_out = self.o_valid & self.o_ready
         with m.If(took_out):
-            m.d.sync += select.eq(self.next_select)
+            m.d.sync += select.eq(Mux(gear.restart, self.gear.first_select, self.next_select))
         held = Signal(range(C + W + 1))
         last_in = Signal()
         after_out = Signal(range(C + W + 1))

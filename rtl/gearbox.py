@@ -76,9 +76,12 @@ class Gearbox(wiring.Component):
     ending : Out(1)
         The ``last`` word has been taken and fewer than ``in_width`` bits remain after the
         record offered: what remains is the final word's zero fill.
-    flush : In(1)
-        With a transfer on ``o``: discard every bit that remains after the record and
-        accept the next stream's words.
+    restart : In(1)
+        With a transfer on ``o``: the record after this one is ``record_widths[first_select]``
+        (``next_select`` is not read), and if ``ending``, the stream ends with this record: every
+        bit that remains is discarded and the next stream's words are accepted (the flush).  The
+        state after either outcome is computed before the handshake (``ending`` is a register), so
+        ``restart`` and ``o.ready`` pick among complete candidates.
     """
 
     #: Cycles from a word's acceptance to its bits being readable as a record.
@@ -107,7 +110,7 @@ class Gearbox(wiring.Component):
             "o": Out(stream.Signature(unsigned(max(record_widths)))),
             "next_select": In(range(len(record_widths))),
             "ending": Out(1),
-            "flush": In(1),
+            "restart": In(1),
         })
 
     @property
@@ -165,10 +168,6 @@ class Gearbox(wiring.Component):
             """The candidate whose count is ``count + delta`` (``delta`` a constant): see :class:`_Counts`."""
             return form(count, delta)
 
-        empty = candidate_layout.const({"free": Cu, "full": 0, "tail": (1 << len(sizes)) - 1,
-                                        "shift": sum((Cu % (1 << shift_bits)) << (shift_bits * j)
-                                                     for j in range(len(sizes))),
-                                        "room": 1})
         # The registered state: the count, and what the selected record makes of it.
         core_layout = data.StructLayout({
             "free": range(Cu + 1),
@@ -209,8 +208,8 @@ class Gearbox(wiring.Component):
                         chosen = Mux(index == n, field[size_index(n) * bits:][:bits], chosen)
                 return chosen
 
-            return Cat(candidate.free, candidate.room, index, pick(candidate.full, 1), pick(candidate.tail, 1),
-                       pick(candidate.shift, shift_bits))
+            return Cat(candidate.free, candidate.room, Value.cast(index)[:len(select)], pick(candidate.full, 1),
+                       pick(candidate.tail, 1), pick(candidate.shift, shift_bits))
 
         size = Signal(range(max(sizes) + 1))
         kept_word = Signal(candidate_layout)
@@ -249,15 +248,15 @@ class Gearbox(wiring.Component):
             Assert(self.o.valid == state.valid, "gearbox: the output's valid flag differs from the state's"),
         ]
 
-        # The next state if the offered record is taken and if it is not, each complete (the word's
-        # transfer, the flush and the next record's width resolved): the consumer's ready only picks one.
-        # The buffer moves only with a word (a flush needs got_last, so no word comes with it).
+        # The next state if the offered record is not taken, if it is taken, and if it is taken with
+        # `restart`, each complete (the word's transfer and the next record's width resolved): the
+        # consumer's ready and `restart` only pick one, so nothing of the state waits on them.  The
+        # restart's candidate is the state after a reset if the stream ends there (`ending`, a
+        # register: the flush), else the record `first_select` offered next.  The buffer moves only
+        # with a word (`ending` needs got_last, so no word comes with a flush).
         got_last_kept = Signal()
-        got_last_taken = Signal()
         m.d.comb += got_last_kept.eq(Mux(word_in, self.i.payload.last, got_last))
-        m.d.comb += got_last_taken.eq(got_last_kept)
-        with m.If(self.flush):
-            m.d.comb += got_last_taken.eq(0)
+        restart_select = Const(self.first_select, len(select))
 
         def complete(core, got_last_next):
             """``core`` (a ``core_layout`` value) with the end-of-stream flags that follow from ``got_last_next``."""
@@ -266,18 +265,22 @@ class Gearbox(wiring.Component):
 
         if_kept = Signal(state_layout)
         if_taken = Signal(state_layout)
+        if_restarted = Signal(state_layout)
         m.d.comb += [
             if_kept.eq(complete(Mux(word_in, registered(kept_word, select), state.as_value()[:core_layout.size]),
                                 got_last_kept)),
-            if_taken.eq(complete(Mux(self.flush, registered(empty, self.next_select),
-                                     Mux(word_in, registered(taken_word, self.next_select),
-                                         registered(taken, self.next_select))),
-                                 got_last_taken)),
-            pick.valid.eq(state.valid), pick.ready.eq(self.o.ready),
-            pick.if_taken.eq(if_taken), pick.if_kept.eq(if_kept),
-            valid_out.valid.eq(state.valid), valid_out.ready.eq(self.o.ready),
-            valid_out.if_taken.eq(if_taken.valid), valid_out.if_kept.eq(if_kept.valid),
+            if_taken.eq(complete(Mux(word_in, registered(taken_word, self.next_select),
+                                     registered(taken, self.next_select)),
+                                 got_last_kept)),
+            if_restarted.eq(Mux(state.ending, state_layout.const(state_init),
+                                complete(Mux(word_in, registered(taken_word, restart_select),
+                                             registered(taken, restart_select)),
+                                         got_last_kept))),
         ]
+        for picked, field in ((pick, lambda v: v.as_value()), (valid_out, lambda v: v.valid)):
+            m.d.comb += [picked.valid.eq(state.valid), picked.ready.eq(self.o.ready), picked.restart.eq(self.restart),
+                         picked.if_taken.eq(field(if_taken)), picked.if_restarted.eq(field(if_restarted)),
+                         picked.if_kept.eq(field(if_kept))]
         with m.If(word_in):
             m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
 
@@ -302,8 +305,9 @@ class Gearbox(wiring.Component):
                 group = m.submodules[f"shift{k}_{lo // SELECT_FANOUT}"] = _MuxGroup(
                     width=hi - lo, init=(shift_init >> k) & 1)
                 m.d.comb += [
-                    group.valid.eq(state.valid), group.ready.eq(self.o.ready),
-                    group.if_taken.eq(if_taken.shift[k]), group.if_kept.eq(if_kept.shift[k]),
+                    group.valid.eq(state.valid), group.ready.eq(self.o.ready), group.restart.eq(self.restart),
+                    group.if_taken.eq(if_taken.shift[k]), group.if_restarted.eq(if_restarted.shift[k]),
+                    group.if_kept.eq(if_kept.shift[k]),
                     group.a.eq(level[lo:hi]),
                     group.b.eq(level[lo + step:hi + step]),
                     shifted[lo:hi].eq(group.o),
@@ -396,7 +400,9 @@ class _Counts:
 
 
 class _PickRegister(wiring.Component):
-    """``q <= if_taken if valid & ready else if_kept`` (reset to ``init``): the gearbox's next-state pick.
+    """``q <= (if_restarted if restart else if_taken) if valid & ready else if_kept`` (reset to ``init``).
+
+    The gearbox's next-state pick.
 
     A submodule so that synthesis keeps the pick as one LUT (valid, ready and the two candidates)
     in front of each flip-flop instead of merging it into the logic that computes the candidates:
@@ -405,13 +411,13 @@ class _PickRegister(wiring.Component):
 
     def __init__(self, *, width: int, init: int = 0):
         self.init = init
-        super().__init__({"valid": In(1), "ready": In(1), "if_taken": In(width), "if_kept": In(width),
-                          "q": Out(width)})
+        super().__init__({"valid": In(1), "ready": In(1), "restart": In(1), "if_taken": In(width),
+                          "if_restarted": In(width), "if_kept": In(width), "q": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         q = Signal(len(self.q), init=self.init)
-        m.d.sync += q.eq(Mux(self.valid & self.ready, self.if_taken, self.if_kept))
+        m.d.sync += q.eq(Mux(self.valid & self.ready, Mux(self.restart, self.if_restarted, self.if_taken), self.if_kept))
         m.d.comb += self.q.eq(q)
         return m
 
@@ -426,13 +432,14 @@ class _MuxGroup(wiring.Component):
 
     def __init__(self, *, width: int, init: int):
         self.init = init
-        super().__init__({"valid": In(1), "ready": In(1), "if_taken": In(1), "if_kept": In(1),
-                          "a": In(width), "b": In(width), "o": Out(width)})
+        super().__init__({"valid": In(1), "ready": In(1), "restart": In(1), "if_taken": In(1),
+                          "if_restarted": In(1), "if_kept": In(1), "a": In(width), "b": In(width), "o": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         select = Signal(init=self.init)
-        m.d.sync += select.eq(Mux(self.valid & self.ready, self.if_taken, self.if_kept))
+        m.d.sync += select.eq(Mux(self.valid & self.ready, Mux(self.restart, self.if_restarted, self.if_taken),
+                                  self.if_kept))
         m.d.comb += self.o.eq(Mux(select, self.b, self.a))
         return m
 

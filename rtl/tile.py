@@ -241,9 +241,15 @@ class SeptetTile(wiring.Component):
                 with m.If(fire & group_end):
                     m.d.sync += epilogue_wait.eq(p.epilogue_interval - 1)
                     m.d.comb += epilogue_free_next.eq(0)
+            # A block's last beat restarts the gearbox's records at a header's first chunk, and flushes
+            # the zero fill if the stream ends with it (`gear.ending`, a register): the gearbox computes
+            # that state before the handshake, so the activation's `last` only picks it (no candidate
+            # of the gearbox waits on the activation stream).  Any other beat names the next record
+            # from registers: a header's first chunk after a group's last pair, else a beat.
             ending = block_end & gear.ending
             if first_chunk != BEAT:
-                m.d.comb += gear.next_select.eq(Mux(group_end, first_chunk, BEAT))
+                m.d.comb += gear.next_select.eq(Mux(last_pair, first_chunk, BEAT) if p.group_pairs is not None
+                                                else BEAT)
             m.d.comb += [
                 gear.o.ready.eq(self.act.valid & may_go),
                 self.act.ready.eq(gear.o.valid & may_go),
@@ -251,7 +257,7 @@ class SeptetTile(wiring.Component):
                 op.group_end.eq(group_end),
                 op.block_end.eq(block_end),
                 op.last.eq(ending),
-                gear.flush.eq(ending),
+                gear.restart.eq(block_end),
                 block_issued.eq(fire & block_end),
             ]
             if p.requant:

@@ -171,7 +171,7 @@ def test_gearbox_full_under_long_stalls(W, header, beat):
         nonlocal stall_cycles
         for n, kind in enumerate(kinds):
             ctx.set(dut.next_select, kinds[(n + 1) % len(kinds)])       # the record after this one
-            ctx.set(dut.flush, n == len(kinds) - 1)
+            ctx.set(dut.restart, n == len(kinds) - 1)
             if rng.random() < 0.3:
                 burst = rng.randint(1, 3 * -(-dut.capacity // W))
                 stall_cycles += burst
