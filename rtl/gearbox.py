@@ -293,6 +293,10 @@ class Gearbox(wiring.Component):
         # in from beyond the level would lie beyond the buffer and the word; elsewhere the level's own
         # bit passes (what it holds then is never part of an offered record).
         level = Cat(buf, self.i.payload.data)
+        # The shift's next value if taken, `restart` resolved once per bit for all of its groups (so each
+        # group's pick stays one LUT of four inputs and `restart` drives a LUT per bit, not per group).
+        shift_if_taken = Signal(shift_bits)
+        m.d.comb += shift_if_taken.eq(Mux(self.restart, if_restarted.shift, if_taken.shift))
         for k in reversed(range(shift_bits)):
             step = g << k
             out_width = min(width_max + g * ((1 << k) - 1), len(level))
@@ -305,9 +309,8 @@ class Gearbox(wiring.Component):
                 group = m.submodules[f"shift{k}_{lo // SELECT_FANOUT}"] = _MuxGroup(
                     width=hi - lo, init=(shift_init >> k) & 1)
                 m.d.comb += [
-                    group.valid.eq(state.valid), group.ready.eq(self.o.ready), group.restart.eq(self.restart),
-                    group.if_taken.eq(if_taken.shift[k]), group.if_restarted.eq(if_restarted.shift[k]),
-                    group.if_kept.eq(if_kept.shift[k]),
+                    group.valid.eq(state.valid), group.ready.eq(self.o.ready),
+                    group.if_taken.eq(shift_if_taken[k]), group.if_kept.eq(if_kept.shift[k]),
                     group.a.eq(level[lo:hi]),
                     group.b.eq(level[lo + step:hi + step]),
                     shifted[lo:hi].eq(group.o),
@@ -432,14 +435,13 @@ class _MuxGroup(wiring.Component):
 
     def __init__(self, *, width: int, init: int):
         self.init = init
-        super().__init__({"valid": In(1), "ready": In(1), "restart": In(1), "if_taken": In(1),
-                          "if_restarted": In(1), "if_kept": In(1), "a": In(width), "b": In(width), "o": Out(width)})
+        super().__init__({"valid": In(1), "ready": In(1), "if_taken": In(1), "if_kept": In(1),
+                          "a": In(width), "b": In(width), "o": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         select = Signal(init=self.init)
-        m.d.sync += select.eq(Mux(self.valid & self.ready, Mux(self.restart, self.if_restarted, self.if_taken),
-                                  self.if_kept))
+        m.d.sync += select.eq(Mux(self.valid & self.ready, self.if_taken, self.if_kept))
         m.d.comb += self.o.eq(Mux(select, self.b, self.a))
         return m
 
