@@ -12,7 +12,7 @@ from rtl.layouts import group_common_layout, lane_result_layout, lane_sums_layou
 from rtl.params import TileParams
 
 __all__ = ["GroupScaler", "Ecp5DspPlatform", "uses_dsp_primitives", "registered_product", "split_parts",
-           "split_product", "shift_add", "LATENCY", "ZERO_OPERAND_BITS"]
+           "split_product", "shift_add", "interleaved_sum", "LATENCY", "ZERO_OPERAND_BITS"]
 
 #: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa`` as DSP partial products, their
 #: sum, the correction, ``m * corr`` as DSP partial products, their sums over the slots, the shift-add of those
@@ -117,10 +117,39 @@ def shift_add(parts):
     return total
 
 
+def interleaved_sum(parts):
+    """The exact product from :func:`split_parts`'s registers with one adder: chunks ``k`` and ``k + 2`` side by side.
+
+    Every chunk but the top one is unsigned, so its product with ``b`` (at most 17 bits) is non-negative
+    and below ``2**(2 * DSP_CHUNK)``: the parts two chunks apart do not overlap, and the even and the odd
+    parts each make one number by concatenation (the top part, signed, highest).  Their sum is one adder
+    instead of one per part after the first (a 44-bit ``a``: one 45-bit adder instead of two).
+    """
+    halves = []
+    for first in (0, 1):
+        chosen = parts[first::2]
+        if not chosen:
+            continue
+        low0 = chosen[0][0]
+        pieces = []
+        for (low, value), following in zip(chosen, chosen[1:] + [None]):
+            if following is None:
+                pieces.append(value)            # the highest part: its own sign
+            else:
+                if following[0] - low != 2 * DSP_CHUNK:
+                    raise ValueError(f"interleaved_sum: parts at {low} and {following[0]} are not two chunks apart")
+                pieces.append(value[:2 * DSP_CHUNK])
+        halves.append((low0, Cat(*pieces).as_signed()))
+    return shift_add(halves)
+
+
 def split_product(m, domain, a, b_unsigned, name, *, platform=None, register_inputs=False):
-    """:func:`split_parts`, returning a function giving the exact product from the registered parts (a shift-add)."""
+    """:func:`split_parts`, returning a function giving the exact product from the registered parts (one adder).
+
+    See :func:`interleaved_sum`.
+    """
     parts = split_parts(m, domain, a, b_unsigned, name, platform=platform, register_inputs=register_inputs)
-    return lambda: shift_add(parts)
+    return lambda: interleaved_sum(parts)
 
 
 class GroupScaler(wiring.Component):
