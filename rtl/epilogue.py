@@ -51,7 +51,7 @@ class Epilogue(wiring.Component):
         sums, into = self.i.payload, drain.i.payload
         m.d.comb += [drain.i.valid.eq(self.i.valid), into.common.sa.eq(sums.sa),
                      into.common.block_end.eq(sums.block_end), into.common.last.eq(sums.last),
-                     into.capture.eq(sums.capture)]
+                     into.capture_next.eq(sums.capture_next)]
         for lane in range(p.lanes):
             m.d.comb += [into.lanes[lane].acc.eq(sums.acc[lane]), into.lanes[lane].header.eq(sums.header[lane])]
             if p.requant:
