@@ -186,7 +186,7 @@ class RegisterSlice(wiring.Component):
                 m.d.sync += q.eq(self.d)
         else:
             with m.If(control):
-                m.d.sync += q.eq(0)
+                m.d.sync += q.eq(0)         # after its turn (the drain's gated registers)
             with m.Else():
                 m.d.sync += q.eq(self.d)
         m.d.comb += self.q.eq(q)
