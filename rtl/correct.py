@@ -181,6 +181,8 @@ class GroupScaler(wiring.Component):
         always_ready=True))
     o : Out(stream.Signature(lane_result_layout(params), always_ready=True))
         Valid for the lanes of a block's last group; the payload is combinational from the last stage.
+    o_valid_next : Out(1)
+        ``o.valid`` one cycle ahead (for the gather's registered clock enables).
     """
 
     def __init__(self, *, params: TileParams):
@@ -189,6 +191,7 @@ class GroupScaler(wiring.Component):
             "i": In(stream.Signature(drain_output_layout(lane_sums_layout(params), group_common_layout(params)),
                                      always_ready=True)),
             "o": Out(stream.Signature(lane_result_layout(params), always_ready=True)),
+            "o_valid_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -275,7 +278,8 @@ class GroupScaler(wiring.Component):
                     m.d.sync += ring[L - 1].eq(y)
         # o.valid is a register of its own (the gather's clock enable: no LUT between it and that fanout).
         result_valid = Signal()
-        m.d.sync += result_valid.eq(valid[LATENCY - 1] & mark[LATENCY - 1].block_end)
+        m.d.comb += self.o_valid_next.eq(valid[LATENCY - 1] & mark[LATENCY - 1].block_end)
+        m.d.sync += result_valid.eq(self.o_valid_next)
         m.d.comb += [self.o.valid.eq(result_valid), self.o.payload.data.eq(y),
                      self.o.payload.last.eq(last6.last), self.o.payload.end.eq(last6.end)]
         if p.requant:
