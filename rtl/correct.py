@@ -12,7 +12,7 @@ from rtl.layouts import group_common_layout, lane_result_layout, lane_sums_layou
 from rtl.params import TileParams
 
 __all__ = ["GroupScaler", "Ecp5DspPlatform", "uses_dsp_primitives", "registered_product", "split_parts",
-           "split_product", "shift_add", "LATENCY", "ZERO_OPERAND_BITS"]
+           "split_product", "shift_add", "interleaved_sum", "LATENCY", "ZERO_OPERAND_BITS"]
 
 #: Cycles from a lane entering the scaler to its result on ``o``: ``z * Σa`` as DSP partial products, their
 #: sum, the correction, ``m * corr`` as DSP partial products, their sums over the slots, the shift-add of those
@@ -117,10 +117,39 @@ def shift_add(parts):
     return total
 
 
+def interleaved_sum(parts):
+    """The exact product from :func:`split_parts`'s registers with one adder: chunks ``k`` and ``k + 2`` side by side.
+
+    Every chunk but the top one is unsigned, so its product with ``b`` (at most 17 bits) is non-negative
+    and below ``2**(2 * DSP_CHUNK)``: the parts two chunks apart do not overlap, and the even and the odd
+    parts each make one number by concatenation (the top part, signed, highest).  Their sum is one adder
+    instead of one per part after the first (a 44-bit ``a``: one 45-bit adder instead of two).
+    """
+    halves = []
+    for first in (0, 1):
+        chosen = parts[first::2]
+        if not chosen:
+            continue
+        low0 = chosen[0][0]
+        pieces = []
+        for (low, value), following in zip(chosen, chosen[1:] + [None]):
+            if following is None:
+                pieces.append(value)            # the highest part: its own sign
+            else:
+                if following[0] - low != 2 * DSP_CHUNK:
+                    raise ValueError(f"interleaved_sum: parts at {low} and {following[0]} are not two chunks apart")
+                pieces.append(value[:2 * DSP_CHUNK])
+        halves.append((low0, Cat(*pieces).as_signed()))
+    return shift_add(halves)
+
+
 def split_product(m, domain, a, b_unsigned, name, *, platform=None, register_inputs=False):
-    """:func:`split_parts`, returning a function giving the exact product from the registered parts (a shift-add)."""
+    """:func:`split_parts`, returning a function giving the exact product from the registered parts (one adder).
+
+    See :func:`interleaved_sum`.
+    """
     parts = split_parts(m, domain, a, b_unsigned, name, platform=platform, register_inputs=register_inputs)
-    return lambda: shift_add(parts)
+    return lambda: interleaved_sum(parts)
 
 
 class GroupScaler(wiring.Component):
@@ -152,6 +181,8 @@ class GroupScaler(wiring.Component):
         always_ready=True))
     o : Out(stream.Signature(lane_result_layout(params), always_ready=True))
         Valid for the lanes of a block's last group; the payload is combinational from the last stage.
+    o_valid_next : Out(1)
+        ``o.valid`` one cycle ahead (for the gather's registered clock enables).
     """
 
     def __init__(self, *, params: TileParams):
@@ -160,6 +191,7 @@ class GroupScaler(wiring.Component):
             "i": In(stream.Signature(drain_output_layout(lane_sums_layout(params), group_common_layout(params)),
                                      always_ready=True)),
             "o": Out(stream.Signature(lane_result_layout(params), always_ready=True)),
+            "o_valid_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -246,7 +278,8 @@ class GroupScaler(wiring.Component):
                     m.d.sync += ring[L - 1].eq(y)
         # o.valid is a register of its own (the gather's clock enable: no LUT between it and that fanout).
         result_valid = Signal()
-        m.d.sync += result_valid.eq(valid[LATENCY - 1] & mark[LATENCY - 1].block_end)
+        m.d.comb += self.o_valid_next.eq(valid[LATENCY - 1] & mark[LATENCY - 1].block_end)
+        m.d.sync += result_valid.eq(self.o_valid_next)
         m.d.comb += [self.o.valid.eq(result_valid), self.o.payload.data.eq(y),
                      self.o.payload.last.eq(last6.last), self.o.payload.end.eq(last6.end)]
         if p.requant:

@@ -51,7 +51,7 @@ class Epilogue(wiring.Component):
         sums, into = self.i.payload, drain.i.payload
         m.d.comb += [drain.i.valid.eq(self.i.valid), into.common.sa.eq(sums.sa),
                      into.common.block_end.eq(sums.block_end), into.common.last.eq(sums.last),
-                     into.capture.eq(sums.capture)]
+                     into.capture_next.eq(sums.capture_next)]
         for lane in range(p.lanes):
             m.d.comb += [into.lanes[lane].acc.eq(sums.acc[lane]), into.lanes[lane].header.eq(sums.header[lane])]
             if p.requant:
@@ -61,7 +61,9 @@ class Epilogue(wiring.Component):
             m.submodules.requant = requant = Requantizer(params=p)
             connect(m, scaler.o, requant.i)
             connect(m, requant.o, gather.i)
+            m.d.comb += gather.valid_next.eq(requant.o_valid_next)
         else:
             connect(m, scaler.o, gather.i)
+            m.d.comb += gather.valid_next.eq(scaler.o_valid_next)
         connect(m, gather.o, wiring.flipped(self.o))
         return m

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.format import ACT_BITS
 from rtl.decode import PairDecode
+from rtl.drain import register_slices
 from rtl.layouts import beat_layout, group_sums_layout, header_layout, lane_op_layout, pair_layout
 from rtl.params import SLOT_ACC_BITS, TileParams
 
@@ -65,10 +66,11 @@ class MacLane(wiring.Component):
         Stage A2 holds the beat that closes a group (registered here: this lane's copy for stage B).
     acc : Out(ArrayLayout(signed(32), n_slots))
         The slot sums; after the closing beat they hold the group's sums until the next beat.
-    closed : Out(1)
-        The group's sums are on ``acc`` (the closing beat was in stage B): this lane's own copy of
-        the lanes' ``o.valid``, the drain's capture enable for this lane (a register per lane, in
-        this lane's submodule so that synthesis does not merge the copies).
+    capture_next : Out(1)
+        The group's sums are on ``acc`` in the next cycle (stage B holds the closing beat): this lane's
+        own copy of the lanes' ``o.valid`` one cycle ahead, from which the drain registers its capture
+        enables for this lane (a register per lane, in this lane's submodule so that synthesis does not
+        merge the copies).
     """
 
     def __init__(self, *, params: TileParams):
@@ -80,7 +82,7 @@ class MacLane(wiring.Component):
             "beat": In(1),
             "closing": In(1),
             "acc": Out(data.ArrayLayout(signed(SLOT_ACC_BITS), params.n_slots)),
-            "closed": Out(1),
+            "capture_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -122,7 +124,7 @@ class MacLane(wiring.Component):
         restart = Signal(init=1)        # the next beat starts a group
         with m.If(self.beat):
             m.d.sync += restart.eq(close)
-        m.d.sync += self.closed.eq(close)
+        m.d.comb += self.capture_next.eq(close)
         for t in range(p.n_slots):
             acc = Signal(signed(SLOT_ACC_BITS), name=f"acc_s{t}", reset_less=True)
             acc_next = Mux(restart, 0, acc) + prods[t]
@@ -140,7 +142,8 @@ class MacLanes(wiring.Component):
     is accumulated once for all lanes.  The beat that closes a group hands the final sums,
     the group's header and the block markers to ``o`` ``LATENCY`` cycles after it entered (the
     sums in their low ``params.slot_sum_bits`` and ``act_sum_bits``, exact because a group's sums fit
-    them; with every lane's own copy of ``o.valid`` in ``capture``, the drain's clock enables),
+    them; with every lane's own copy of ``o.valid`` one cycle ahead in ``capture_next``, for the drain's
+    clock enables),
     and the next beat starts the sums afresh, so the next group's header and beats follow
     without a gap.
 
@@ -200,11 +203,8 @@ class MacLanes(wiring.Component):
         # valid HEADER" (for the clock: one enable would fan out to every header bit).
         header = Signal(header_layout(p))
         header_a = va & op.header
-        for n, lo in enumerate(range(0, p.header_bits, HEADER_ENABLE_FANOUT)):
-            hi = min(lo + HEADER_ENABLE_FANOUT, p.header_bits)
-            part = m.submodules[f"header{n}"] = _HeaderSlice(width=hi - lo)
-            m.d.comb += [part.load_next.eq(header_a), part.d.eq(op2.record[lo:hi]),
-                         header.as_value()[lo:hi].eq(part.q)]
+        register_slices(m, "header", "enable", header_a, op2.record[:p.header_bits], header,
+                        fanout=HEADER_ENABLE_FANOUT)
         act_sums = [act_a2[0], act_a2[1]] if p.n_slots == 2 else [act_a2[0] + act_a2[1]]
         act_b = [Signal(signed(ACT_BITS + 1), name=f"act_b_s{t}", reset_less=True) for t in range(p.n_slots)]
         m.d.sync += [reg.eq(x) for reg, x in zip(act_b, act_sums)]
@@ -218,7 +218,7 @@ class MacLanes(wiring.Component):
             m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.beat_a.eq(beat_a),
                          unit.pair.eq(pairs_in[lane]), unit.beat.eq(vb), unit.closing.eq(beat_a2 & op2.group_end),
                          *(self.o.payload.acc[lane][f"s{t}"].eq(unit.acc[t]) for t in range(p.n_slots)),
-                         self.o.payload.capture[lane].eq(unit.closed)]
+                         self.o.payload.capture_next[lane].eq(unit.capture_next)]
 
         # Stage C: the activation sums (restarted like the lanes' sums), the group's header and markers.
         m.d.sync += self.o.valid.eq(close_b)
@@ -241,21 +241,4 @@ class MacLanes(wiring.Component):
             requant_c = Signal.like(requant_b, reset_less=True)
             m.d.sync += requant_c.eq(requant_b)
             m.d.comb += self.o.payload.requant.eq(requant_c)
-        return m
-
-
-class _HeaderSlice(wiring.Component):
-    """Bits of the lanes' group header register, loaded in the cycle after ``load_next`` (its own copy of the enable)."""
-
-    def __init__(self, *, width: int):
-        super().__init__({"load_next": In(1), "d": In(width), "q": Out(width)})
-
-    def elaborate(self, platform):
-        m = Module()
-        load = Signal()
-        q = Signal(len(self.q), reset_less=True)
-        m.d.sync += load.eq(self.load_next)
-        with m.If(load):
-            m.d.sync += q.eq(self.d)
-        m.d.comb += self.q.eq(q)
         return m

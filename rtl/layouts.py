@@ -111,7 +111,7 @@ def group_sums_layout(p: TileParams) -> data.StructLayout:
         "header": header_layout(p),
         "block_end": unsigned(1),
         "last": unsigned(1),
-        "capture": unsigned(p.lanes),       # per lane a copy of valid: the drain's capture enables
+        "capture_next": unsigned(p.lanes),  # per lane a copy of valid one cycle ahead: the drain's capture enables
     }
     if p.requant:
         fields["requant"] = requant_lanes_layout(p)

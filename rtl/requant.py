@@ -7,7 +7,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.format import OUT_BITS, OUT_MAX, OUT_MIN, REQUANT_MULT_BITS, REQUANT_SHIFT_BITS
-from rtl.correct import split_product
+from rtl.correct import registered_product, split_product
 from rtl.drain import gather_input_layout
 from rtl.layouts import lane_result_layout
 from rtl.params import TileParams
@@ -70,6 +70,8 @@ class Requantizer(wiring.Component):
     ----------
     i : In(stream.Signature(lane_result_layout(params), always_ready=True))
     o : Out(stream.Signature(gather_input_layout(signed(OUT_BITS)), always_ready=True))
+    o_valid_next : Out(1)
+        ``o.valid`` one cycle ahead (for the gather's registered clock enables).
     """
 
     def __init__(self, *, params: TileParams):
@@ -79,6 +81,7 @@ class Requantizer(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(lane_result_layout(params), always_ready=True)),
             "o": Out(stream.Signature(gather_input_layout(signed(OUT_BITS)), always_ready=True)),
+            "o_valid_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -112,19 +115,25 @@ class Requantizer(wiring.Component):
         sign = prod2[-1]
         doubled = Cat(Const(0, 1), prod2)
 
-        # Stages 3 and 4: q = (2 * prod) >> s by the shift's high then low three bits, keeping the low
-        # KEEP bits of q and whether every bit above them equals the sign (q fits KEEP + 1 bits).
-        fine = [(shift2[b], 1 << b) for b in range(3)][::-1]
+        # Stage 3: q = (2 * prod) >> s by the shift's high three bits (multiples of 8), keeping the low KEEP + 7
+        # bits of that and whether every bit above them equals the sign.
         coarse = [(shift2[b], 1 << b) for b in range(3, REQUANT_SHIFT_BITS)][::-1]
-        low3, ok3 = _shift_keeping(doubled, sign, Const(1), coarse, keep=_KEEP + sum(k for _, k in fine))
-        q3 = Signal(len(low3), reset_less=True)
-        fits3, sign3, shift3 = Signal(reset_less=True), Signal(reset_less=True), Signal(3, reset_less=True)
-        m.d.sync += [q3.eq(low3), fits3.eq(ok3), sign3.eq(sign), shift3.eq(shift2[:3])]
-        fine = [(shift3[b], 1 << b) for b in range(3)][::-1]
-        low4, ok4 = _shift_keeping(q3, sign3, fits3, fine, keep=_KEEP)
-        q4 = Signal(_KEEP, reset_less=True)
-        fits4, sign4 = Signal(reset_less=True), Signal(reset_less=True)
-        m.d.sync += [q4.eq(low4), fits4.eq(ok4), sign4.eq(sign3)]
+        fine_bits = 3
+        low3, ok3 = _shift_keeping(doubled, sign, Const(1), coarse, keep=_KEEP + (1 << fine_bits) - 1)
+        fits3, sign3 = Signal(reset_less=True), Signal(reset_less=True)
+        m.d.sync += [fits3.eq(ok3), sign3.eq(sign)]
+        # Stage 4: the shift's low three bits f as a multiply, in a DSP between its own registers (the stage-3
+        # and stage-4 registers of the value): Cat(low3, sign) * 2**(7 - f) holds q's low KEEP bits at bit 7
+        # (one DSP instead of a LUT multiplexer per bit and step).
+        factor = Signal(unsigned(1 << fine_bits))
+        m.d.comb += factor.eq(Const(1 << ((1 << fine_bits) - 1), 1 << fine_bits) >> shift2[:fine_bits])
+        scaled = registered_product(m, "sync", Cat(low3, sign).as_signed(), factor, "fine", platform=platform,
+                                    register_inputs=True)
+        fits_coarse4, sign4 = Signal(reset_less=True), Signal(reset_less=True)
+        m.d.sync += [fits_coarse4.eq(fits3), sign4.eq(sign3)]
+        top = (1 << fine_bits) - 1
+        q4 = scaled[top:top + _KEEP]
+        fits4 = fits_coarse4 & _all_sign(scaled[top + _KEEP:], sign4)
 
         # The rounding and the clamp, combinational into o: q in [-256, 254] rounds into [OUT_MIN, OUT_MAX]
         # ((q + 1) >> 1, the low bits of a KEEP + 1 bit increment); every other q saturates by its sign.
@@ -135,6 +144,7 @@ class Requantizer(wiring.Component):
         last = LATENCY - 1
         m.d.comb += [
             self.o.valid.eq(valid[last]),
+            self.o_valid_next.eq(valid[last - 1]),
             self.o.payload.data.eq(Mux(in_range, rounded, Mux(sign4, OUT_MIN, OUT_MAX))),
             self.o.payload.last.eq(marks[last][0]),
             self.o.payload.end.eq(marks[last][1]),

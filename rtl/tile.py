@@ -111,7 +111,9 @@ class SeptetTile(wiring.Component):
 
         # Credits: block results in flight or queued never exceed the queue's depth.
         # `has_credit` is a register (in_flight < depth, from the next count), so the beat's handshake starts from flags.
-        in_flight = Signal(range(p.output_queue_depth + 1))
+        # One value beyond the depth, so that the Assert below can see an overflow (over range(depth + 1) it was
+        # a constant compare whenever depth + 1 is a power of two, e.g. the 3+3 requantizing tile's depth 7).
+        in_flight = Signal(range(p.output_queue_depth + 2))
         in_flight_next = Signal.like(in_flight)
         has_credit = Signal(init=1)
         has_credit_next = Signal()

@@ -73,12 +73,14 @@ def _run_scaler(p, groups):
 
     async def feed(ctx):
         for g in groups:
-            ctx.set(dut.i.payload, {**g, "capture": (1 << p.lanes) - 1})
+            ctx.set(dut.i.payload.capture_next, (1 << p.lanes) - 1)     # the capture enables, one cycle ahead
+            await ctx.tick()
+            ctx.set(dut.i.payload, {**g, "capture_next": 0})
             ctx.set(dut.i.valid, 1)
             await ctx.tick()
             ctx.set(dut.i.valid, 0)
-            ctx.set(dut.i.payload.capture, 0)
-            await ctx.tick().repeat(p.epilogue_interval - 1)
+            for _ in range(p.epilogue_interval - 2):
+                await ctx.tick()
         await ctx.tick().repeat(p.result_latency)        # more than the epilogue's own latency
 
     async def collect(ctx):
@@ -273,7 +275,7 @@ def test_drain_then_gather_every_lane_once_at_the_shortest_interval(lanes):
         def elaborate(self, platform):
             m = Module()
             m.submodules.drain, m.submodules.gather = self.drain, self.gather
-            m.d.comb += [self.gather.i.valid.eq(self.drain.o.valid),
+            m.d.comb += [self.gather.i.valid.eq(self.drain.o.valid), self.gather.valid_next.eq(self.drain.valid_next),
                          self.gather.i.payload.data.eq(self.drain.o.payload.lane.a),
                          self.gather.i.payload.last.eq(self.drain.o.payload.last),
                          self.gather.i.payload.end.eq(self.drain.o.payload.common.c[0])]
@@ -283,13 +285,16 @@ def test_drain_then_gather_every_lane_once_at_the_shortest_interval(lanes):
     seen, beats = [], []
 
     async def bench(ctx):
+        ctx.set(dut.drain.i.payload.capture_next, (1 << lanes) - 1)     # the capture enables, one cycle ahead
+        await ctx.tick()
         for cycle in range(len(records) * lanes + DRAIN_LATENCY + lanes + 4):
             index, phase = divmod(cycle, lanes)
             feeding = phase == 0 and index < len(records)
             if feeding:
                 ctx.set(dut.drain.i.payload, records[index])
             ctx.set(dut.drain.i.valid, feeding)
-            ctx.set(dut.drain.i.payload.capture, (1 << lanes) - 1 if feeding else 0)
+            feeding_next = (cycle + 1) % lanes == 0 and (cycle + 1) // lanes < len(records)
+            ctx.set(dut.drain.i.payload.capture_next, (1 << lanes) - 1 if feeding_next else 0)
             _clk, _rst, valid, payload, beat_valid, beat = await ctx.tick().sample(
                 dut.drain.o.valid, dut.drain.o.payload, dut.gather.o.valid, dut.gather.o.payload)
             if valid:

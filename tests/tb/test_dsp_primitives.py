@@ -69,9 +69,10 @@ def _gemvs(config: TileParams) -> list:
 
 
 def test_primitive_version_builds_the_dsps_the_synthesis_counts():
-    # Scaler: z * Σa and m * corr, two 17-bit chunks each per slot (8); the requantizer's y * M: three more.
+    # Scaler: z * Σa and m * corr, two 17-bit chunks each per slot (8); the requantizer's y * M: three more, and
+    # its fine shift (a multiply by a power of two): one.
     assert _dsp_instances(SEPTET_PER_COLUMN) == 8
-    assert _dsp_instances(SEPTET_PER_COLUMN_REQUANT) == 11
+    assert _dsp_instances(SEPTET_PER_COLUMN_REQUANT) == 12
     plain = verilog.convert(SeptetTop(params=SEPTET_PER_COLUMN), name=TOP_NAME, emit_src=False)
     assert "MULT18X18D" not in plain        # the Verilog everything else simulates stays behavioural
 
@@ -80,12 +81,16 @@ def test_the_model_lints_clean():
     assert lint(MODEL, waivers=None) == []
 
 
-def test_primitive_version_matches_golden_exactly(tmp_path):
-    config = SEPTET_PER_COLUMN
+def _run_against_golden(config: TileParams, traffic: dict, tmp_path) -> tuple:
+    """The primitive version on :func:`_gemvs` under ``traffic`` (idle, backpressure, seed): no mismatch."""
     gemvs = _gemvs(config)
-    result = simulate(_primitive_tile(config), GemvSet(config, gemvs, {"idle": 0.2, "backpressure": 0.3, "seed": 11}),
-                      tmp_path, mode="axis")
+    result = simulate(_primitive_tile(config), GemvSet(config, gemvs, traffic), tmp_path, mode="axis")
     assert result.outcome["mismatches"] == 0
+    return gemvs, result
+
+
+def test_primitive_version_matches_golden_exactly(tmp_path):
+    gemvs, result = _run_against_golden(SEPTET_PER_COLUMN, {"idle": 0.2, "backpressure": 0.3, "seed": 11}, tmp_path)
     assert result.outcome["beats_checked"] == sum(g.n_blocks for g in gemvs)
     # y = sum over slots of m * corr with m < 2**16: |y| >= 2**34 needs a |corr| >= 2**17, beyond one DSP chunk.
     assert max(int(np.abs(g.expected).max()) for g in gemvs) >= 1 << (2 * DSP_CHUNK)
@@ -93,11 +98,8 @@ def test_primitive_version_matches_golden_exactly(tmp_path):
 
 
 def test_primitive_version_with_requantization_matches_golden(tmp_path):
-    config = SEPTET_PER_COLUMN_REQUANT
-    gemvs = _gemvs(config)
-    result = simulate(_primitive_tile(config), GemvSet(config, gemvs, {"idle": 0.3, "backpressure": 0.4, "seed": 12}),
-                      tmp_path, mode="axis")
-    assert result.outcome["mismatches"] == 0
+    gemvs, _result = _run_against_golden(SEPTET_PER_COLUMN_REQUANT, {"idle": 0.3, "backpressure": 0.4, "seed": 12},
+                                         tmp_path)
     saturated = sum(int(np.sum(np.abs(g.expected) >= 127)) for g in gemvs)
     inside = sum(int(np.sum(np.abs(g.expected) < 127)) for g in gemvs)
     assert saturated > 0 and inside > 0
