@@ -144,13 +144,19 @@ class LaneDrain(wiring.Component):
         return m
 
 
-def register_slices(m, name, kind, control_next, d, q, *, fanout=CONTROL_FANOUT):
-    """``q`` as :class:`RegisterSlice` submodules of ``fanout`` bits, each with its own copy of ``control_next``."""
+def register_slices(m, name, kind, control_next, d, q, *, fanout=CONTROL_FANOUT, control_init=None):
+    """``q`` as :class:`RegisterSlice` submodules of ``fanout`` bits, each with its own copy of ``control_next``.
+
+    Returns the slices (their ``control`` outputs are the copies, for the caller's ``Assert``).
+    """
     d, q = Value.cast(d), Value.cast(q)
+    parts = []
     for n, lo in enumerate(range(0, len(q), fanout)):
         hi = min(lo + fanout, len(q))
-        part = m.submodules[f"{name}_{n}"] = RegisterSlice(width=hi - lo, kind=kind)
+        part = m.submodules[f"{name}_{n}"] = RegisterSlice(width=hi - lo, kind=kind, control_init=control_init)
         m.d.comb += [part.control_next.eq(control_next), part.d.eq(d[lo:hi]), q[lo:hi].eq(part.q)]
+        parts.append(part)
+    return parts
 
 
 class RegisterSlice(wiring.Component):
@@ -164,27 +170,35 @@ class RegisterSlice(wiring.Component):
     ----------
     width : int
     kind : str
-        ``"enable"``: ``q <= d`` when the control is set (reset 0); ``"clear"``: ``q <= 0`` when it
-        is set, else ``d`` (reset 1: cleared after reset), the flip-flops' own synchronous clear.
+        ``"enable"``: ``q <= d`` when the control is set; ``"clear"``: ``q <= 0`` when it is set,
+        else ``d``, the flip-flops' own synchronous clear.
+    control_init : bool, optional
+        The control copy's value after reset (the value of the flag it copies); by default 0 for
+        ``"enable"`` and 1 for ``"clear"`` (cleared after reset).
 
     Attributes
     ----------
     control_next : In(1)
     d : In(width)
     q : Out(width)
+    control : Out(1)
+        This slice's copy of the control (``control_next`` one cycle later).
     """
 
-    def __init__(self, *, width: int, kind: str):
+    def __init__(self, *, width: int, kind: str, control_init: "bool | None" = None):
         if kind not in ("enable", "clear"):
             raise ValueError(f"RegisterSlice kind must be 'enable' or 'clear', not {kind!r}")
         self.kind = kind
-        super().__init__({"control_next": In(1), "d": In(check_int("width", width, 1)), "q": Out(width)})
+        self.control_init = int(kind == "clear" if control_init is None else control_init)
+        super().__init__({"control_next": In(1), "d": In(check_int("width", width, 1)), "q": Out(width),
+                          "control": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        control = Signal(init=int(self.kind == "clear"))
+        control = Signal(init=self.control_init)
         q = Signal(len(self.q), reset_less=True)
         m.d.sync += control.eq(self.control_next)
+        m.d.comb += self.control.eq(control)
         if self.kind == "enable":
             with m.If(control):
                 m.d.sync += q.eq(self.d)

@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from rtl.checks import stream_rules
+from rtl.drain import register_slices
 from rtl.epilogue import Epilogue
 from rtl.gearbox import Gearbox
 from rtl.lanes import MacLanes
@@ -200,13 +201,10 @@ class SeptetTile(wiring.Component):
         # one flag had driven the clock enables of a whole chunk, up to 9.8 ns of routing (4+3 seed 2).
         for index, width in enumerate(chunks[:-1]):
             start = sum(chunks[:index])
-            for lo in range(0, width, HEADER_FANOUT):
-                hi = min(lo + HEADER_FANOUT, width)
-                part = m.submodules[f"chunk{index}_slot_{lo // HEADER_FANOUT}"] = _ChunkSlot(
-                    width=hi - lo, expected_at_reset=index == 0)
-                m.d.comb += [part.expected_next.eq(chunk_next[index]), part.d.eq(gear.o.payload[lo:hi]),
-                             collected[start + lo:start + hi].eq(part.q)]
-                m.d.sync += Assert(part.expected == chunk[index], "a chunk slot's copy of its flag differs")
+            for part in register_slices(m, f"chunk{index}_slot", "enable", chunk_next[index], gear.o.payload[:width],
+                                        collected[start:start + width], fanout=HEADER_FANOUT,
+                                        control_init=index == 0):
+                m.d.sync += Assert(part.control == chunk[index], "a chunk slot's copy of its flag differs")
         # The record after the one taken now, for the gearbox (which computes its next state from it
         # before the handshake): a register, moved on with the sequencer (in beat mode BEAT, or
         # chunk 0 at a group end, which the beat-mode code below picks when they differ).
@@ -307,25 +305,6 @@ class _HeaderMux(wiring.Component):
         copy = Signal(init=1)
         m.d.sync += copy.eq(self.in_header_next)
         m.d.comb += [self.o.eq(Mux(copy, self.header, self.beat)), self.in_header.eq(copy)]
-        return m
-
-
-class _ChunkSlot(wiring.Component):
-    """Bits of a header chunk's slot: ``q`` follows ``d`` while ``expected``, this slot's own register of
-    ``expected_next`` (the sequencer's flag of that chunk, reset to ``expected_at_reset``)."""
-
-    def __init__(self, *, width: int, expected_at_reset: bool):
-        self.expected_at_reset = int(expected_at_reset)
-        super().__init__({"expected_next": In(1), "d": In(width), "q": Out(width), "expected": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        expected = Signal(init=self.expected_at_reset)
-        q = Signal(len(self.q), reset_less=True)
-        m.d.sync += expected.eq(self.expected_next)
-        with m.If(expected):
-            m.d.sync += q.eq(self.d)
-        m.d.comb += [self.q.eq(q), self.expected.eq(expected)]
         return m
 
 
