@@ -162,11 +162,8 @@ class Gearbox(wiring.Component):
         counts = self.counts()
         shift_limit, shift_bits = counts.shift_limit, counts.shift_bits
         candidate_layout = counts.layout
-        form = counts.table if uses_count_tables(platform) else counts.arithmetic
-
-        def state_at(count, delta):
-            """The candidate whose count is ``count + delta`` (``delta`` a constant): see :class:`_Counts`."""
-            return form(count, delta)
+        # state_at(count, delta): the candidate whose count is `count + delta` (`delta` a constant), see _Counts.
+        state_at = counts.table if uses_count_tables(platform) else counts.arithmetic
 
         # The registered state: the count, and what the selected record makes of it.
         core_layout = data.StructLayout({
