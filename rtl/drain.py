@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.checks import check_int
 
-__all__ = ["LaneDrain", "LaneGather", "RegisterSlice", "register_slices", "CONTROL_FANOUT",
+__all__ = ["LaneDrain", "LaneGather", "RegisterSlice", "RegisteredCopy", "register_slices", "CONTROL_FANOUT",
            "drain_input_layout", "drain_output_layout", "gather_input_layout",
            "DRAIN_LATENCY", "GATHER_LATENCY"]
 
@@ -82,8 +82,9 @@ class LaneDrain(wiring.Component):
     ----------
     i : In(stream.Signature(drain_input_layout(lane_layout, common_layout, lanes), always_ready=True))
     o : Out(stream.Signature(drain_output_layout(lane_layout, common_layout), always_ready=True))
-    valid_next : Out(1)
-        ``o.valid`` one cycle ahead (the register it is loaded from).
+    valid_ahead : Out(1)
+        ``o.valid`` two cycles ahead (combinational from ``i.valid``: the next value of the register
+        ``o.valid`` is loaded from), for a :class:`LaneGather` behind it.
     """
 
     def __init__(self, *, lane_layout, common_layout, lanes: int):
@@ -92,7 +93,7 @@ class LaneDrain(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(drain_input_layout(lane_layout, common_layout, lanes), always_ready=True)),
             "o": Out(stream.Signature(drain_output_layout(lane_layout, common_layout), always_ready=True)),
-            "valid_next": Out(1),
+            "valid_ahead": Out(1),
         })
 
     def elaborate(self, platform):
@@ -109,7 +110,8 @@ class LaneDrain(wiring.Component):
         not_valid = ~self.i.valid
         m.d.sync += [turn.eq(Cat(self.i.valid, turn[:-1])), idle.eq(Cat(not_valid, idle[:-1]))]
         active = Signal()      # == turn.any(): records are at least L cycles apart, so turn is one-hot
-        m.d.sync += active.eq(self.i.valid | (active & ~turn[L - 1]))
+        m.d.comb += self.valid_ahead.eq(self.i.valid | (active & ~turn[L - 1]))
+        m.d.sync += active.eq(self.valid_ahead)
         m.d.sync += Assert(active == turn.any(), "two records in the drain at once (closer than L cycles)")
         # Lane l is captured on its own copies of valid, registered here from payload.capture_next[l], one
         # per CONTROL_FANOUT bits (a RegisterSlice each).
@@ -139,7 +141,6 @@ class LaneDrain(wiring.Component):
         common_out = Signal(self.common_layout, reset_less=True)
         m.d.sync += [lane_out.eq(reduce(lambda a, b: a | b, gated)), common_out.eq(common)]
         m.d.sync += [self.o.valid.eq(active), self.o.payload.first.eq(turn[0]), self.o.payload.last.eq(turn[L - 1])]
-        m.d.comb += self.valid_next.eq(active)
         m.d.comb += [self.o.payload.lane.eq(lane_out), self.o.payload.common.eq(common_out)]
         return m
 
@@ -211,6 +212,37 @@ class RegisterSlice(wiring.Component):
         return m
 
 
+class RegisteredCopy(wiring.Component):
+    """A register of ``d`` in a submodule of its own: one copy of a control flag that synthesis keeps apart.
+
+    For the clock: a flag that many registers are loaded from (or enabled by) is copied into
+    registers that each drive a few of them, so that the placer can put every copy beside its
+    loads; identical registers in one module would be merged back into one by synthesis.
+
+    Parameters
+    ----------
+    init : int
+        The copy's value after reset.
+
+    Attributes
+    ----------
+    d : In(1)
+    q : Out(1)
+        ``d`` one cycle later.
+    """
+
+    def __init__(self, *, init: int = 0):
+        self.init = check_int("init", init, 0, 1)
+        super().__init__({"d": In(1), "q": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        q = Signal(init=self.init)
+        m.d.sync += q.eq(self.d)
+        m.d.comb += self.q.eq(q)
+        return m
+
+
 class LaneGather(wiring.Component):
     """``L`` serial lane results in (lane 0 first), one beat of ``L`` lanes out with the last of them.
 
@@ -228,8 +260,10 @@ class LaneGather(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(gather_input_layout(shape), always_ready=True))
-    valid_next : In(1)
-        ``i.valid`` one cycle ahead (a register's next value at the source), for the shift's clock enables.
+    valid_ahead : In(1)
+        ``i.valid`` two cycles ahead, a register at the source (for the shift's clock enables: it is copied
+        once per lane, and each lane's copy is copied once per ``CONTROL_FANOUT`` bits, so that no net
+        that crosses the die is driven by a LUT or drives more than ``L - 1`` registers).
     o : Out(stream.Signature(StructLayout({"data": ArrayLayout(shape, L), "last": 1}), always_ready=True))
         The tile's result beat layout (``rtl.layouts.result_layout``).
     """
@@ -240,7 +274,7 @@ class LaneGather(wiring.Component):
         out = data.StructLayout({"data": data.ArrayLayout(shape, lanes), "last": 1})
         super().__init__({
             "i": In(stream.Signature(gather_input_layout(shape), always_ready=True)),
-            "valid_next": In(1),
+            "valid_ahead": In(1),
             "o": Out(stream.Signature(out, always_ready=True)),
         })
 
@@ -248,15 +282,18 @@ class LaneGather(wiring.Component):
         m = Module()
         L = self.lanes
         # Lanes 0 .. L-2 wait in a shift register; lane L - 1 completes the beat as it arrives.  The shift's
-        # clock enables are registered copies of valid_next, one per CONTROL_FANOUT bits (one register had
-        # driven all (L - 1) lanes' enables: 12.8 ns of routing on a 4+3 placement).
-        valid = Signal()
-        m.d.sync += valid.eq(self.valid_next)
-        m.d.sync += Assert(valid == self.i.valid, "the gather's valid_next was not its input's valid one cycle ahead")
+        # clock enables are registered copies of valid one cycle ahead, one per CONTROL_FANOUT bits, each loaded
+        # from its lane's register of valid_ahead (one register had driven all (L - 1) lanes' enables: 12.8 ns of
+        # routing on a 4+3 placement; then a LUT of the scaler's registers driving the 45 copies: 7.3 ns).
+        valid_next, valid = Signal(), Signal()
+        m.d.sync += [valid_next.eq(self.valid_ahead), valid.eq(valid_next)]
+        m.d.sync += Assert(valid == self.i.valid, "the gather's valid_ahead was not its input's valid two cycles ahead")
         beat = [Signal(self.shape, name=f"beat_l{lane}", reset_less=True) for lane in range(L - 1)]
         for lane in range(L - 1):
+            copy = m.submodules[f"valid_next_l{lane}"] = RegisteredCopy()
+            m.d.comb += copy.d.eq(self.valid_ahead)
             source = beat[lane + 1] if lane + 1 < L - 1 else self.i.payload.data
-            register_slices(m, f"beat_l{lane}", "enable", self.valid_next, source, beat[lane])
+            register_slices(m, f"beat_l{lane}", "enable", copy.q, source, beat[lane])
         m.d.comb += [
             self.o.valid.eq(self.i.valid & self.i.payload.last),
             self.o.payload.last.eq(self.i.payload.end),

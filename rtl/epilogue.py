@@ -61,9 +61,9 @@ class Epilogue(wiring.Component):
             m.submodules.requant = requant = Requantizer(params=p)
             connect(m, scaler.o, requant.i)
             connect(m, requant.o, gather.i)
-            m.d.comb += gather.valid_next.eq(requant.o_valid_next)
+            m.d.comb += gather.valid_ahead.eq(requant.o_valid_ahead)
         else:
             connect(m, scaler.o, gather.i)
-            m.d.comb += gather.valid_next.eq(scaler.o_valid_next)
+            m.d.comb += gather.valid_ahead.eq(scaler.o_valid_ahead)
         connect(m, gather.o, wiring.flipped(self.o))
         return m

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.format import ACT_BITS
 from rtl.decode import PairDecode
-from rtl.drain import register_slices
+from rtl.drain import RegisteredCopy, register_slices
 from rtl.layouts import beat_layout, group_sums_layout, header_layout, lane_op_layout, pair_layout
 from rtl.params import SLOT_ACC_BITS, TileParams
 
@@ -19,6 +19,8 @@ LATENCY = 4
 
 #: Header register bits per copy of its load enable (each slice a submodule, so synthesis keeps the copies).
 HEADER_ENABLE_FANOUT = 16
+#: Accumulator bits per copy of a lane's restart flag (each copy a submodule, so synthesis keeps the copies).
+RESTART_FANOUT = 8
 
 
 def _bit_pair_sums(act, code):
@@ -46,11 +48,12 @@ class MacLane(wiring.Component):
     partial sums of two code bits each (A2: one carry chain of gated activations, no multiplier),
     with this lane's copy of "stage A held a beat" (from the lanes' stage-A registers, not from the
     handshake); the products, the partial sums added, zero unless stage A2 held a beat (B); the
-    slot sums (C).  Every stage is one adder deep.  The sums restart at the first beat of a group
+    slot sums (C).  Every stage is one adder deep.  The sums restart after the closing beat of a group
     without a reset or an enable on the datapath: an idle cycle adds zero products, and a one-bit ``restart``
-    flag, cleared by a beat and set by the beat that closes a group, adds the first beat's
-    products to zero instead of the old sums.  Each lane keeps its own flags (one per
-    submodule, so synthesis does not merge them): they fan out to this lane only.
+    flag, a register of "stage B holds the closing beat", adds the products of the cycle after that
+    beat (zero, or the next group's first beat) to zero instead of the old sums.  Each lane keeps its
+    own flags, the restart flag in copies per ``RESTART_FANOUT`` accumulator bits (one per submodule,
+    so synthesis does not merge them): they fan out to a few bits of this lane only.
 
     Attributes
     ----------
@@ -60,12 +63,10 @@ class MacLane(wiring.Component):
         Stage A holds a valid BEAT (registered here for stage A2, beside the products).
     pair : In(pair_layout(fmt))
         The lane's pair of the operation entering stage A (registered here, beside the products).
-    beat : In(1)
-        Stage B holds a beat.
     closing : In(1)
         Stage A2 holds the beat that closes a group (registered here: this lane's copy for stage B).
     acc : Out(ArrayLayout(signed(32), n_slots))
-        The slot sums; after the closing beat they hold the group's sums until the next beat.
+        The slot sums; in the cycle after the closing beat they hold the group's sums.
     capture_next : Out(1)
         The group's sums are on ``acc`` in the next cycle (stage B holds the closing beat): this lane's
         own copy of the lanes' ``o.valid`` one cycle ahead, from which the drain registers its capture
@@ -79,7 +80,6 @@ class MacLane(wiring.Component):
             "act": In(data.ArrayLayout(signed(ACT_BITS), 2)),
             "beat_a": In(1),
             "pair": In(pair_layout(params.fmt)),
-            "beat": In(1),
             "closing": In(1),
             "acc": Out(data.ArrayLayout(signed(SLOT_ACC_BITS), params.n_slots)),
             "capture_next": Out(1),
@@ -118,16 +118,26 @@ class MacLane(wiring.Component):
         prods = [Signal(signed(len(x)), name=f"prod_s{t}", reset_less=True) for t, x in enumerate(sums)]
         m.d.sync += [reg.eq(Mux(beat_a2, x, 0)) for reg, x in zip(prods, sums)]
 
-        # Stage C: the slot sums.
+        # Stage C: the slot sums.  A group's sums are on acc in the cycle after its closing beat (the drain captures
+        # them then), and that cycle's products start the next group's sums: restart is a register of close, so a
+        # group that follows without a gap loses nothing.  Each RESTART_FANOUT bits of an accumulator have their own
+        # copy of restart, beside their multiplexers (one flag driving a lane's ~55 multiplexers was 4.3-4.7 ns of
+        # routing into the accumulator's carry chain).  In the first cycles after a reset restart is set once more
+        # (fresh): a one-cycle reset leaves stage B's products of the cycle before it, which that restart drops.
         close = Signal()                # stage B holds the beat that closes a group (this lane's copy)
         m.d.sync += close.eq(self.closing)
-        restart = Signal(init=1)        # the next beat starts a group
-        with m.If(self.beat):
-            m.d.sync += restart.eq(close)
-        m.d.comb += self.capture_next.eq(close)
+        fresh = Signal(init=1)          # the first cycle after a reset
+        m.d.sync += fresh.eq(0)
+        restart_next = Signal()
+        m.d.comb += [restart_next.eq(close | fresh), self.capture_next.eq(close)]
         for t in range(p.n_slots):
             acc = Signal(signed(SLOT_ACC_BITS), name=f"acc_s{t}", reset_less=True)
-            acc_next = Mux(restart, 0, acc) + prods[t]
+            kept = []
+            for n, lo in enumerate(range(0, SLOT_ACC_BITS, RESTART_FANOUT)):
+                restart = m.submodules[f"restart_s{t}_{n}"] = RegisteredCopy(init=1)
+                m.d.comb += restart.d.eq(restart_next)
+                kept.append(Mux(restart.q, 0, acc[lo:lo + RESTART_FANOUT]))
+            acc_next = Cat(*kept).as_signed() + prods[t]
             m.d.sync += acc.eq(acc_next)
             m.d.comb += self.acc[t].eq(acc)
         return m
@@ -216,7 +226,7 @@ class MacLanes(wiring.Component):
         for lane in range(p.lanes):
             unit = m.submodules[f"lane{lane}"] = MacLane(params=p)
             m.d.comb += [unit.act[0].eq(op_in.act.even), unit.act[1].eq(op_in.act.odd), unit.beat_a.eq(beat_a),
-                         unit.pair.eq(pairs_in[lane]), unit.beat.eq(vb), unit.closing.eq(beat_a2 & op2.group_end),
+                         unit.pair.eq(pairs_in[lane]), unit.closing.eq(beat_a2 & op2.group_end),
                          *(self.o.payload.acc[lane][f"s{t}"].eq(unit.acc[t]) for t in range(p.n_slots)),
                          self.o.payload.capture_next[lane].eq(unit.capture_next)]
 

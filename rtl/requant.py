@@ -70,8 +70,8 @@ class Requantizer(wiring.Component):
     ----------
     i : In(stream.Signature(lane_result_layout(params), always_ready=True))
     o : Out(stream.Signature(gather_input_layout(signed(OUT_BITS)), always_ready=True))
-    o_valid_next : Out(1)
-        ``o.valid`` one cycle ahead (for the gather's registered clock enables).
+    o_valid_ahead : Out(1)
+        ``o.valid`` two cycles ahead, a register (for the gather's registered clock enables).
     """
 
     def __init__(self, *, params: TileParams):
@@ -81,7 +81,7 @@ class Requantizer(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(lane_result_layout(params), always_ready=True)),
             "o": Out(stream.Signature(gather_input_layout(signed(OUT_BITS)), always_ready=True)),
-            "o_valid_next": Out(1),
+            "o_valid_ahead": Out(1),
         })
 
     def elaborate(self, platform):
@@ -144,7 +144,7 @@ class Requantizer(wiring.Component):
         last = LATENCY - 1
         m.d.comb += [
             self.o.valid.eq(valid[last]),
-            self.o_valid_next.eq(valid[last - 1]),
+            self.o_valid_ahead.eq(valid[last - 2]),
             self.o.payload.data.eq(Mux(in_range, rounded, Mux(sign4, OUT_MIN, OUT_MAX))),
             self.o.payload.last.eq(marks[last][0]),
             self.o.payload.end.eq(marks[last][1]),

@@ -275,7 +275,7 @@ def test_drain_then_gather_every_lane_once_at_the_shortest_interval(lanes):
         def elaborate(self, platform):
             m = Module()
             m.submodules.drain, m.submodules.gather = self.drain, self.gather
-            m.d.comb += [self.gather.i.valid.eq(self.drain.o.valid), self.gather.valid_next.eq(self.drain.valid_next),
+            m.d.comb += [self.gather.i.valid.eq(self.drain.o.valid), self.gather.valid_ahead.eq(self.drain.valid_ahead),
                          self.gather.i.payload.data.eq(self.drain.o.payload.lane.a),
                          self.gather.i.payload.last.eq(self.drain.o.payload.last),
                          self.gather.i.payload.end.eq(self.drain.o.payload.common.c[0])]
