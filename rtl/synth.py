@@ -59,8 +59,9 @@ PNR_SPEED = 6
 #: had not after half an hour on a loaded machine; the placer is nextpnr's default (HeAP, timing-driven).
 PNR_ROUTER = "router2"
 #: router2's timing-driven rip-up (``--tmg-ripup``) by default.  Without it router2 resolves
-#: congestion blind to slack and detours critical nets: on the same 4+3 netlist and seeds it gave
-#: 109-117 MHz where the placer had estimated 122 (rtl/TILE.md, "Area and clock").
+#: congestion blind to slack and detours critical nets (the 4+3 tile of 1ce34e0, seed 1: 109.2 MHz
+#: routed where the placer estimated 121.7; 130.6 with it).  A tile far from the target routes worse
+#: with it and iterates to router2's limit (rtl/TILE.md, "Clock", item 8).
 PNR_TIMING_RIPUP = True
 
 
