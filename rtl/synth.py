@@ -380,6 +380,9 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
     p = TileParams(**params)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    for stale in ("netlist.json", "pnr_report*.json", "nextpnr*.log", "nextpnr*.out"):
+        for path in work.glob(stale):      # a previous run's routes must not pass for this one's
+            path.unlink()
     if pnr:
         design, top = _PnrWrapper(p), WRAP_NAME
     else:

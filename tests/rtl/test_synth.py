@@ -22,9 +22,26 @@ from septet.cli import main as septet_main
 _TINY = dict(fmt="4+3", lanes=2, bus_width=16, group_size=8, requant=True, max_k=64, acc_width=34)
 
 
+#: A previous run's place-and-route outputs, left in the work directory before the tiny synthesis.
+_STALE = ("netlist.json", "pnr_report.json", "pnr_report_seed2.json", "nextpnr_seed2.log", "nextpnr.out")
+
+
 @pytest.fixture(scope="module")
-def tiny_record(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("synth"), timeout=300, **_TINY)
+def tiny_work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("synth")
+    for name in _STALE:
+        (work / name).write_text("{}")
+    return work
+
+
+@pytest.fixture(scope="module")
+def tiny_record(tiny_work):
+    return synthesize(tiny_work, timeout=300, **_TINY)
+
+
+def test_previous_routes_are_cleared(tiny_work, tiny_record):
+    assert (tiny_work / "synth.json").exists()
+    assert not [name for name in _STALE if (tiny_work / name).exists()]
 
 
 def test_tiny_tile_cells_per_block(tiny_record):
