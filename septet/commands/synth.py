@@ -65,15 +65,17 @@ def run(args):
         raise SeptetError(f"--freq must be > 0 MHz, got {args.freq}")
     if args.k < 2 or args.n < 1:
         raise SeptetError(f"--k must be >= 2 and --n >= 1, got --k {args.k} --n {args.n}")
+    # Only the opt-out is passed: the flow's default is rtl.synth.PNR_TIMING_RIPUP, stated once.
+    routing = {} if args.timing_ripup else {"timing_ripup": False}
     out = sys.stderr if args.json else sys.stdout
     try:
         if args.compare:
             record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
-                             jobs=args.jobs, timing_ripup=args.timing_ripup, K=args.k, N=args.n,
+                             jobs=args.jobs, K=args.k, N=args.n, **routing,
                              **params)
         else:
             record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
-                                jobs=args.jobs, timing_ripup=args.timing_ripup, **params)
+                                jobs=args.jobs, **routing, **params)
     except SynthError as exc:
         raise SeptetError(str(exc)) from None
     record["command"] = "septet synth " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["synth"] else None
