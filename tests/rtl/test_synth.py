@@ -161,6 +161,20 @@ def test_luts_map_to_wide_functions_unless_told_not_to():
     assert "abc -lut 4 -dress" in narrow and not [line for line in narrow if "4:7" in line or "narrow_luts" in line]
 
 
+@pytest.mark.parametrize("argv, passed", [([], {}), (["--lut4-only"], {"wide_luts": False})])
+def test_synth_command_passes_only_the_lut_mapping_opt_out(monkeypatch, tmp_path, argv, passed):
+    import rtl.synth
+    seen = {}
+
+    def fake_synthesize(work_dir, **kwargs):
+        seen.update(kwargs)
+        raise rtl.synth.SynthError("stop here")
+
+    monkeypatch.setattr(rtl.synth, "synthesize", fake_synthesize)
+    assert septet_main(["synth", "--out", str(tmp_path), *argv]) != 0
+    assert {k: v for k, v in seen.items() if k == "wide_luts"} == passed
+
+
 def test_synth_command_rejects_timing_ripup_without_pnr(capsys):
     assert septet_main(["synth", "--no-timing-ripup"]) == 2
     assert "--no-timing-ripup needs --pnr" in capsys.readouterr().err
