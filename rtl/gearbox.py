@@ -15,7 +15,8 @@ __all__ = ["Gearbox", "SELECT_FANOUT", "CountTablesPlatform", "uses_count_tables
 #: Shifter multiplexers per registered copy of a shift bit.  Every level of the record shifter is
 #: cut into groups of this many bits, each a submodule with its own flip-flop copy of its select
 #: line (flip-flops cost nothing in the area metric, and synthesis keeps the hierarchy, so the
-#: copies are not merged): no net of the shifter fans out to more than this many LUTs.
+#: copies are not merged): no net of the shifter fans out to more than this many LUTs.  The record
+#: register and the buffer are cut into slices of this many bits, each with its own enable LUT.
 SELECT_FANOUT = 32
 
 
@@ -45,14 +46,23 @@ class Gearbox(wiring.Component):
     the enable, and the next state is chosen among values computed from registers and
     constants.  ``LATENCY``: a word's bits can be taken in the cycle after it was accepted.
 
-    For the clock, what the handshake reaches is kept shallow: elaborated for synthesis
-    (:class:`CountTablesPlatform`) every candidate of the next state is a table of the count's
-    bits (one LUT per bit, no carry chain; otherwise adders and compares, the same values, for
-    the simulators and solvers); the state register, each
-    shifter group's copy of its select bit and ``o.valid`` (a copy of the state's flag) pick
-    between their two candidates behind a hierarchy boundary, one LUT of ``valid``, ``o.ready``
-    and the two candidates; the record register is cut into slices of ``SELECT_FANOUT`` bits,
-    each with its own clock-enable LUT.
+    For the clock the next state is computed in three steps, the latest signals last.  (1) From
+    registers only (the state, and the word's ``last`` and ``next_select`` as they arrive), every
+    complete candidate (the end-of-stream flags resolved): the offered record kept with a word,
+    and taken, once per record size and per outcome of the word (``got_last`` then: the word's
+    ``last`` with a word, else the register).  Elaborated for synthesis
+    (:class:`CountTablesPlatform`) each is a table of the count's bits (one LUT per bit, no carry
+    chain; otherwise adders and compares, the same values, for the simulators and solvers).
+    (2) ``_WordPick`` (a submodule, so that synthesis keeps it apart from the tables, about two
+    LUTs deep) resolves the word's transfer (``i.valid`` and its own copy of the ready flag), the
+    next record's size (``next_select``, or ``first_select`` with ``restart``: one LUT of the
+    inputs) and the flush.  (3) ``_PickRegister`` in front of the state register, ``o.valid`` and
+    the ready flag's two copies (each a copy of the state's field), and ``_MuxGroup`` in front of
+    each shifter group's copy of its select bit: one LUT of ``valid``, ``o.ready`` and the two
+    picked candidates.  The buffer is cut into slices of ``SELECT_FANOUT`` bits, each with its
+    own clock-enable LUT of ``i.valid`` and a copy of the ready flag (so the word's transfer has
+    no net that reaches both the buffer's enables and the next state), and the record register
+    likewise, each slice's enable a LUT of ``valid`` and ``o.ready``.
 
     Parameters
     ----------
@@ -81,7 +91,8 @@ class Gearbox(wiring.Component):
         (``next_select`` is not read), and if ``ending``, the stream ends with this record: every
         bit that remains is discarded and the next stream's words are accepted (the flush).  The
         state after either outcome is computed before the handshake (``ending`` is a register), so
-        ``restart`` and ``o.ready`` pick among complete candidates.
+        ``restart`` only picks among complete candidates (with ``next_select``, one LUT before
+        ``_WordPick``) and ``o.ready`` between the record taken and kept.
     """
 
     #: Cycles from a word's acceptance to its bits being readable as a record.
