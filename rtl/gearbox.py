@@ -282,9 +282,18 @@ class Gearbox(wiring.Component):
             """``if_restart`` with ``restart``, else ``otherwise`` (each from the inputs directly: one LUT)."""
             return Mux(self.restart, if_restart, otherwise)
 
+        if len(sizes) > 1:
+            # Its own submodule, so that synthesis computes the size in one LUT of the inputs instead of
+            # building it on `next_record`'s LUTs (4+3 seed 5: a LUT and 2.4 ns of routing more).
+            m.submodules.next_size = record_size = _RecordSize(
+                sizes=tuple(size_index(n) for n in range(len(widths))), first=size_index(self.first_select),
+                select_bits=len(select), size_bits=len(next_size))
+            m.d.comb += [record_size.restart.eq(self.restart), record_size.next_select.eq(named),
+                         next_size.eq(record_size.size)]
+        else:
+            m.d.comb += next_size.eq(after_restart(size_index(self.first_select), size_of(named)))
         m.d.comb += [
             next_record.eq(after_restart(restart_select, named)),
-            next_size.eq(after_restart(size_index(self.first_select), size_of(named))),
             flush.eq(self.restart & state.ending),
         ]
 
@@ -500,6 +509,27 @@ class _WordPick(wiring.Component):
             self.if_kept.eq(Mux(word, self.kept_word, self.kept)),
             self.if_taken.eq(Mux(self.flush, self.flushed, taken)),
         ]
+        return m
+
+
+class _RecordSize(wiring.Component):
+    """``size = first if restart else sizes[next_select]`` (an index past the last: the last's size).
+
+    The size index of the gearbox's next record.  A submodule so that synthesis computes it in one
+    LUT of ``restart`` and ``next_select`` rather than from the next record's select bits.
+    """
+
+    def __init__(self, *, sizes: tuple, first: int, select_bits: int, size_bits: int):
+        self.sizes, self.first = sizes, first
+        super().__init__({"restart": In(1), "next_select": In(select_bits), "size": Out(size_bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        chosen = Const(self.sizes[-1], len(self.size))
+        for n in reversed(range(len(self.sizes) - 1)):
+            if self.sizes[n] != self.sizes[-1]:
+                chosen = Mux((self.next_select < 1) if n == 0 else (self.next_select == n), self.sizes[n], chosen)
+        m.d.comb += self.size.eq(Mux(self.restart, self.first, chosen))
         return m
 
 
