@@ -15,7 +15,8 @@ __all__ = ["Gearbox", "SELECT_FANOUT", "CountTablesPlatform", "uses_count_tables
 #: Shifter multiplexers per registered copy of a shift bit.  Every level of the record shifter is
 #: cut into groups of this many bits, each a submodule with its own flip-flop copy of its select
 #: line (flip-flops cost nothing in the area metric, and synthesis keeps the hierarchy, so the
-#: copies are not merged): no net of the shifter fans out to more than this many LUTs.
+#: copies are not merged): no net of the shifter fans out to more than this many LUTs.  The record
+#: register and the buffer are cut into slices of this many bits, each with its own enable LUT.
 SELECT_FANOUT = 32
 
 
@@ -45,14 +46,23 @@ class Gearbox(wiring.Component):
     the enable, and the next state is chosen among values computed from registers and
     constants.  ``LATENCY``: a word's bits can be taken in the cycle after it was accepted.
 
-    For the clock, what the handshake reaches is kept shallow: elaborated for synthesis
-    (:class:`CountTablesPlatform`) every candidate of the next state is a table of the count's
-    bits (one LUT per bit, no carry chain; otherwise adders and compares, the same values, for
-    the simulators and solvers); the state register, each
-    shifter group's copy of its select bit and ``o.valid`` (a copy of the state's flag) pick
-    between their two candidates behind a hierarchy boundary, one LUT of ``valid``, ``o.ready``
-    and the two candidates; the record register is cut into slices of ``SELECT_FANOUT`` bits,
-    each with its own clock-enable LUT.
+    For the clock the next state is computed in three steps, the latest signals last.  (1) From
+    registers only (the state, and the word's ``last`` and ``next_select`` as they arrive), every
+    complete candidate (the end-of-stream flags resolved): the offered record kept with a word,
+    and taken, once per record size and per outcome of the word (``got_last`` then: the word's
+    ``last`` with a word, else the register).  Elaborated for synthesis
+    (:class:`CountTablesPlatform`) each is a table of the count's bits (one LUT per bit, no carry
+    chain; otherwise adders and compares, the same values, for the simulators and solvers).
+    (2) ``_WordPick`` (a submodule, so that synthesis keeps it apart from the tables, about two
+    LUTs deep) resolves the word's transfer (``i.valid`` and its own copy of the ready flag), the
+    next record's size (``next_select``, or ``first_select`` with ``restart``: one LUT of the
+    inputs) and the flush.  (3) ``_PickRegister`` in front of the state register, ``o.valid`` and
+    the ready flag's two copies (each a copy of the state's field), and ``_MuxGroup`` in front of
+    each shifter group's copy of its select bit: one LUT of ``valid``, ``o.ready`` and the two
+    picked candidates.  The buffer is cut into slices of ``SELECT_FANOUT`` bits, each with its
+    own clock-enable LUT of ``i.valid`` and a copy of the ready flag (so the word's transfer has
+    no net that reaches both the buffer's enables and the next state), and the record register
+    likewise, each slice's enable a LUT of ``valid`` and ``o.ready``.
 
     Parameters
     ----------
@@ -81,7 +91,8 @@ class Gearbox(wiring.Component):
         (``next_select`` is not read), and if ``ending``, the stream ends with this record: every
         bit that remains is discarded and the next stream's words are accepted (the flush).  The
         state after either outcome is computed before the handshake (``ending`` is a register), so
-        ``restart`` and ``o.ready`` pick among complete candidates.
+        ``restart`` only picks among complete candidates (with ``next_select``, one LUT before
+        ``_WordPick``) and ``o.ready`` between the record taken and kept.
     """
 
     #: Cycles from a word's acceptance to its bits being readable as a record.
@@ -152,7 +163,7 @@ class Gearbox(wiring.Component):
         # valid bits are the top units, the oldest at unit `free` (the units below it hold no
         # valid bit).  A record is taken by raising `free`: stored bits never move except by
         # whole words.
-        buf = Signal(C, reset_less=True)
+        buf = Signal(C)
 
         # The state after each outcome of the cycle (a record taken or not, a word taken or not),
         # computed from the registered count and constants; the outcome only picks one.  Per record
@@ -183,30 +194,36 @@ class Gearbox(wiring.Component):
         shift_init = Cu % (1 << shift_bits)
         state_init = {"free": Cu, "room": 1, "select": self.first_select, "valid": 0, "tail": 1,
                       "shift": shift_init, "got_last": 0, "ready": 1, "ending": 0}
+        state_init_value = state_layout.const(state_init).as_value().value
         # The state register sits behind a hierarchy boundary (`_PickRegister`), so the pick between
-        # the two complete next states is the last LUT before it, driven by the handshake.
-        m.submodules.state = pick = _PickRegister(width=state_layout.size,
-                                                  init=state_layout.const(state_init).as_value().value)
+        # the two complete next states is the last LUT before it, driven by the consumer's handshake.
+        m.submodules.state = pick = _PickRegister(width=state_layout.size, init=state_init_value)
         state = data.View(state_layout, pick.q)
-        # The output's valid flag is a copy of the state's (its own pick and flip-flop, a submodule so that
-        # synthesis keeps it): the state's flag drives the picks in here, the copy the consumer's handshake.
+        # Copies of state fields (their own picks and flip-flops, submodules so that synthesis keeps them):
+        # the output's valid flag drives the consumer's handshake, the state's the picks in here; the
+        # input's ready flag has a copy for the word's pick of the next state and one for the buffer's
+        # clock enables, so that no net of `i.valid & ready` reaches both (the buffer's enables are
+        # hundreds of flip-flops).
         m.submodules.valid_out = valid_out = _PickRegister(width=1)
+        m.submodules.ready_word = ready_word = _PickRegister(width=1, init=1)
+        m.submodules.ready_buffer = ready_buffer = _PickRegister(width=1, init=1)
         free, select = state.free, state.select
 
-        def registered(candidate, index):
-            """The state of ``candidate`` with record ``index`` offered (its per-size fields picked by ``index``)."""
+        def registered(candidate, z, index):
+            """The state of ``candidate`` offering record ``index`` of size ``sizes[z]`` (its per-size fields)."""
             candidate = data.View(candidate_layout, Value.cast(candidate))
+            bits = {"full": 1, "tail": 1, "shift": shift_bits}
+            full, tail, shift = (Value.cast(getattr(candidate, name))[z * bits[name]:][:bits[name]]
+                                 for name in ("full", "tail", "shift"))
+            return Cat(candidate.free, candidate.room, Value.cast(index)[:len(select)], full, tail, shift)
 
-            def pick(field, bits):
-                """``field``'s entry for the size of record ``index`` (an index past the last: the first's)."""
-                chosen = field[size_index(0) * bits:][:bits]
-                for n in range(1, len(widths)):
-                    if size_index(n) != size_index(0):
-                        chosen = Mux(index == n, field[size_index(n) * bits:][:bits], chosen)
-                return chosen
-
-            return Cat(candidate.free, candidate.room, Value.cast(index)[:len(select)], pick(candidate.full, 1),
-                       pick(candidate.tail, 1), pick(candidate.shift, shift_bits))
+        def size_of(index):
+            """Index into ``sizes`` of the size of record ``index`` (a ``Value``; an index past the last: the last's)."""
+            chosen = Const(size_index(len(widths) - 1), range(max(2, len(sizes))))
+            for n in reversed(range(len(widths) - 1)):
+                if size_index(n) != size_index(len(widths) - 1):
+                    chosen = Mux((index < 1) if n == 0 else (index == n), size_index(n), chosen)   # (no `== 0`: lint)
+            return chosen
 
         size = Signal(range(max(sizes) + 1))
         kept_word = Signal(candidate_layout)
@@ -243,43 +260,76 @@ class Gearbox(wiring.Component):
             Assert(ready == (~got_last & state.room), "gearbox: the input's ready flag disagrees with the count"),
             Assert(state.ending == (got_last & state.tail), "gearbox: the ending flag disagrees with the count"),
             Assert(self.o.valid == state.valid, "gearbox: the output's valid flag differs from the state's"),
+            Assert((ready_word.q == ready) & (ready_buffer.q == ready), "gearbox: a copy of the ready flag differs"),
         ]
 
-        # The next state if the offered record is not taken, if it is taken, and if it is taken with
-        # `restart`, each complete (the word's transfer and the next record's width resolved): the
-        # consumer's ready and `restart` only pick one, so nothing of the state waits on them.  The
-        # restart's candidate is the state after a reset if the stream ends there (`ending`, a
-        # register: the flush), else the record `first_select` offered next.  The buffer moves only
-        # with a word (`ending` needs got_last, so no word comes with a flush).
-        got_last_kept = Signal()
-        m.d.comb += got_last_kept.eq(Mux(word_in, self.i.payload.last, got_last))
+        # The next state, in three steps so that the latest signals pass the fewest LUTs.  (1) From
+        # registers only, every complete candidate (the end-of-stream flags resolved): the record kept
+        # with a word, and a record taken for each record size and each outcome of the word (`got_last`
+        # then: the word's `last` if a word is taken, else the register).  (2) `_WordPick` resolves the
+        # word and the next record (`next_record`: `first_select` with `restart`, else `next_select`;
+        # with `restart` and `ending`, a register, the stream ends with this record: the state after a
+        # reset, the flush).  (3) The consumer's handshake picks the record taken or kept (`_PickRegister`).
+        # The buffer moves only with a word (`ending` needs got_last, so no word comes with a flush).
+        got_last_after = (got_last, self.i.payload.last)    # got_last after a cycle without, with a word
         restart_select = Const(self.first_select, len(select))
+        next_record = Signal(len(select))
+        next_size = Signal(range(max(2, len(sizes))))                # (one size: a constant bit, not zero bits)
+        flush = Signal()
+        named = self.next_select                            # the next record unless `restart`
+
+        def after_restart(if_restart, otherwise):
+            """``if_restart`` with ``restart``, else ``otherwise`` (each from the inputs directly: one LUT)."""
+            return Mux(self.restart, if_restart, otherwise)
+
+        if len(sizes) > 1:
+            # Its own submodule, so that synthesis computes the size in one LUT of the inputs instead of
+            # building it on `next_record`'s LUTs (4+3 seed 5: a LUT and 2.4 ns of routing more).
+            m.submodules.next_size = record_size = _RecordSize(
+                sizes=tuple(size_index(n) for n in range(len(widths))), first=size_index(self.first_select),
+                select_bits=len(select), size_bits=len(next_size))
+            m.d.comb += [record_size.restart.eq(self.restart), record_size.next_select.eq(named),
+                         next_size.eq(record_size.size)]
+        else:
+            m.d.comb += next_size.eq(after_restart(size_index(self.first_select), size_of(named)))
+        m.d.comb += [
+            next_record.eq(after_restart(restart_select, named)),
+            flush.eq(self.restart & state.ending),
+        ]
 
         def complete(core, got_last_next):
             """``core`` (a ``core_layout`` value) with the end-of-stream flags that follow from ``got_last_next``."""
             view = data.View(core_layout, core)
             return Cat(core, got_last_next, ~got_last_next & view.room, got_last_next & view.tail)
 
-        if_kept = Signal(state_layout)
-        if_taken = Signal(state_layout)
-        if_restarted = Signal(state_layout)
+        m.submodules.word_pick = word_pick = _WordPick(width=state_layout.size, sizes=len(sizes),
+                                                       select=state_layout["select"].offset, select_bits=len(select),
+                                                       flushed=state_init_value)
         m.d.comb += [
-            if_kept.eq(complete(Mux(word_in, registered(kept_word, select), state.as_value()[:core_layout.size]),
-                                got_last_kept)),
-            if_taken.eq(complete(Mux(word_in, registered(taken_word, self.next_select),
-                                     registered(taken, self.next_select)),
-                                 got_last_kept)),
-            if_restarted.eq(Mux(state.ending, state_layout.const(state_init),
-                                complete(Mux(word_in, registered(taken_word, restart_select),
-                                             registered(taken, restart_select)),
-                                         got_last_kept))),
+            word_pick.word_valid.eq(self.i.valid), word_pick.ready.eq(ready_word.q),
+            word_pick.size.eq(next_size), word_pick.select.eq(next_record), word_pick.flush.eq(flush),
+            word_pick.kept.eq(complete(state.as_value()[:core_layout.size], got_last)),
+            word_pick.kept_word.eq(complete(Array(registered(kept_word, z, select) for z in range(len(sizes)))[
+                size_of(select)], got_last_after[1])),
         ]
-        for picked, field in ((pick, lambda v: v.as_value()), (valid_out, lambda v: v.valid)):
-            m.d.comb += [picked.valid.eq(state.valid), picked.ready.eq(self.o.ready), picked.restart.eq(self.restart),
-                         picked.if_taken.eq(field(if_taken)), picked.if_restarted.eq(field(if_restarted)),
-                         picked.if_kept.eq(field(if_kept))]
-        with m.If(word_in):
-            m.d.sync += buf.eq(Cat(buf[W:], self.i.payload.data))
+        for z in range(len(sizes)):
+            for w, candidate in enumerate((taken, taken_word)):
+                m.d.comb += word_pick.taken[z][w].eq(complete(registered(candidate, z, next_record), got_last_after[w]))
+        if_taken = data.View(state_layout, word_pick.if_taken)
+        if_kept = data.View(state_layout, word_pick.if_kept)
+        for picked, field in ((pick, lambda v: v.as_value()), (valid_out, lambda v: v.valid),
+                              (ready_word, lambda v: v.ready), (ready_buffer, lambda v: v.ready)):
+            m.d.comb += [picked.valid.eq(state.valid), picked.ready.eq(self.o.ready),
+                         picked.if_taken.eq(field(if_taken)), picked.if_kept.eq(field(if_kept))]
+
+        # The buffer, in slices of SELECT_FANOUT bits, each with its own clock-enable LUT of `i.valid` and
+        # the buffer's copy of the ready flag.
+        buf_next = Cat(buf[W:], self.i.payload.data)
+        for lo in range(0, C, SELECT_FANOUT):
+            hi = min(lo + SELECT_FANOUT, C)
+            part = m.submodules[f"buffer_{lo // SELECT_FANOUT}"] = _BufferSlice(width=hi - lo)
+            m.d.comb += [part.word_valid.eq(self.i.valid), part.ready.eq(ready_buffer.q), part.d.eq(buf_next[lo:hi]),
+                         buf[lo:hi].eq(part.q)]
 
         # The record register: loaded from the buffer and the incoming word at `shift` (registered
         # copies of shift_next in every group of the shifter), kept while a record is offered and
@@ -290,10 +340,6 @@ class Gearbox(wiring.Component):
         # in from beyond the level would lie beyond the buffer and the word; elsewhere the level's own
         # bit passes (what it holds then is never part of an offered record).
         level = Cat(buf, self.i.payload.data)
-        # The shift's next value if taken, `restart` resolved once per bit for all of its groups (so each
-        # group's pick stays one LUT of four inputs and `restart` drives a LUT per bit, not per group).
-        shift_if_taken = Signal(shift_bits)
-        m.d.comb += shift_if_taken.eq(Mux(self.restart, if_restarted.shift, if_taken.shift))
         for k in reversed(range(shift_bits)):
             step = g << k
             out_width = min(width_max + g * ((1 << k) - 1), len(level))
@@ -307,7 +353,7 @@ class Gearbox(wiring.Component):
                     width=hi - lo, init=(shift_init >> k) & 1)
                 m.d.comb += [
                     group.valid.eq(state.valid), group.ready.eq(self.o.ready),
-                    group.if_taken.eq(shift_if_taken[k]), group.if_kept.eq(if_kept.shift[k]),
+                    group.if_taken.eq(if_taken.shift[k]), group.if_kept.eq(if_kept.shift[k]),
                     group.a.eq(level[lo:hi]),
                     group.b.eq(level[lo + step:hi + step]),
                     shifted[lo:hi].eq(group.o),
@@ -400,24 +446,104 @@ class _Counts:
 
 
 class _PickRegister(wiring.Component):
-    """``q <= (if_restarted if restart else if_taken) if valid & ready else if_kept`` (reset to ``init``).
-
-    The gearbox's next-state pick.
+    """``q <= if_taken if valid & ready else if_kept`` (reset to ``init``): the gearbox's next-state pick.
 
     A submodule so that synthesis keeps the pick as one LUT (valid, ready and the two candidates)
     in front of each flip-flop instead of merging it into the logic that computes the candidates:
-    the handshake, the latest signal of the cycle, passes one LUT.
+    the consumer's handshake, the latest signal of the cycle, passes one LUT.
     """
 
     def __init__(self, *, width: int, init: int = 0):
         self.init = init
-        super().__init__({"valid": In(1), "ready": In(1), "restart": In(1), "if_taken": In(width),
-                          "if_restarted": In(width), "if_kept": In(width), "q": Out(width)})
+        super().__init__({"valid": In(1), "ready": In(1), "if_taken": In(width), "if_kept": In(width),
+                          "q": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         q = Signal(len(self.q), init=self.init)
-        m.d.sync += q.eq(Mux(self.valid & self.ready, Mux(self.restart, self.if_restarted, self.if_taken), self.if_kept))
+        m.d.sync += q.eq(Mux(self.valid & self.ready, self.if_taken, self.if_kept))
+        m.d.comb += self.q.eq(q)
+        return m
+
+
+class _WordPick(wiring.Component):
+    """The gearbox's next state if the offered record is taken, and if it is kept, the word's transfer resolved.
+
+    ``if_kept = kept_word if word_valid & ready else kept``; ``if_taken`` is ``flushed`` (the state
+    after reset) with ``flush``, else ``taken[size][1 if word_valid & ready else 0]`` with ``select`` as its
+    record.  A submodule so that synthesis computes these from the complete candidates (which
+    depend on registers only) in about two LUTs, the word's valid, the next record's size and
+    the flush entering last, instead of merging them into the candidates' tables.
+
+    Parameters
+    ----------
+    width : int
+        Width of the gearbox's state.
+    sizes : int
+        Distinct record sizes (candidates of a record taken: two per size).
+    select : int
+        Offset of the state's ``select`` field (replaced by ``select`` in ``if_taken``).
+    select_bits : int
+        Width of that field.
+    flushed : int
+        The state after a flush (the state after reset).
+    """
+
+    def __init__(self, *, width: int, sizes: int, select: int, select_bits: int, flushed: int):
+        self.select_offset, self.flushed = select, flushed
+        super().__init__({
+            "word_valid": In(1), "ready": In(1), "size": In(range(max(2, sizes))), "select": In(select_bits),
+            "flush": In(1), "kept": In(width), "kept_word": In(width),
+            "taken": In(data.ArrayLayout(data.ArrayLayout(width, 2), sizes)),
+            "if_taken": Out(width), "if_kept": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        word = self.word_valid & self.ready
+        taken = [Mux(word, per_size[1], per_size[0]) for per_size in self.taken]
+        taken = Array(taken)[self.size] if len(taken) > 1 else taken[0]
+        offset, bits = self.select_offset, len(self.select)
+        taken = Cat(taken[:offset], self.select, taken[offset + bits:])
+        m.d.comb += [
+            self.if_kept.eq(Mux(word, self.kept_word, self.kept)),
+            self.if_taken.eq(Mux(self.flush, self.flushed, taken)),
+        ]
+        return m
+
+
+class _RecordSize(wiring.Component):
+    """``size = first if restart else sizes[next_select]`` (an index past the last: the last's size).
+
+    The size index of the gearbox's next record.  A submodule so that synthesis computes it in one
+    LUT of ``restart`` and ``next_select`` rather than from the next record's select bits.
+    """
+
+    def __init__(self, *, sizes: tuple, first: int, select_bits: int, size_bits: int):
+        self.sizes, self.first = sizes, first
+        super().__init__({"restart": In(1), "next_select": In(select_bits), "size": Out(size_bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        chosen = Const(self.sizes[-1], len(self.size))
+        for n in reversed(range(len(self.sizes) - 1)):
+            if self.sizes[n] != self.sizes[-1]:
+                chosen = Mux((self.next_select < 1) if n == 0 else (self.next_select == n), self.sizes[n], chosen)
+        m.d.comb += self.size.eq(Mux(self.restart, self.first, chosen))
+        return m
+
+
+class _BufferSlice(wiring.Component):
+    """Bits of the gearbox's buffer with their own clock enable: loaded when a word is taken (``word_valid & ready``)."""
+
+    def __init__(self, *, width: int):
+        super().__init__({"word_valid": In(1), "ready": In(1), "d": In(width), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        q = Signal(len(self.q), reset_less=True)
+        with m.If(self.word_valid & self.ready):
+            m.d.sync += q.eq(self.d)
         m.d.comb += self.q.eq(q)
         return m
 
