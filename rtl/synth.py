@@ -66,7 +66,7 @@ PNR_TIMING_RIPUP = True
 #: LUTs mapped with ``abc -lut 4:7`` (synth_ecp5's own default when it does not use abc9): a function of
 #: five to seven inputs is LUT4s joined by the slice's PFUMX / L6MUX21 multiplexers, inside one slice
 #: (pair), instead of a tree of LUT4s with routing between them.  Measured on the same RTL and seeds
-#: (rtl/TILE.md, "Clock", item 10): shallower logic and a faster clock for a few more LUT4s.  The
+#: (rtl/TILE.md, "Clock", item 11): shallower logic and a faster clock for a few more LUT4s.  The
 #: LUT4s inside a wide function are counted in the area like any other; the multiplexers are reported
 #: (``pfumx``, ``l6mux``) but not counted (they are part of every slice).
 WIDE_LUTS = True
