@@ -309,8 +309,8 @@ class Gearbox(wiring.Component):
             word_pick.word_valid.eq(self.i.valid), word_pick.ready.eq(ready_word.q),
             word_pick.size.eq(next_size), word_pick.select.eq(next_record), word_pick.flush.eq(flush),
             word_pick.kept.eq(complete(state.as_value()[:core_layout.size], got_last)),
-            word_pick.kept_word.eq(complete(Array(registered(kept_word, z, select) for z in range(len(sizes)))[
-                size_of(select)], got_last_after[1])),
+            word_pick.kept_word.eq(complete(_indexed([registered(kept_word, z, select) for z in range(len(sizes))],
+                                                     size_of(select)), got_last_after[1])),
         ]
         for z in range(len(sizes)):
             for w, candidate in enumerate((taken, taken_word)):
@@ -387,6 +387,19 @@ class CountTablesPlatform:
     """
 
     gearbox_count_tables = True
+
+
+def _indexed(values, index) -> Value:
+    """``values[index]`` for every value of ``index``'s bits (an index past the last picks the last).
+
+    A count of values that is not a power of two is padded to the index's range, so that the
+    generated ``case`` covers every index (lint-clean with three record sizes); a power of two of
+    values is ``Array(values)[index]`` itself (the same Verilog as before the padding existed).
+    """
+    values, index = list(values), Value.cast(index)
+    if len(values) & (len(values) - 1):
+        values += [values[-1]] * ((1 << len(index)) - len(values))
+    return Array(values)[index]
 
 
 def _choose(condition, if_true, if_false):
@@ -502,7 +515,7 @@ class _WordPick(wiring.Component):
         m = Module()
         word = self.word_valid & self.ready
         taken = [Mux(word, per_size[1], per_size[0]) for per_size in self.taken]
-        taken = Array(taken)[self.size] if len(taken) > 1 else taken[0]
+        taken = _indexed(taken, self.size) if len(taken) > 1 else taken[0]
         offset, bits = self.select_offset, len(self.select)
         taken = Cat(taken[:offset], self.select, taken[offset + bits:])
         m.d.comb += [
