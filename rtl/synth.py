@@ -71,7 +71,7 @@ PNR_TIMING_RIPUP = True
 #: (``pfumx``, ``l6mux``) but not counted (they are part of every slice).
 WIDE_LUTS = True
 #: Blocks (keys of ``BLOCKS``) mapped to LUT4s only even with ``WIDE_LUTS``: the time-shared epilogue
-#: is on no critical path (its latest arrival 5.2-7.0 ns of the 8 ns period) and wide functions cost it
+#: has no LUT on a critical path (its latest arrival 5.2-7.3 ns of the 8 ns period) and wide functions cost it
 #: area (4+3 with requantization, measured: 920 LUT4-eq with LUT4s, 959 with wide functions).
 NARROW_LUT_BLOCKS = ("epilogue",)
 _NARROW_MAPPER, _WIDE_MAPPER = "abc -lut 4 -dress", "abc -lut 4:7 -dress"
