@@ -15,9 +15,9 @@ registers); the cell counts are always those of the bare tile.
 Pitfalls handled here (rtl/TILE.md, "Area and clock"): the yowasp tools see only paths
 under their working directory, so every path given to them is relative; ``abc9`` can fail
 an assertion and still exit 0, so the flow maps LUTs with ``abc`` (``-lut 4:7``: LUT4s and the
-slice's wide-function multiplexers, see :data:`WIDE_LUTS`) and every log is scanned for ``ERROR`` and ``Assertion``; multiplies with an operand narrower than
-``DSP_MIN_WIDTH`` bits stay in LUTs (the MAC lanes' 8x4 products), wider ones go to
-MULT18X18D.
+slice's wide-function multiplexers, see :data:`WIDE_LUTS`) and every log is scanned for ``ERROR``
+and ``Assertion``; multiplies with an operand narrower than ``DSP_MIN_WIDTH`` bits stay in LUTs
+(the MAC lanes' 8x4 products), wider ones go to MULT18X18D.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ PNR_TIMING_RIPUP = True
 #: (``pfumx``, ``l6mux``) but not counted (they are part of every slice).
 WIDE_LUTS = True
 #: Blocks (keys of ``BLOCKS``) mapped to LUT4s only even with ``WIDE_LUTS``: the time-shared epilogue
-#: has no LUT on a critical path (its latest arrival 5.2-7.3 ns of the 8 ns period) and wide functions cost it
-#: area (4+3 with requantization, measured: 920 LUT4-eq with LUT4s, 959 with wide functions).
+#: has no LUT on a critical path (its latest arrival 5.2-7.3 ns of the 8 ns period) and wide functions
+#: cost it area (4+3 with requantization, measured: 920 LUT4-eq with LUT4s, 959 with wide functions).
 NARROW_LUT_BLOCKS = ("epilogue",)
 _NARROW_MAPPER, _WIDE_MAPPER = "abc -lut 4 -dress", "abc -lut 4:7 -dress"
 
