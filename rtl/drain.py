@@ -85,6 +85,10 @@ class LaneDrain(wiring.Component):
     valid_ahead : Out(1)
         ``o.valid`` two cycles ahead (combinational from ``i.valid``: the next value of the register
         ``o.valid`` is loaded from), for a :class:`LaneGather` behind it.
+    lane_next, common_next : Out(lane_layout), Out(common_layout)
+        ``o.payload.lane`` and ``o.payload.common`` one cycle ahead (what their registers load next), so
+        that a consumer far from the drain can load registers of its own beside it (the scaler's DSP
+        input registers) and hold the same values as ``o.payload`` in the same cycles.
     """
 
     def __init__(self, *, lane_layout, common_layout, lanes: int):
@@ -94,6 +98,8 @@ class LaneDrain(wiring.Component):
             "i": In(stream.Signature(drain_input_layout(lane_layout, common_layout, lanes), always_ready=True)),
             "o": Out(stream.Signature(drain_output_layout(lane_layout, common_layout), always_ready=True)),
             "valid_ahead": Out(1),
+            "lane_next": Out(lane_layout),
+            "common_next": Out(common_layout),
         })
 
     def elaborate(self, platform):
@@ -139,7 +145,8 @@ class LaneDrain(wiring.Component):
         # At most one gated register is non-zero: their OR is the lane in its turn.
         lane_out = Signal(width, reset_less=True)
         common_out = Signal(self.common_layout, reset_less=True)
-        m.d.sync += [lane_out.eq(reduce(lambda a, b: a | b, gated)), common_out.eq(common)]
+        m.d.comb += [self.lane_next.eq(reduce(lambda a, b: a | b, gated)), self.common_next.eq(common)]
+        m.d.sync += [lane_out.eq(self.lane_next), common_out.eq(self.common_next)]
         m.d.sync += [self.o.valid.eq(active), self.o.payload.first.eq(turn[0]), self.o.payload.last.eq(turn[L - 1])]
         m.d.comb += [self.o.payload.lane.eq(lane_out), self.o.payload.common.eq(common_out)]
         return m

@@ -57,6 +57,7 @@ class Epilogue(wiring.Component):
             if p.requant:
                 m.d.comb += into.lanes[lane].requant.eq(sums.requant[lane])
         connect(m, drain.o, scaler.i)
+        m.d.comb += [scaler.lane_next.eq(drain.lane_next), scaler.common_next.eq(drain.common_next)]
         if p.requant:
             m.submodules.requant = requant = Requantizer(params=p)
             connect(m, scaler.o, requant.i)
