@@ -147,6 +147,9 @@ CATALOGUE = [
     _m("correct-corr-narrow", C, r"Signal\(signed\(w\), name=f\"corr_s",
        "Signal(signed(w - 1), name=f\"corr_s", "the corrected sum one bit narrower than its bound",
        "correct"),
+    _m("correct-zero-operand-late", C, r'zero_next = self\.lane_next\.header\[f"s\{t\}"\]\.zero',
+       'zero_next = slot.zero', "the z * Σa DSPs load the drain's output register instead of its next value: "
+       "each lane's zero point a cycle late", "correct"),
     _m("correct-zero-offset-half", C, r"\(common\.sa\[t\] << e\)", "(common.sa[t] << (e - 1))",
        "the zero point's DSP offset is taken off at half its weight", "correct"),
     _m("correct-zero-sum-narrow", C, r"zs2 = \[Signal\(signed\(w\)",
@@ -198,7 +201,7 @@ CATALOGUE = [
        "a lane's gated register keeps its value after its turn: lanes are ORed together", "drain"),
     _m("drain-last-early", DR, r"self\.o\.payload\.last\.eq\(turn\[L - 1\]\)", "self.o.payload.last.eq(turn[0])",
        "lane 0 is marked as the group's last lane", "drain"),
-    _m("drain-common-live", DR, r"common_out\.eq\(common\)", "common_out.eq(self.i.payload.common)",
+    _m("drain-common-live", DR, r"self\.common_next\.eq\(common\)", "self.common_next.eq(self.i.payload.common)",
        "the shared fields are read from the live input instead of the captured group", "drain"),
     _m("gather-no-end", DR, r"self\.o\.payload\.last\.eq\(self\.i\.payload\.end\)", "self.o.payload.last.eq(0)",
        "no result beat carries last (a hang, caught by the cycle budget)", "drain"),
