@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.format import ACT_BITS
 from rtl.decode import PairDecode
-from rtl.drain import RegisteredCopy, register_slices
+from rtl.registers import RegisteredCopy, register_slices
 from rtl.layouts import beat_layout, group_sums_layout, header_layout, lane_op_layout, pair_layout
 from rtl.params import SLOT_ACC_BITS, TileParams
 

@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from rtl.checks import stream_rules
-from rtl.drain import register_slices
+from rtl.registers import register_slices
 from rtl.epilogue import Epilogue
 from rtl.gearbox import Gearbox
 from rtl.lanes import MacLanes
