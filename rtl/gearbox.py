@@ -62,7 +62,8 @@ class Gearbox(wiring.Component):
     picked candidates.  The buffer is cut into slices of ``SELECT_FANOUT`` bits, each with its
     own clock-enable LUT of ``i.valid`` and a copy of the ready flag (so the word's transfer has
     no net that reaches both the buffer's enables and the next state), and the record register
-    likewise, each slice's enable a LUT of ``valid`` and ``o.ready``.
+    likewise, each slice's enable a LUT of ``valid`` and ``o.ready`` (or its own copy of it:
+    ``record_ready``).
 
     Parameters
     ----------
@@ -93,12 +94,20 @@ class Gearbox(wiring.Component):
         state after either outcome is computed before the handshake (``ending`` is a register), so
         ``restart`` only picks among complete candidates (with ``next_select``, one LUT before
         ``_WordPick``) and ``o.ready`` between the record taken and kept.
+    record_ready : In(record_slices)
+        With ``record_ready_copies``: ``o.ready`` once per slice of the record register
+        (``record_slices``, ``SELECT_FANOUT`` bits each), that slice's clock enable; every bit must
+        equal ``o.ready`` (``Assert``).  For the clock: a consumer that computes each copy on a LUT
+        of its own lets the placer put it beside its slice, so no one net of the handshake reaches
+        every slice's enable (the 4+4 tile's worst path: the consumer's ``o.ready`` LUT -> 4.5 ns of
+        routing -> a slice's enable).  Without ``record_ready_copies`` the slices load on ``o.ready``.
     """
 
     #: Cycles from a word's acceptance to its bits being readable as a record.
     LATENCY = 1
 
-    def __init__(self, *, in_width: int, record_widths, capacity: "int | None" = None, first_select: int = 0):
+    def __init__(self, *, in_width: int, record_widths, capacity: "int | None" = None, first_select: int = 0,
+                 record_ready_copies: bool = False):
         in_width = check_int("in_width", in_width, 1)
         record_widths = tuple(check_int("record_widths[]", w, 1) for w in record_widths)
         if not record_widths:
@@ -115,6 +124,7 @@ class Gearbox(wiring.Component):
         self.record_widths = record_widths
         self.capacity = capacity
         self.first_select = first_select
+        self.record_ready_copies = bool(record_ready_copies)
         self.word_layout = data.StructLayout({"data": unsigned(in_width), "last": unsigned(1)})
         super().__init__({
             "i": In(stream.Signature(self.word_layout)),
@@ -122,7 +132,13 @@ class Gearbox(wiring.Component):
             "next_select": In(range(len(record_widths))),
             "ending": Out(1),
             "restart": In(1),
+            **({"record_ready": In(self.record_slices)} if self.record_ready_copies else {}),
         })
+
+    @property
+    def record_slices(self) -> int:
+        """Slices of the record register (``SELECT_FANOUT`` bits each), each on its own clock enable."""
+        return -(-max(self.record_widths) // SELECT_FANOUT)
 
     @property
     def unit(self) -> int:
@@ -358,11 +374,18 @@ class Gearbox(wiring.Component):
                 ]
             level = shifted
         # The record register in slices of SELECT_FANOUT bits, each with its own copy of the clock
-        # enable (a record offered and not taken is kept), so no LUT enables the whole record.
-        for lo in range(0, width_max, SELECT_FANOUT):
+        # enable (a record offered and not taken is kept), so no LUT enables the whole record; with
+        # record_ready_copies each on its own copy of o.ready.
+        if self.record_ready_copies:
+            slice_ready = self.record_ready
+            m.d.sync += Assert(slice_ready == Mux(self.o.ready, (1 << self.record_slices) - 1, 0),
+                               "gearbox: a copy of o.ready (record_ready) differs from o.ready")
+        else:
+            slice_ready = self.o.ready.replicate(self.record_slices)
+        for n, lo in enumerate(range(0, width_max, SELECT_FANOUT)):
             hi = min(lo + SELECT_FANOUT, width_max)
-            part = m.submodules[f"record_{lo // SELECT_FANOUT}"] = _RecordSlice(width=hi - lo)
-            m.d.comb += [part.valid.eq(state.valid), part.ready.eq(self.o.ready), part.d.eq(level[lo:hi]),
+            part = m.submodules[f"record_{n}"] = _RecordSlice(width=hi - lo)
+            m.d.comb += [part.valid.eq(state.valid), part.ready.eq(slice_ready[n]), part.d.eq(level[lo:hi]),
                          self.o.payload[lo:hi].eq(part.q)]
         return m
 
