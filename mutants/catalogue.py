@@ -50,7 +50,7 @@ def _m(name, file, anchor, replacement, description, tests, equivalent=None):
 
 
 G, D, L, C, R, T = "rtl/gearbox.py", "rtl/decode.py", "rtl/lanes.py", "rtl/correct.py", "rtl/requant.py", "rtl/tile.py"
-DR, E, P = "rtl/drain.py", "rtl/epilogue.py", "rtl/params.py"
+DR, E, P, RG = "rtl/drain.py", "rtl/epilogue.py", "rtl/params.py", "rtl/registers.py"
 
 CATALOGUE = [
     # -- gearbox ----------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ CATALOGUE = [
     _m("requant-keep-short", R, r"_KEEP = OUT_BITS\n", "_KEEP = OUT_BITS - 1\n",
        "the shift keeps too few bits to tell a saturating value", "requant"),
     # -- lane drain, gather, epilogue wiring, interval --------------------------------------------
-    _m("drain-gate-not-cleared", DR, r"m\.d\.sync \+= q\.eq\(0\)         # after its turn",
+    _m("drain-gate-not-cleared", RG, r"m\.d\.sync \+= q\.eq\(0\)         # after its turn",
        "m.d.sync += q.eq(q)         # after its turn",
        "a lane's gated register keeps its value after its turn: lanes are ORed together", "drain"),
     _m("drain-last-early", DR, r"self\.o\.payload\.last\.eq\(turn\[L - 1\]\)", "self.o.payload.last.eq(turn[0])",
