@@ -77,7 +77,7 @@ CATALOGUE = [
        "the last word is never noticed: no GEMV ever ends (a hang, caught by the cycle budget)", "gearbox"),
     _m("gearbox-flush-without-take", G,
        r"self\.if_kept\.eq\(Mux\(word, self\.kept_word, self\.kept\)\),",
-       "self.if_kept.eq(Mux(self.flush, self.flushed, Mux(word, self.kept_word, self.kept))),",
+       "self.if_kept.eq(Mux(self.restart & self.ending, self.flushed, Mux(word, self.kept_word, self.kept))),",
        "the flush discards the buffer even when no record is taken", "gearbox"),
     _m("gearbox-restart-select-ignored", G, r"return Mux\(self\.restart, if_restart, otherwise\)", "return otherwise",
        "a record taken with restart (the stream not ending) is followed by next_select's width, not the first's",

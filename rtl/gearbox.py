@@ -289,7 +289,6 @@ class Gearbox(wiring.Component):
         restart_select = Const(self.first_select, len(select))
         next_record = Signal(len(select))
         next_size = Signal(range(max(2, len(sizes))))                # (one size: a constant bit, not zero bits)
-        flush = Signal()
         named = self.next_select                            # the next record unless `restart`
 
         def after_restart(if_restart, otherwise):
@@ -308,7 +307,6 @@ class Gearbox(wiring.Component):
             m.d.comb += next_size.eq(after_restart(size_index(self.first_select), size_of(named)))
         m.d.comb += [
             next_record.eq(after_restart(restart_select, named)),
-            flush.eq(self.restart & state.ending),
         ]
 
         def complete(core, got_last_next):
@@ -321,7 +319,8 @@ class Gearbox(wiring.Component):
                                                        flushed=state_init_value)
         m.d.comb += [
             word_pick.word_valid.eq(self.i.valid), word_pick.ready.eq(ready_word.q),
-            word_pick.size.eq(next_size), word_pick.select.eq(next_record), word_pick.flush.eq(flush),
+            word_pick.size.eq(next_size), word_pick.select.eq(next_record),
+            word_pick.restart.eq(self.restart), word_pick.ending.eq(state.ending),
             word_pick.kept.eq(complete(state.as_value()[:core_layout.size], got_last)),
             word_pick.kept_word.eq(complete(_indexed([registered(kept_word, z, select) for z in range(len(sizes))],
                                                      size_of(select)), got_last_after[1])),
@@ -517,10 +516,13 @@ class _WordPick(wiring.Component):
     """The gearbox's next state if the offered record is taken, and if it is kept, the word's transfer resolved.
 
     ``if_kept = kept_word if word_valid & ready else kept``; ``if_taken`` is ``flushed`` (the state
-    after reset) with ``flush``, else ``taken[size][1 if word_valid & ready else 0]`` with ``select`` as its
-    record.  A submodule so that synthesis computes these from the complete candidates (which
-    depend on registers only) in about two LUTs, the word's valid, the next record's size and
-    the flush entering last, instead of merging them into the candidates' tables.
+    after reset) with the flush (``restart & ending``), else ``taken[size][1 if word_valid & ready
+    else 0]`` with ``select`` as its record.  A submodule so that synthesis computes these from the
+    complete candidates (which depend on registers only) in about two LUTs, the word's valid, the
+    next record's size and the flush entering last, instead of merging them into the candidates'
+    tables.  The flush is computed here, so that synthesis can fold it into each bit's pick: as one
+    LUT of its own in the gearbox it was a net to every bit (4+3 seed 2: ``restart`` -> 2.2 ns ->
+    the flush LUT -> 2.2 ns -> a bit's pick).
 
     Parameters
     ----------
@@ -540,7 +542,7 @@ class _WordPick(wiring.Component):
         self.select_offset, self.flushed = select, flushed
         super().__init__({
             "word_valid": In(1), "ready": In(1), "size": In(range(max(2, sizes))), "select": In(select_bits),
-            "flush": In(1), "kept": In(width), "kept_word": In(width),
+            "restart": In(1), "ending": In(1), "kept": In(width), "kept_word": In(width),
             "taken": In(data.ArrayLayout(data.ArrayLayout(width, 2), sizes)),
             "if_taken": Out(width), "if_kept": Out(width),
         })
@@ -554,7 +556,7 @@ class _WordPick(wiring.Component):
         taken = Cat(taken[:offset], self.select, taken[offset + bits:])
         m.d.comb += [
             self.if_kept.eq(Mux(word, self.kept_word, self.kept)),
-            self.if_taken.eq(Mux(self.flush, self.flushed, taken)),
+            self.if_taken.eq(Mux(self.restart & self.ending, self.flushed, taken)),
         ]
         return m
 
