@@ -184,7 +184,7 @@ class GroupScaler(wiring.Component):
     lane_next, common_next : In(lane_sums_layout(params)), In(group_common_layout(params))
         ``i.payload.lane`` and ``i.payload.common`` one cycle ahead (:class:`~rtl.drain.LaneDrain`'s
         ``lane_next``/``common_next``): the ``z * Σa`` DSPs load their input registers from them, so
-        their operands are registers beside them rather than a route from the drain's output register.
+        the route from the drain ends at a register in the DSP, not in series with the multiply.
     o_valid_ahead : Out(1)
         ``o.valid`` two cycles ahead, a register (for the gather's registered clock enables).
     """
