@@ -305,9 +305,7 @@ class Gearbox(wiring.Component):
                          next_size.eq(record_size.size)]
         else:
             m.d.comb += next_size.eq(after_restart(size_index(self.first_select), size_of(named)))
-        m.d.comb += [
-            next_record.eq(after_restart(restart_select, named)),
-        ]
+        m.d.comb += next_record.eq(after_restart(restart_select, named))
 
         def complete(core, got_last_next):
             """``core`` (a ``core_layout`` value) with the end-of-stream flags that follow from ``got_last_next``."""

@@ -222,7 +222,7 @@ class SeptetTile(wiring.Component):
         # handshake is then one LUT of the activation's valid and last and these flags.
         block_end = self.act.payload.last
         closing_ok = go_last & (self.params_in.valid if p.requant else 1)
-        may_go = Mux(block_end, closing_ok, go_mid)
+        may_go = _may_go(block_end, closing_ok, go_mid)
         # The gearbox's o.ready (every record in a header; in beats, with an activation beat that may
         # go), once for the gearbox's state and once per slice of its record register, each a LUT of
         # its own (`_GearboxReady`): one LUT had reached every slice's clock enable (4+4, all three
@@ -302,6 +302,11 @@ class SeptetTile(wiring.Component):
         return m
 
 
+def _may_go(block_end, closing_ok, go_mid):
+    """Whether an activation beat may go: a block's last beat with ``closing_ok``, any other with ``go_mid``."""
+    return Mux(block_end, closing_ok, go_mid)
+
+
 class _GearboxReady(wiring.Component):
     """``o = in_header | act_valid & (closing_ok if block_end else go_mid)``: one copy of the gearbox's ``o.ready``.
 
@@ -316,7 +321,7 @@ class _GearboxReady(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.o.eq(self.in_header | (self.act_valid & Mux(self.block_end, self.closing_ok, self.go_mid)))
+        m.d.comb += self.o.eq(self.in_header | (self.act_valid & _may_go(self.block_end, self.closing_ok, self.go_mid)))
         return m
 
 
